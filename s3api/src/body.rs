@@ -1,0 +1,291 @@
+//! Request and response bodies.
+//!
+//! Incoming object bodies are streamed, never buffered whole: frames from hyper
+//! are (optionally) aws-chunked-decoded, gathered into buffers of up to
+//! [`WRITE_BUFFER`] bytes and handed over a bounded channel to a blocking task
+//! that hashes and writes them ([`storage::BlobWriter`]). Memory per upload is
+//! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use storage::{ChecksumAlgorithm, StagedBlob, Store};
+use tokio::sync::mpsc;
+
+use crate::auth::chunked::{ChunkMode, ChunkedDecoder};
+use crate::auth::sigv4::{ChunkSigner, PayloadHash};
+use crate::error::{S3Code, S3Error, S3Result};
+
+/// Size of the buffers handed to the writer task.
+pub const WRITE_BUFFER: usize = 1 << 20;
+const CHANNEL_DEPTH: usize = 2;
+
+/// Error type of response bodies.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body.
+pub enum ResponseBody {
+    /// No body.
+    Empty,
+    /// A body in memory.
+    Full(Option<Bytes>),
+    /// A streamed body; an `Err` item aborts the connection so the client sees
+    /// a failure instead of a short or wrong body.
+    Stream {
+        /// Chunks.
+        rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+        /// Bytes still to come (exact).
+        remaining: u64,
+    },
+}
+
+impl ResponseBody {
+    /// A body from bytes.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(b.into()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ResponseBody::Empty => Poll::Ready(None),
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Stream { rx, remaining } => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    *remaining = remaining.saturating_sub(b.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) if *remaining > 0 => {
+                    Poll::Ready(Some(Err("object stream ended early".into())))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Empty => true,
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Stream { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Empty => SizeHint::with_exact(0),
+            ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
+        }
+    }
+}
+
+/// How the request body is framed and authenticated.
+pub struct BodySpec {
+    /// Declared payload mode.
+    pub payload: PayloadHash,
+    /// Chunk signature verifier for signed streaming modes.
+    pub chunk_signer: Option<ChunkSigner>,
+    /// The request announced trailers (`x-amz-trailer`).
+    pub expect_trailer: bool,
+    /// `Content-Encoding` includes `aws-chunked` (streaming without a STREAMING-* hash).
+    pub aws_chunked: bool,
+    /// Decoded length the client announced, if any.
+    pub decoded_length: Option<u64>,
+}
+
+impl BodySpec {
+    fn is_chunked(&self) -> bool {
+        self.aws_chunked
+            || matches!(
+                self.payload,
+                PayloadHash::StreamingSigned | PayloadHash::StreamingSignedTrailer | PayloadHash::StreamingUnsignedTrailer
+            )
+    }
+}
+
+/// A received body: the staged blob plus any trailers.
+pub struct Received {
+    /// The body, hashed and staged.
+    pub blob: StagedBlob,
+    /// Trailer headers of an aws-chunked body, names lowercase.
+    pub trailers: Vec<(String, String)>,
+}
+
+enum Msg {
+    Data(Bytes),
+    Done,
+}
+
+/// Small frames are gathered into one buffer before crossing to the writer.
+struct Gather {
+    buf: BytesMut,
+}
+
+impl Gather {
+    fn push(&mut self, b: &[u8]) -> Option<Bytes> {
+        self.buf.extend_from_slice(b);
+        (self.buf.len() >= WRITE_BUFFER).then(|| self.buf.split().freeze())
+    }
+}
+
+/// Streams `body` into a staged blob, enforcing `limit` bytes and the payload
+/// signature mode. A `Sha256` payload is compared with the computed content hash.
+pub async fn receive<B>(
+    store: &Arc<Store>,
+    mut body: B,
+    mut spec: BodySpec,
+    checksums: Vec<ChecksumAlgorithm>,
+    limit: u64,
+) -> S3Result<Received>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
+    let writer_store = store.clone();
+    let writer = tokio::task::spawn_blocking(move || -> storage::Result<Option<StagedBlob>> {
+        let mut w = writer_store.blob_writer(&checksums)?;
+        loop {
+            match rx.blocking_recv() {
+                Some(Msg::Data(b)) => w.write(&b)?,
+                Some(Msg::Done) => return w.finish().map(Some),
+                None => return Ok(None), // sender gone: aborted; staging removed on drop
+            }
+        }
+    });
+
+    let mut decoder = spec.is_chunked().then(|| {
+        let mode = match spec.chunk_signer.take() {
+            Some(s) => ChunkMode::Signed(s),
+            None => ChunkMode::Unsigned,
+        };
+        let trailer = spec.expect_trailer
+            || matches!(spec.payload, PayloadHash::StreamingSignedTrailer | PayloadHash::StreamingUnsignedTrailer);
+        ChunkedDecoder::new(mode, trailer)
+    });
+    let mut gather = Gather { buf: BytesMut::with_capacity(WRITE_BUFFER) };
+    let mut decoded = BytesMut::new();
+    let mut total: u64 = 0;
+
+    let outcome: S3Result<()> = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                S3Error::new(S3Code::IncompleteBody, format!("the request body could not be read: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else { continue };
+            let piece: &[u8] = match decoder.as_mut() {
+                Some(d) => {
+                    decoded.clear();
+                    d.decode(&data, &mut decoded)?;
+                    &decoded
+                }
+                None => &data,
+            };
+            total += piece.len() as u64;
+            if total > limit {
+                return Err(S3Error::new(
+                    S3Code::EntityTooLarge,
+                    format!("Your proposed upload exceeds the maximum allowed size of {limit} bytes"),
+                ));
+            }
+            if let Some(full) = gather.push(piece) {
+                tx.send(Msg::Data(full)).await.map_err(|_| writer_gone())?;
+            }
+        }
+        if let Some(d) = &decoder {
+            if !d.is_done() {
+                return Err(S3Error::new(S3Code::IncompleteBody, "the aws-chunked body ended before its final chunk"));
+            }
+        }
+        if let Some(n) = spec.decoded_length {
+            if n != total {
+                return Err(S3Error::new(
+                    S3Code::IncompleteBody,
+                    format!("x-amz-decoded-content-length is {n} but {total} bytes were received"),
+                ));
+            }
+        }
+        if !gather.buf.is_empty() {
+            tx.send(Msg::Data(gather.buf.split().freeze())).await.map_err(|_| writer_gone())?;
+        }
+        tx.send(Msg::Done).await.map_err(|_| writer_gone())?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        drop(tx);
+        let _ = writer.await; // its staging file is removed when it drops the writer
+        return Err(e);
+    }
+    drop(tx);
+    let staged = writer
+        .await
+        .map_err(|e| S3Error::internal("body writer task", &e))?
+        .map_err(S3Error::from)?
+        .ok_or_else(writer_gone)?;
+    if let PayloadHash::Sha256(expected) = spec.payload {
+        if staged.hash.as_bytes() != &expected {
+            return Err(S3Error::code(S3Code::XAmzContentSHA256Mismatch));
+        }
+    }
+    let trailers = decoder.map(|d| d.trailers().to_vec()).unwrap_or_default();
+    Ok(Received { blob: staged, trailers })
+}
+
+fn writer_gone() -> S3Error {
+    S3Error::internal("body writer", &"the writer task stopped early")
+}
+
+/// Reads a small body (XML documents) into memory, at most `limit` bytes, and
+/// verifies a declared SHA-256.
+pub async fn read_small<B>(mut body: B, mut spec: BodySpec, limit: usize) -> S3Result<Bytes>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| S3Error::new(S3Code::IncompleteBody, format!("the request body could not be read: {e}")))?;
+        if let Ok(d) = frame.into_data() {
+            if buf.len() + d.len() > limit {
+                return Err(S3Error::new(S3Code::MalformedXML, format!("the request body exceeds {limit} bytes")));
+            }
+            buf.extend_from_slice(&d);
+        }
+    }
+    let mut body = buf.freeze();
+    if spec.is_chunked() {
+        let mut dec = ChunkedDecoder::new(
+            match spec.chunk_signer.take() {
+                Some(s) => ChunkMode::Signed(s),
+                None => ChunkMode::Unsigned,
+            },
+            spec.expect_trailer,
+        );
+        let mut out = BytesMut::new();
+        dec.decode(&body, &mut out)?;
+        if !dec.is_done() {
+            return Err(S3Error::new(S3Code::IncompleteBody, "the aws-chunked body ended before its final chunk"));
+        }
+        body = out.freeze();
+    }
+    if let PayloadHash::Sha256(expected) = spec.payload {
+        use sha2::{Digest, Sha256};
+        if <[u8; 32]>::from(Sha256::digest(&body)) != expected {
+            return Err(S3Error::code(S3Code::XAmzContentSHA256Mismatch));
+        }
+    }
+    Ok(body)
+}

@@ -1,0 +1,83 @@
+//! Bucket operations.
+
+use http::{HeaderValue, Response, StatusCode};
+
+use super::{blocking, response, xml, Ctx};
+use crate::body::ResponseBody;
+use crate::error::S3Result;
+use crate::xml::{parse_create_bucket, XmlWriter};
+
+/// ListBuckets.
+pub async fn list_buckets(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let store = ctx.state.store.clone();
+    let buckets = blocking(move || store.list_buckets()).await?;
+    let mut w = XmlWriter::new("ListAllMyBucketsResult");
+    w.open("Owner").elem("ID", &ctx.state.config.owner_id).elem("DisplayName", "walstore").close("Owner");
+    w.open("Buckets");
+    for b in buckets {
+        w.open("Bucket").elem("Name", b.name.as_str()).time("CreationDate", b.created).close("Bucket");
+    }
+    w.close("Buckets");
+    Ok(xml(w.finish("ListAllMyBucketsResult")))
+}
+
+/// CreateBucket. A `LocationConstraint` is accepted and ignored: one server is
+/// one region.
+pub async fn create_bucket(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let body = ctx.small_body().await?;
+    parse_create_bucket(&body)?;
+    let store = ctx.state.store.clone();
+    let b = bucket.clone();
+    blocking(move || store.create_bucket(&b)).await?;
+    let mut r = response(StatusCode::OK, ResponseBody::Empty);
+    if let Ok(v) = HeaderValue::from_str(&format!("/{bucket}")) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// DeleteBucket (`BucketNotEmpty` if anything is left).
+pub async fn delete_bucket(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let store = ctx.state.store.clone();
+    blocking(move || store.delete_bucket(&bucket)).await?;
+    Ok(response(StatusCode::NO_CONTENT, ResponseBody::Empty))
+}
+
+/// HeadBucket.
+pub async fn head_bucket(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let store = ctx.state.store.clone();
+    blocking(move || store.bucket(&bucket)).await?;
+    let mut r = response(StatusCode::OK, ResponseBody::Empty);
+    if let Ok(v) = HeaderValue::from_str(&ctx.state.config.region) {
+        r.headers_mut().insert("x-amz-bucket-region", v);
+    }
+    Ok(r)
+}
+
+/// GetBucketLocation: empty for us-east-1, as S3 answers.
+pub async fn get_location(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let store = ctx.state.store.clone();
+    blocking(move || store.bucket(&bucket)).await?;
+    let region = &ctx.state.config.region;
+    let mut w = XmlWriter::new("LocationConstraint");
+    if region != "us-east-1" {
+        w.text(region);
+    }
+    Ok(xml(w.finish("LocationConstraint")))
+}
+
+/// GetBucketVersioning: buckets are unversioned, so the document has no
+/// `Status` (WAL-G then uses plain listings and deletes).
+pub async fn get_versioning(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let store = ctx.state.store.clone();
+    blocking(move || store.bucket(&bucket)).await?;
+    let body = bytes::Bytes::from_static(
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>",
+    );
+    Ok(xml(body))
+}

@@ -1,0 +1,203 @@
+//! ListObjects (v1), ListObjectsV2 and ListObjectVersions (answered as an
+//! unversioned bucket: every object is its own latest version `null`).
+
+use base64::Engine;
+use http::Response;
+use storage::{ListItem, ListPage, ListQuery, ObjectSummary};
+
+use super::{blocking, xml, Ctx};
+use crate::body::ResponseBody;
+use crate::error::{S3Code, S3Error, S3Result};
+use crate::xml::XmlWriter;
+
+/// Default and maximum page size.
+pub const MAX_KEYS: usize = 1000;
+
+/// Common listing parameters.
+struct Params {
+    prefix: String,
+    delimiter: Option<String>,
+    max_keys: usize,
+    url_encode: bool,
+}
+
+fn params(ctx: &Ctx) -> S3Result<Params> {
+    let max_keys = match ctx.query.get("max-keys") {
+        None | Some("") => MAX_KEYS,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(|n| (n as usize).min(MAX_KEYS))
+            .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "max-keys must be a non-negative integer"))?,
+    };
+    let url_encode = match ctx.query.get("encoding-type") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("url") => true,
+        Some(v) => return Err(S3Error::new(S3Code::InvalidArgument, format!("Invalid Encoding Method {v:?}"))),
+    };
+    Ok(Params {
+        prefix: ctx.query.get("prefix").unwrap_or("").to_owned(),
+        delimiter: ctx.query.get("delimiter").filter(|d| !d.is_empty()).map(str::to_owned),
+        max_keys,
+        url_encode,
+    })
+}
+
+async fn page(ctx: &Ctx, p: &Params, after: Option<String>) -> S3Result<ListPage> {
+    let bucket = ctx.bucket()?.clone();
+    let store = ctx.state.store.clone();
+    let q = ListQuery { prefix: p.prefix.clone(), delimiter: p.delimiter.clone(), after, max_keys: p.max_keys };
+    blocking(move || store.list_objects(&bucket, &q)).await
+}
+
+/// Characters kept as-is by `encoding-type=url` (besides alphanumerics).
+const URL_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+fn enc(p: &Params, s: &str) -> String {
+    if p.url_encode {
+        percent_encoding::utf8_percent_encode(s, URL_SET).to_string()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn contents(w: &mut XmlWriter, p: &Params, o: &ObjectSummary, tag: &str, version: bool) {
+    w.open(tag).elem("Key", &enc(p, &o.key));
+    if version {
+        w.elem("VersionId", "null").boolean("IsLatest", true);
+    }
+    w.time("LastModified", o.last_modified).elem("ETag", &o.etag.quoted());
+    if let Some(a) = o.checksum_algorithm {
+        w.elem("ChecksumAlgorithm", a.name());
+    }
+    if let Some(t) = o.checksum_type {
+        w.elem("ChecksumType", t);
+    }
+    w.num("Size", o.size).elem("StorageClass", o.storage_class.as_deref().unwrap_or("STANDARD"));
+    if version {
+        w.open("Owner").elem("ID", "walstore").elem("DisplayName", "walstore").close("Owner");
+    }
+    w.close(tag);
+}
+
+fn items(w: &mut XmlWriter, p: &Params, page: &ListPage, tag: &str, version: bool) {
+    for item in &page.items {
+        if let ListItem::Object(o) = item {
+            contents(w, p, o, tag, version);
+        }
+    }
+    for item in &page.items {
+        if let ListItem::Prefix(cp) = item {
+            w.open("CommonPrefixes").elem("Prefix", &enc(p, cp)).close("CommonPrefixes");
+        }
+    }
+}
+
+fn head(w: &mut XmlWriter, ctx: &Ctx, p: &Params) -> S3Result<()> {
+    w.elem("Name", ctx.bucket()?.as_str()).elem("Prefix", &enc(p, &p.prefix));
+    if let Some(d) = &p.delimiter {
+        w.elem("Delimiter", &enc(p, d));
+    }
+    w.num("MaxKeys", p.max_keys);
+    if p.url_encode {
+        w.elem("EncodingType", "url");
+    }
+    Ok(())
+}
+
+fn token_of(name: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.as_bytes())
+}
+
+fn token_value(token: &str) -> S3Result<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "The continuation token provided is incorrect"))
+}
+
+/// ListObjectsV2. `NextContinuationToken` is present iff the page is truncated.
+pub async fn list_objects_v2(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let p = params(&ctx)?;
+    let token = ctx.query.get("continuation-token").filter(|t| !t.is_empty()).map(str::to_owned);
+    let start_after = ctx.query.get("start-after").filter(|t| !t.is_empty()).map(str::to_owned);
+    let after = match &token {
+        Some(t) => Some(token_value(t)?),
+        None => start_after.clone(),
+    };
+    let page = page(&ctx, &p, after).await?;
+    let mut w = XmlWriter::new("ListBucketResult");
+    head(&mut w, &ctx, &p)?;
+    w.num("KeyCount", page.items.len()).boolean("IsTruncated", page.truncated);
+    if let Some(t) = &token {
+        w.elem("ContinuationToken", t);
+    }
+    if let Some(s) = &start_after {
+        w.elem("StartAfter", &enc(&p, s));
+    }
+    if page.truncated {
+        if let Some(last) = page.items.last() {
+            w.elem("NextContinuationToken", &token_of(last.name()));
+        }
+    }
+    items(&mut w, &p, &page, "Contents", false);
+    Ok(xml(w.finish("ListBucketResult")))
+}
+
+/// ListObjects (v1). `NextMarker` is sent whenever the page is truncated.
+pub async fn list_objects_v1(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let p = params(&ctx)?;
+    let marker = ctx.query.get("marker").filter(|m| !m.is_empty()).map(str::to_owned);
+    let page = page(&ctx, &p, marker.clone()).await?;
+    let mut w = XmlWriter::new("ListBucketResult");
+    head(&mut w, &ctx, &p)?;
+    w.elem("Marker", &enc(&p, marker.as_deref().unwrap_or("")));
+    w.boolean("IsTruncated", page.truncated);
+    if page.truncated {
+        if let Some(last) = page.items.last() {
+            w.elem("NextMarker", &enc(&p, last.name()));
+        }
+    }
+    items(&mut w, &p, &page, "Contents", false);
+    Ok(xml(w.finish("ListBucketResult")))
+}
+
+/// ListObjectVersions on an unversioned bucket.
+pub async fn list_object_versions(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let p = params(&ctx)?;
+    let key_marker = ctx.query.get("key-marker").filter(|m| !m.is_empty()).map(str::to_owned);
+    let page = page(&ctx, &p, key_marker.clone()).await?;
+    let mut w = XmlWriter::new("ListVersionsResult");
+    head(&mut w, &ctx, &p)?;
+    w.elem("KeyMarker", &enc(&p, key_marker.as_deref().unwrap_or("")));
+    w.elem("VersionIdMarker", ctx.query.get("version-id-marker").unwrap_or(""));
+    w.boolean("IsTruncated", page.truncated);
+    if page.truncated {
+        if let Some(last) = page.items.last() {
+            w.elem("NextKeyMarker", &enc(&p, last.name())).elem("NextVersionIdMarker", "null");
+        }
+    }
+    items(&mut w, &p, &page, "Version", true);
+    Ok(xml(w.finish("ListVersionsResult")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for s in ["", "wal_005/000000010000000000000001.lz4", "a b+c/ü"] {
+            assert_eq!(token_value(&token_of(s)).ok().as_deref(), Some(s));
+            assert!(token_of(s).bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+        assert!(token_value("!!!").is_err());
+    }
+}

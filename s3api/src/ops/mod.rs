@@ -1,0 +1,118 @@
+//! Operation handlers, one module per family. Every handler has the same shape:
+//! parse its own parameters from the [`Ctx`], call the store off the async
+//! runtime, encode the answer.
+
+pub mod bucket;
+pub mod list;
+pub mod multipart;
+pub mod object;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Response, StatusCode};
+use hyper::body::Incoming;
+use storage::{BucketName, ObjectKey};
+
+use crate::body::{BodySpec, ResponseBody};
+use crate::error::{S3Code, S3Error, S3Result};
+use crate::router::{Operation, Query};
+use crate::state::AppState;
+
+/// Everything a handler may use.
+pub struct Ctx {
+    /// Shared server state.
+    pub state: Arc<AppState>,
+    /// HTTP method.
+    pub method: Method,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// Decoded query.
+    pub query: Query,
+    /// Routed bucket.
+    pub bucket: Option<BucketName>,
+    /// Routed key.
+    pub key: Option<ObjectKey>,
+    /// The request body (taken by handlers that read it).
+    pub body: Option<Incoming>,
+    /// How the body is framed and signed.
+    pub spec: Option<BodySpec>,
+    /// The access key that signed the request.
+    pub access_key: String,
+}
+
+impl Ctx {
+    pub(crate) fn bucket(&self) -> S3Result<&BucketName> {
+        self.bucket.as_ref().ok_or_else(|| S3Error::new(S3Code::InvalidRequest, "a bucket is required"))
+    }
+
+    pub(crate) fn key(&self) -> S3Result<&ObjectKey> {
+        self.key.as_ref().ok_or_else(|| S3Error::new(S3Code::InvalidRequest, "a key is required"))
+    }
+
+    pub(crate) fn take_body(&mut self) -> S3Result<(Incoming, BodySpec)> {
+        match (self.body.take(), self.spec.take()) {
+            (Some(b), Some(s)) => Ok((b, s)),
+            _ => Err(S3Error::internal("request body", &"body already taken")),
+        }
+    }
+
+    /// Reads a small XML body, bounded by the configured limit.
+    pub(crate) async fn small_body(&mut self) -> S3Result<bytes::Bytes> {
+        let (body, spec) = self.take_body()?;
+        crate::body::read_small(body, spec, self.state.config.max_xml_body).await
+    }
+}
+
+/// Runs a blocking storage call on the blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> S3Result<T>
+where
+    F: FnOnce() -> storage::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(S3Error::from),
+        Err(e) => Err(S3Error::internal("blocking task", &e)),
+    }
+}
+
+/// A response with a status and body.
+pub(crate) fn response(status: StatusCode, body: ResponseBody) -> Response<ResponseBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r
+}
+
+/// A 200 with an XML document.
+pub(crate) fn xml(body: bytes::Bytes) -> Response<ResponseBody> {
+    let mut r = response(StatusCode::OK, ResponseBody::full(body));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    r
+}
+
+/// Dispatches a routed request.
+pub async fn dispatch(op: Operation, ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    use Operation as O;
+    match op {
+        O::ListBuckets => bucket::list_buckets(ctx).await,
+        O::CreateBucket => bucket::create_bucket(ctx).await,
+        O::DeleteBucket => bucket::delete_bucket(ctx).await,
+        O::HeadBucket => bucket::head_bucket(ctx).await,
+        O::GetBucketLocation => bucket::get_location(ctx).await,
+        O::GetBucketVersioning => bucket::get_versioning(ctx).await,
+        O::ListObjects => list::list_objects_v1(ctx).await,
+        O::ListObjectsV2 => list::list_objects_v2(ctx).await,
+        O::ListObjectVersions => list::list_object_versions(ctx).await,
+        O::ListMultipartUploads => multipart::list_uploads(ctx).await,
+        O::DeleteObjects => object::delete_objects(ctx).await,
+        O::PutObject => object::put_object(ctx).await,
+        O::CopyObject => object::copy_object(ctx).await,
+        O::GetObject => object::get_object(ctx, false).await,
+        O::HeadObject => object::get_object(ctx, true).await,
+        O::DeleteObject => object::delete_object(ctx).await,
+        O::CreateMultipartUpload => multipart::create(ctx).await,
+        O::UploadPart => multipart::upload_part(ctx).await,
+        O::CompleteMultipartUpload => multipart::complete(ctx).await,
+        O::AbortMultipartUpload => multipart::abort(ctx).await,
+        O::ListParts => multipart::list_parts(ctx).await,
+    }
+}

@@ -1,0 +1,320 @@
+//! Object operations: PutObject, GetObject/HeadObject, DeleteObject,
+//! DeleteObjects, CopyObject.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use storage::{ObjectKey, PutRequest};
+use tokio::sync::mpsc;
+
+use super::{blocking, response, xml, Ctx};
+use crate::body::{self, ResponseBody};
+use crate::error::{S3Code, S3Error, S3Result};
+use crate::headers::{
+    apply_response_overrides, check_read_conditions, checksum_response, meta_from_headers, object_headers,
+    parse_range, text, write_condition, ChecksumRequest,
+};
+use crate::router::decode_component;
+use crate::xml::{parse_delete, XmlWriter};
+
+/// Maximum keys in one DeleteObjects request (S3's limit).
+pub const MAX_DELETE_KEYS: usize = 1000;
+
+/// Rejects a body announced as larger than the limit before reading it (so a
+/// client waiting for `100 Continue` gets the answer at once).
+pub(crate) fn check_declared_length(ctx: &Ctx, limit: u64) -> S3Result<()> {
+    let declared = text(&ctx.headers, "x-amz-decoded-content-length")?
+        .or(text(&ctx.headers, "content-length")?)
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(S3Error::new(
+            S3Code::EntityTooLarge,
+            format!("Your proposed upload exceeds the maximum allowed size of {limit} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// PutObject.
+pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let key = ctx.key()?.clone();
+    let meta = meta_from_headers(&ctx.headers)?;
+    let condition = write_condition(&ctx.headers)?;
+    let checks = ChecksumRequest::from_headers(&ctx.headers)?;
+    let limit = ctx.state.config.max_object_size;
+    check_declared_length(&ctx, limit)?;
+    {
+        let store = ctx.state.store.clone();
+        let b = bucket.clone();
+        blocking(move || store.bucket(&b)).await?;
+    }
+    let (incoming, spec) = ctx.take_body()?;
+    let received = body::receive(&ctx.state.store, incoming, spec, checks.algorithms(), limit).await?;
+    let checksum = checks.verify(&received.blob, &received.trailers)?;
+    let store = ctx.state.store.clone();
+    let info = blocking(move || {
+        store.put_object(PutRequest { bucket: &bucket, key: &key, blob: received.blob, meta, checksum, condition })
+    })
+    .await?;
+    let mut r = response(StatusCode::OK, ResponseBody::Empty);
+    if let Ok(v) = HeaderValue::from_str(&info.etag.quoted()) {
+        r.headers_mut().insert(http::header::ETAG, v);
+    }
+    if checks.algorithm.is_some() {
+        checksum_response(r.headers_mut(), info.checksum.as_ref());
+    }
+    Ok(r)
+}
+
+/// GetObject and HeadObject. Small answers are read whole; larger ones stream
+/// from a blocking reader that verifies each block's CRC before sending it. The
+/// first block is verified before the status line goes out, so a corrupt object
+/// usually fails with a clean 500; corruption found later aborts the connection.
+pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let key = ctx.key()?.clone();
+    let store = ctx.state.store.clone();
+    let info = blocking(move || store.head_object(&bucket, &key)).await?;
+    check_read_conditions(&ctx.headers, &info, "")?;
+
+    let mut range = parse_range(text(&ctx.headers, "range")?, info.size)?;
+    let mut parts_count = None;
+    if let Some(n) = ctx.query.get("partNumber") {
+        let n: usize = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            S3Error::new(S3Code::InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive")
+        })?;
+        let sizes: Vec<u64> = match info.parts_count {
+            Some(c) if c as usize == info.blobs.len() => info.blobs.iter().map(|b| b.size).collect(),
+            Some(_) => return Err(S3Error::new(S3Code::NotImplemented, "partNumber on an object with empty parts")),
+            None => vec![info.size],
+        };
+        if n > sizes.len() {
+            return Err(S3Error::new(S3Code::InvalidRange, "The requested partnumber is not satisfiable"));
+        }
+        let start: u64 = sizes[..n - 1].iter().sum();
+        range = Some(start..start + sizes[n - 1]);
+        parts_count = Some(sizes.len());
+    }
+    let checksum_mode = text(&ctx.headers, "x-amz-checksum-mode")?.is_some_and(|v| v.eq_ignore_ascii_case("ENABLED"));
+    let whole = range.is_none() || range.as_ref().is_some_and(|r| r.start == 0 && r.end == info.size);
+    let mut headers = object_headers(&info, checksum_mode, whole);
+    apply_response_overrides(&mut headers, &ctx.query);
+    if let Some(n) = parts_count {
+        headers.insert("x-amz-mp-parts-count", HeaderValue::from(n));
+    }
+    let (status, span) = match &range {
+        Some(r) if !(parts_count.is_some() && whole) => {
+            let cr = format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), info.size);
+            if let Ok(v) = HeaderValue::from_str(&cr) {
+                headers.insert(http::header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, r.clone())
+        }
+        _ => (StatusCode::OK, 0..info.size),
+    };
+    let len = span.end - span.start;
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+
+    let body = if head || len == 0 {
+        ResponseBody::Empty
+    } else {
+        let store = ctx.state.store.clone();
+        let info2 = info.clone();
+        let (reader, first) = blocking(move || {
+            let mut r = store.read_object(&info2, span)?;
+            let first = r.next_chunk()?;
+            Ok((r, first))
+        })
+        .await?;
+        let first = first.unwrap_or_default();
+        if reader.remaining() == 0 {
+            ResponseBody::full(first)
+        } else {
+            let (tx, rx) = mpsc::channel::<Result<Bytes, body::BodyError>>(2);
+            let remaining = len;
+            tokio::task::spawn_blocking(move || stream_rest(reader, first, tx));
+            ResponseBody::Stream { rx, remaining }
+        }
+    };
+    let mut r = response(status, body);
+    *r.headers_mut() = headers;
+    Ok(r)
+}
+
+fn stream_rest(
+    mut reader: storage::ObjectReader,
+    first: Bytes,
+    tx: mpsc::Sender<Result<Bytes, body::BodyError>>,
+) {
+    if tx.blocking_send(Ok(first)).is_err() {
+        return; // client went away
+    }
+    loop {
+        match reader.next_chunk() {
+            Ok(Some(chunk)) => {
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "aborting a GET: stored data failed verification or could not be read");
+                let _ = tx.blocking_send(Err(Box::new(e)));
+                return;
+            }
+        }
+    }
+}
+
+/// DeleteObject: 204 whether or not the key existed.
+pub async fn delete_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let key = ctx.key()?.clone();
+    check_version_id(ctx.query.get("versionId"))?;
+    let store = ctx.state.store.clone();
+    blocking(move || store.delete_object(&bucket, &key)).await?;
+    Ok(response(StatusCode::NO_CONTENT, ResponseBody::Empty))
+}
+
+/// Buckets are unversioned: `null` (or empty) names the current object.
+fn check_version_id(v: Option<&str>) -> S3Result<()> {
+    match v {
+        None | Some("") | Some("null") => Ok(()),
+        Some(_) => Err(S3Error::new(S3Code::InvalidArgument, "Invalid version id specified")),
+    }
+}
+
+/// DeleteObjects. An empty `<VersionId>` means the current object and deletes
+/// it (WAL-G sends one with every key). Per-key failures are reported in the
+/// result document.
+pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let checks = ChecksumRequest::from_headers(&ctx.headers)?;
+    let body = ctx.small_body().await?;
+    if let Some(md5) = checks.content_md5 {
+        use md5::{Digest, Md5};
+        if <[u8; 16]>::from(Md5::digest(&body)) != md5 {
+            return Err(S3Error::code(S3Code::BadDigest));
+        }
+    }
+    let req = parse_delete(&body)?;
+    if req.objects.len() > MAX_DELETE_KEYS {
+        return Err(S3Error::new(
+            S3Code::MalformedXML,
+            format!("a Delete request may name at most {MAX_DELETE_KEYS} objects"),
+        ));
+    }
+    let store = ctx.state.store.clone();
+    let b = bucket.clone();
+    blocking(move || store.bucket(&b)).await?;
+    // Keys that fail validation are reported per key; the rest go in one batch.
+    let mut results: Vec<(String, Option<String>, Result<(), S3Error>)> = Vec::with_capacity(req.objects.len());
+    let mut valid = Vec::new();
+    for (i, o) in req.objects.into_iter().enumerate() {
+        let r = match (check_version_id(o.version_id.as_deref()), ObjectKey::parse(&o.key)) {
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(S3Error::from(e)),
+            (Ok(()), Ok(key)) => {
+                valid.push((i, key));
+                Ok(())
+            }
+        };
+        results.push((o.key, o.version_id, r));
+    }
+    let store = ctx.state.store.clone();
+    let keys: Vec<ObjectKey> = valid.iter().map(|(_, k)| k.clone()).collect();
+    if let Err(e) = blocking(move || store.delete_objects(&bucket, &keys)).await {
+        for (i, _) in &valid {
+            results[*i].2 = Err(e.clone());
+        }
+    }
+    let quiet = req.quiet;
+    let mut w = XmlWriter::new("DeleteResult");
+    for (key, version, r) in results {
+        match r {
+            Ok(()) if quiet => {}
+            Ok(()) => {
+                w.open("Deleted").elem("Key", &key).opt("VersionId", version.as_deref()).close("Deleted");
+            }
+            Err(e) => {
+                w.open("Error")
+                    .elem("Key", &key)
+                    .opt("VersionId", version.as_deref())
+                    .elem("Code", e.code.as_str())
+                    .elem("Message", &e.message)
+                    .close("Error");
+            }
+        }
+    }
+    Ok(xml(w.finish("DeleteResult")))
+}
+
+/// Parses `x-amz-copy-source`: `bucket/key` or `/bucket/key`, URL-encoded or
+/// not, optionally with `?versionId=`.
+fn copy_source(v: &str) -> S3Result<(storage::BucketName, ObjectKey)> {
+    let v = v.trim();
+    let (path, query) = v.split_once('?').unwrap_or((v, ""));
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "versionId" {
+            check_version_id(Some(val))?;
+        }
+    }
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let decoded = decode_component(path)?;
+    let (b, k) = decoded
+        .split_once('/')
+        .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "Copy Source must mention the source bucket and key: sourcebucket/sourcekey"))?;
+    Ok((storage::BucketName::parse(b)?, ObjectKey::parse(k)?))
+}
+
+/// CopyObject: a new index entry referencing the same blobs; no bytes move.
+pub async fn copy_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    let bucket = ctx.bucket()?.clone();
+    let key = ctx.key()?.clone();
+    let src = text(&ctx.headers, "x-amz-copy-source")?.unwrap_or("");
+    let (src_bucket, src_key) = copy_source(src)?;
+    let replace = match text(&ctx.headers, "x-amz-metadata-directive")? {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("COPY") => false,
+        Some(v) if v.eq_ignore_ascii_case("REPLACE") => true,
+        Some(v) => return Err(S3Error::new(S3Code::InvalidArgument, format!("Unknown metadata directive {v:?}"))),
+    };
+    if !replace && src_bucket == bucket && src_key == key {
+        return Err(S3Error::new(
+            S3Code::InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
+    let meta = if replace { Some(meta_from_headers(&ctx.headers)?) } else { None };
+    let condition = write_condition(&ctx.headers)?;
+    let store = ctx.state.store.clone();
+    let (sb, sk) = (src_bucket.clone(), src_key.clone());
+    let src_info = blocking(move || store.head_object(&sb, &sk)).await?;
+    check_read_conditions(&ctx.headers, &src_info, "x-amz-copy-source-")?;
+    let store = ctx.state.store.clone();
+    let info = blocking(move || store.copy_object(&src_bucket, &src_key, &bucket, &key, meta, condition)).await?;
+    let mut w = XmlWriter::new("CopyObjectResult");
+    w.time("LastModified", info.last_modified).elem("ETag", &info.etag.quoted());
+    if let Some(c) = &info.checksum {
+        w.elem(&format!("Checksum{}", c.algorithm.name()), &c.to_wire());
+    }
+    Ok(xml(w.finish("CopyObjectResult")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_forms() {
+        for v in ["bkt/a/b.lz4", "/bkt/a/b.lz4", "bkt/a%2Fb.lz4", "bkt/a/b.lz4?versionId=null"] {
+            let (b, k) = copy_source(v).unwrap_or_else(|e| panic!("{v}: {}", e.message));
+            assert_eq!(b.as_str(), "bkt");
+            assert_eq!(k.as_str(), "a/b.lz4");
+        }
+        assert!(copy_source("bkt").is_err());
+        assert!(copy_source("bkt/k?versionId=abc").is_err());
+        assert!(copy_source("BAD_bucket/k").is_err());
+    }
+}

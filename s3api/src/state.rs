@@ -1,0 +1,83 @@
+//! Shared state of the S3 service.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage::Store;
+
+use crate::auth::sigv4::SecretLookup;
+
+/// Protocol settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The region this server answers as. Requests signed for it or for
+    /// `us-east-1` are accepted.
+    pub region: String,
+    /// Largest object a single PutObject may upload (S3: 5 GiB).
+    pub max_object_size: u64,
+    /// Largest XML request body (DeleteObjects with 1000 long keys is ~1.1 MiB).
+    pub max_xml_body: usize,
+    /// Allowed clock skew of signed requests (S3: 15 minutes).
+    pub max_skew: Duration,
+    /// Owner id shown in listings.
+    pub owner_id: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            max_object_size: 5 << 30,
+            max_xml_body: 4 << 20,
+            max_skew: Duration::from_secs(15 * 60),
+            owner_id: "walstore".into(),
+        }
+    }
+}
+
+/// Access keys and their secrets.
+pub struct StaticKeys {
+    keys: Vec<(String, String)>,
+}
+
+impl StaticKeys {
+    /// A key set from `(access key id, secret)` pairs.
+    pub fn new(keys: Vec<(String, String)>) -> Self {
+        Self { keys }
+    }
+}
+
+impl SecretLookup for StaticKeys {
+    fn secret_key(&self, access_key_id: &str) -> Option<String> {
+        self.keys.iter().find(|(k, _)| k == access_key_id).map(|(_, s)| s.clone())
+    }
+}
+
+/// Everything the request handlers share.
+pub struct AppState {
+    /// The storage engine.
+    pub store: Arc<Store>,
+    /// Protocol settings.
+    pub config: ApiConfig,
+    /// Credentials.
+    pub keys: Arc<dyn SecretLookup + Send + Sync>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// New state.
+    pub fn new(store: Arc<Store>, config: ApiConfig, keys: Arc<dyn SecretLookup + Send + Sync>) -> Self {
+        Self { store, config, keys, shutting_down: AtomicBool::new(false) }
+    }
+
+    /// Marks the server as draining (readiness turns false).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server is draining.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}

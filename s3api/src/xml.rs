@@ -1,0 +1,426 @@
+//! XML: a small writer for S3 response documents and parsers for the request
+//! bodies we accept (CompleteMultipartUpload, Delete, CreateBucketConfiguration).
+//!
+//! Output rules the SDKs depend on: UTF-8 declaration, the S3 namespace, no empty
+//! numeric or boolean elements (they fail to parse), timestamps as ISO-8601 UTC
+//! with milliseconds and `Z`.
+
+use bytes::Bytes;
+use quick_xml::events::Event;
+use quick_xml::Reader;
+use storage::Timestamp;
+
+use crate::error::{S3Code, S3Error, S3Result};
+
+/// The S3 XML namespace.
+pub const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// Builds an XML document.
+pub struct XmlWriter {
+    buf: String,
+}
+
+impl XmlWriter {
+    /// Starts a document with root element `root` in the S3 namespace.
+    pub fn new(root: &str) -> Self {
+        let mut buf = String::with_capacity(256);
+        buf.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
+        buf.push_str(root);
+        buf.push_str(" xmlns=\"");
+        buf.push_str(S3_NS);
+        buf.push_str("\">");
+        Self { buf }
+    }
+
+    /// Starts a document whose root has no namespace (the `Error` document).
+    pub fn new_plain(root: &str) -> Self {
+        let mut buf = String::with_capacity(256);
+        buf.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
+        buf.push_str(root);
+        buf.push('>');
+        Self { buf }
+    }
+
+    /// `<name>text</name>`, escaped.
+    pub fn elem(&mut self, name: &str, text: &str) -> &mut Self {
+        self.open(name);
+        escape_into(&mut self.buf, text);
+        self.close(name)
+    }
+
+    /// `<name>` with a number.
+    pub fn num(&mut self, name: &str, n: impl std::fmt::Display) -> &mut Self {
+        self.open(name);
+        self.buf.push_str(&n.to_string());
+        self.close(name)
+    }
+
+    /// `<name>true|false</name>`.
+    pub fn boolean(&mut self, name: &str, b: bool) -> &mut Self {
+        self.elem(name, if b { "true" } else { "false" })
+    }
+
+    /// `<name>` with an ISO-8601 timestamp.
+    pub fn time(&mut self, name: &str, t: Timestamp) -> &mut Self {
+        self.elem(name, &iso8601(t))
+    }
+
+    /// `<name>` only if `text` is `Some`.
+    pub fn opt(&mut self, name: &str, text: Option<&str>) -> &mut Self {
+        if let Some(t) = text {
+            self.elem(name, t);
+        }
+        self
+    }
+
+    /// Opens an element.
+    pub fn open(&mut self, name: &str) -> &mut Self {
+        self.buf.push('<');
+        self.buf.push_str(name);
+        self.buf.push('>');
+        self
+    }
+
+    /// Closes an element.
+    pub fn close(&mut self, name: &str) -> &mut Self {
+        self.buf.push_str("</");
+        self.buf.push_str(name);
+        self.buf.push('>');
+        self
+    }
+
+    /// Appends escaped text at the current position.
+    pub fn text(&mut self, text: &str) -> &mut Self {
+        escape_into(&mut self.buf, text);
+        self
+    }
+
+    /// Closes the root and returns the document.
+    pub fn finish(mut self, root: &str) -> Bytes {
+        self.close(root);
+        Bytes::from(self.buf)
+    }
+}
+
+/// Escapes text for element content and attribute values.
+pub fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 cannot carry most control characters even escaped as text;
+            // S3 sends them as numeric references, which the SDKs accept.
+            c if (c as u32) < 0x20 && c != '\t' && c != '\n' && c != '\r' => {
+                out.push_str(&format!("&#x{:X};", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// `2025-01-02T03:04:05.678Z`.
+pub fn iso8601(t: Timestamp) -> String {
+    let ms = t.as_millis();
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The error document.
+pub fn error_body(code: &str, message: &str, resource: &str, request_id: &str) -> Bytes {
+    let mut w = XmlWriter::new_plain("Error");
+    w.elem("Code", code).elem("Message", message);
+    if !resource.is_empty() {
+        w.elem("Resource", resource);
+    }
+    w.elem("RequestId", request_id);
+    w.finish("Error")
+}
+
+// ------------------------------------------------------------------ parsing
+
+/// A tiny DOM: enough for the three request bodies we accept.
+#[derive(Debug, Default)]
+struct Node {
+    name: String,
+    text: String,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn child(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+fn malformed(why: impl std::fmt::Display) -> S3Error {
+    S3Error::new(S3Code::MalformedXML, format!("The XML you provided was not well-formed: {why}"))
+}
+
+/// Parses a document into nodes by local name, with entities decoded. Depth
+/// and size are bounded by the caller's body limit and `MAX_DEPTH`.
+fn parse_dom(body: &[u8]) -> S3Result<Node> {
+    const MAX_DEPTH: usize = 16;
+    let mut reader = Reader::from_reader(body);
+    reader.config_mut().trim_text(false);
+    let mut stack: Vec<Node> = vec![Node::default()];
+    loop {
+        match reader.read_event().map_err(malformed)? {
+            Event::Start(e) => {
+                if stack.len() > MAX_DEPTH {
+                    return Err(malformed("nesting too deep"));
+                }
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                stack.push(Node { name, ..Node::default() });
+            }
+            Event::Empty(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                let node = Node { name, ..Node::default() };
+                stack.last_mut().ok_or_else(|| malformed("unbalanced"))?.children.push(node);
+            }
+            Event::End(_) => {
+                let node = stack.pop().ok_or_else(|| malformed("unbalanced"))?;
+                stack.last_mut().ok_or_else(|| malformed("unbalanced end tag"))?.children.push(node);
+            }
+            Event::Text(t) => {
+                let text = t.unescape().map_err(malformed)?;
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&text);
+                }
+            }
+            Event::CData(t) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&String::from_utf8_lossy(&t));
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if stack.len() != 1 {
+        return Err(malformed("unclosed element"));
+    }
+    let mut doc = stack.pop().unwrap_or_default();
+    if doc.children.len() != 1 {
+        return Err(malformed("expected exactly one root element"));
+    }
+    Ok(doc.children.remove(0))
+}
+
+/// One `<Part>` of a CompleteMultipartUpload body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletePart {
+    /// `PartNumber`.
+    pub number: u32,
+    /// `ETag`, quotes removed.
+    pub etag: String,
+    /// `Checksum*` elements: (algorithm name upper-case, value).
+    pub checksums: Vec<(String, String)>,
+}
+
+/// Parses `<CompleteMultipartUpload>`; children may come in any order.
+pub fn parse_complete(body: &[u8]) -> S3Result<Vec<CompletePart>> {
+    let root = parse_dom(body)?;
+    if root.name != "CompleteMultipartUpload" {
+        return Err(malformed(format!("unexpected root element {}", root.name)));
+    }
+    let mut parts = Vec::new();
+    for p in root.children.iter().filter(|c| c.name == "Part") {
+        let number = p
+            .child("PartNumber")
+            .and_then(|n| n.text.trim().parse::<u32>().ok())
+            .ok_or_else(|| malformed("a Part lacks a valid PartNumber"))?;
+        let etag = p.child("ETag").map(|n| n.text.trim().trim_matches('"').to_owned()).ok_or_else(|| malformed("a Part lacks an ETag"))?;
+        let checksums = p
+            .children
+            .iter()
+            .filter_map(|c| c.name.strip_prefix("Checksum").map(|a| (a.to_ascii_uppercase(), c.text.trim().to_owned())))
+            .filter(|(a, _)| !a.is_empty() && a != "TYPE")
+            .collect();
+        parts.push(CompletePart { number, etag, checksums });
+    }
+    if parts.is_empty() {
+        return Err(malformed("no Part elements"));
+    }
+    Ok(parts)
+}
+
+/// One `<Object>` of a Delete body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteTarget {
+    /// `Key`.
+    pub key: String,
+    /// `VersionId`; an empty element is `None` ("the current object").
+    pub version_id: Option<String>,
+}
+
+/// Parsed `<Delete>` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    /// `Quiet`: only errors are reported.
+    pub quiet: bool,
+    /// Objects to delete.
+    pub objects: Vec<DeleteTarget>,
+}
+
+/// Parses `<Delete>`.
+pub fn parse_delete(body: &[u8]) -> S3Result<DeleteRequest> {
+    let root = parse_dom(body)?;
+    if root.name != "Delete" {
+        return Err(malformed(format!("unexpected root element {}", root.name)));
+    }
+    let quiet = match root.child("Quiet").map(|q| q.text.trim()) {
+        None => false,
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => return Err(malformed(format!("Quiet must be true or false, not {other:?}"))),
+    };
+    let mut objects = Vec::new();
+    for o in root.children.iter().filter(|c| c.name == "Object") {
+        let key = o.child("Key").map(|k| k.text.clone()).ok_or_else(|| malformed("an Object lacks a Key"))?;
+        let version_id = o.child("VersionId").map(|v| v.text.trim().to_owned()).filter(|v| !v.is_empty());
+        objects.push(DeleteTarget { key, version_id });
+    }
+    Ok(DeleteRequest { quiet, objects })
+}
+
+/// Parses an optional `<CreateBucketConfiguration>` and returns its
+/// `LocationConstraint` (empty body → `None`).
+pub fn parse_create_bucket(body: &[u8]) -> S3Result<Option<String>> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(None);
+    }
+    let root = parse_dom(body)?;
+    if root.name != "CreateBucketConfiguration" {
+        return Err(malformed(format!("unexpected root element {}", root.name)));
+    }
+    Ok(root.child("LocationConstraint").map(|l| l.text.trim().to_owned()).filter(|l| !l.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_document_golden() {
+        let b = error_body("NoSuchKey", "The specified key does not exist.", "/bkt/a&b", "REQ1");
+        assert_eq!(
+            std::str::from_utf8(&b).expect("utf8"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><Resource>/bkt/a&amp;b</Resource><RequestId>REQ1</RequestId></Error>"
+        );
+    }
+
+    #[test]
+    fn writer_golden() {
+        let mut w = XmlWriter::new("ListBucketResult");
+        w.elem("Name", "bkt").num("KeyCount", 2).boolean("IsTruncated", false).time("LastModified", Timestamp::from_millis(1_735_787_045_678));
+        let s = String::from_utf8(w.finish("ListBucketResult").to_vec()).expect("utf8");
+        assert_eq!(
+            s,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>bkt</Name><KeyCount>2</KeyCount><IsTruncated>false</IsTruncated><LastModified>2025-01-02T03:04:05.678Z</LastModified></ListBucketResult>"
+        );
+    }
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(Timestamp::from_millis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(Timestamp::from_millis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(Timestamp::from_millis(4_102_444_799_999)), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn escaping() {
+        let mut s = String::new();
+        escape_into(&mut s, "a<b>&\"'\u{1}é");
+        assert_eq!(s, "a&lt;b&gt;&amp;&quot;&apos;&#x1;é");
+    }
+
+    #[test]
+    fn complete_body_as_walg_sends_it() {
+        let body = br#"<CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><PartNumber>1</PartNumber><ETag>&#34;etag-part-1&#34;</ETag></Part><Part><ETag>&#34;etag-part-2&#34;</ETag><PartNumber>2</PartNumber></Part></CompleteMultipartUpload>"#;
+        let parts = parse_complete(body).expect("parse");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], CompletePart { number: 1, etag: "etag-part-1".into(), checksums: vec![] });
+        assert_eq!(parts[1].number, 2);
+        assert_eq!(parts[1].etag, "etag-part-2");
+    }
+
+    #[test]
+    fn complete_body_with_checksums() {
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload><Part><ETag>"a"</ETag><ChecksumCRC32>AAAAAQ==</ChecksumCRC32><PartNumber>1</PartNumber></Part></CompleteMultipartUpload>"#;
+        let parts = parse_complete(body).expect("parse");
+        assert_eq!(parts[0].checksums, vec![("CRC32".to_string(), "AAAAAQ==".to_string())]);
+    }
+
+    #[test]
+    fn delete_body_with_empty_version_ids() {
+        let body = br#"<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><VersionId></VersionId><Key>pfx/wal_005/000000010000000000000001.lz4</Key></Object><Object><Key>a&amp;b</Key><VersionId/></Object></Delete>"#;
+        let d = parse_delete(body).expect("parse");
+        assert!(!d.quiet);
+        assert_eq!(
+            d.objects,
+            vec![
+                DeleteTarget { key: "pfx/wal_005/000000010000000000000001.lz4".into(), version_id: None },
+                DeleteTarget { key: "a&b".into(), version_id: None },
+            ]
+        );
+        let q = parse_delete(b"<Delete><Quiet>true</Quiet><Object><Key>k</Key><VersionId>v1</VersionId></Object></Delete>").expect("parse");
+        assert!(q.quiet);
+        assert_eq!(q.objects[0].version_id.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        for bad in [
+            &b"<Delete><Object><Key>k</Key></Delete>"[..],
+            b"not xml",
+            b"<Other/>",
+            b"<CompleteMultipartUpload></CompleteMultipartUpload>",
+            b"<CompleteMultipartUpload><Part><ETag>x</ETag></Part></CompleteMultipartUpload>",
+            b"<CompleteMultipartUpload><Part><PartNumber>-1</PartNumber><ETag>x</ETag></Part></CompleteMultipartUpload>",
+            b"",
+        ] {
+            let a = parse_delete(bad).err().map(|e| e.code);
+            let b = parse_complete(bad).err().map(|e| e.code);
+            assert_eq!(a, Some(S3Code::MalformedXML), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(b, Some(S3Code::MalformedXML), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let deep = "<a>".repeat(100) + &"</a>".repeat(100);
+        assert_eq!(parse_delete(deep.as_bytes()).err().map(|e| e.code), Some(S3Code::MalformedXML));
+    }
+
+    #[test]
+    fn create_bucket_config() {
+        assert_eq!(parse_create_bucket(b"").expect("empty"), None);
+        assert_eq!(
+            parse_create_bucket(b"<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>de01</LocationConstraint></CreateBucketConfiguration>").expect("parse"),
+            Some("de01".into())
+        );
+        assert!(parse_create_bucket(b"<Nope/>").is_err());
+    }
+}

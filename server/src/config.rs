@@ -1,0 +1,184 @@
+//! The server's configuration: one typed struct, filled from (highest first)
+//! command-line flags, `WALSTORE_*` environment variables, a TOML file
+//! (`--config`), and the defaults documented on each field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::units::{parse_duration, parse_size};
+
+/// Effective configuration of `walstore serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (`index/`, `blobs/`, `root-credentials`). Default `./walstore-data`.
+    pub data_dir: PathBuf,
+    /// Listen address. Default `0.0.0.0:9000` (MinIO's port).
+    pub listen: SocketAddr,
+    /// Region the server answers as; requests signed for it or for `us-east-1`
+    /// are accepted. Default `us-east-1`.
+    pub region: String,
+    /// Buckets created at start-up if missing.
+    pub buckets: Vec<String>,
+    /// Log level filter (`error`, `warn`, `info`, `debug`, `trace`, or a
+    /// `tracing` filter string). Default `info`; `debug` logs one line per request.
+    pub log_level: String,
+    /// Log format. Default text.
+    pub log_format: LogFormat,
+    /// Largest object a single PutObject may store. Default `5GiB`.
+    pub max_object_size: u64,
+    /// How long an unreferenced blob is kept before GC removes it. Default `1h`.
+    pub gc_grace: Duration,
+    /// How often the maintenance worker runs (GC, upload expiry). Default `1m`.
+    pub gc_interval: Duration,
+    /// Multipart uploads older than this are aborted. Default `7d`.
+    pub multipart_expiry: Duration,
+    /// How long in-flight requests may take to finish on shutdown. Default `30s`.
+    pub drain_timeout: Duration,
+    /// RocksDB block cache. Default `16MiB`.
+    pub block_cache: u64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The same settings as they appear in the TOML file and on the command line
+/// (all optional; unset means "use the next source").
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Data directory [env: WALSTORE_DATA_DIR] [default: ./walstore-data]
+    #[arg(long, env = "WALSTORE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address [env: WALSTORE_LISTEN] [default: 0.0.0.0:9000]
+    #[arg(long, env = "WALSTORE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Region to answer as; us-east-1 signatures are always accepted [env: WALSTORE_REGION] [default: us-east-1]
+    #[arg(long, env = "WALSTORE_REGION")]
+    pub region: Option<String>,
+    /// Bucket to create at start-up if missing (repeatable; env: comma-separated) [env: WALSTORE_BUCKETS]
+    #[arg(long = "bucket", env = "WALSTORE_BUCKETS", value_delimiter = ',')]
+    #[serde(default)]
+    pub buckets: Vec<String>,
+    /// Log level or tracing filter [env: WALSTORE_LOG_LEVEL] [default: info]
+    #[arg(long, env = "WALSTORE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format [env: WALSTORE_LOG_FORMAT] [default: text]
+    #[arg(long, env = "WALSTORE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Largest single PutObject, e.g. 5GiB [env: WALSTORE_MAX_OBJECT_SIZE] [default: 5GiB]
+    #[arg(long, env = "WALSTORE_MAX_OBJECT_SIZE")]
+    pub max_object_size: Option<String>,
+    /// Grace period before an unreferenced blob is deleted, e.g. 1h [env: WALSTORE_GC_GRACE] [default: 1h]
+    #[arg(long, env = "WALSTORE_GC_GRACE")]
+    pub gc_grace: Option<String>,
+    /// Maintenance interval, e.g. 1m [env: WALSTORE_GC_INTERVAL] [default: 1m]
+    #[arg(long, env = "WALSTORE_GC_INTERVAL")]
+    pub gc_interval: Option<String>,
+    /// Abort multipart uploads older than this, e.g. 7d [env: WALSTORE_MULTIPART_EXPIRY] [default: 7d]
+    #[arg(long, env = "WALSTORE_MULTIPART_EXPIRY")]
+    pub multipart_expiry: Option<String>,
+    /// Drain deadline on shutdown, e.g. 30s [env: WALSTORE_DRAIN_TIMEOUT] [default: 30s]
+    #[arg(long, env = "WALSTORE_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<String>,
+    /// RocksDB block cache size, e.g. 16MiB [env: WALSTORE_BLOCK_CACHE] [default: 16MiB]
+    #[arg(long, env = "WALSTORE_BLOCK_CACHE")]
+    pub block_cache: Option<String>,
+}
+
+impl Settings {
+    /// Loads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Fills every unset field from `lower`.
+    pub fn or(self, lower: Settings) -> Settings {
+        Settings {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            region: self.region.or(lower.region),
+            buckets: if self.buckets.is_empty() { lower.buckets } else { self.buckets },
+            log_level: self.log_level.or(lower.log_level),
+            log_format: self.log_format.or(lower.log_format),
+            max_object_size: self.max_object_size.or(lower.max_object_size),
+            gc_grace: self.gc_grace.or(lower.gc_grace),
+            gc_interval: self.gc_interval.or(lower.gc_interval),
+            multipart_expiry: self.multipart_expiry.or(lower.multipart_expiry),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            block_cache: self.block_cache.or(lower.block_cache),
+        }
+    }
+
+    /// Applies defaults and validates.
+    pub fn resolve(self) -> Result<Config, String> {
+        let dur = |v: Option<String>, default: &str, name: &str| {
+            parse_duration(v.as_deref().unwrap_or(default)).map_err(|e| format!("{name}: {e}"))
+        };
+        let size = |v: Option<String>, default: &str, name: &str| {
+            parse_size(v.as_deref().unwrap_or(default)).map_err(|e| format!("{name}: {e}"))
+        };
+        let region = self.region.unwrap_or_else(|| "us-east-1".into());
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!("region: {region:?} is not a valid region name"));
+        }
+        let cfg = Config {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./walstore-data")),
+            listen: self.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9000))),
+            region,
+            buckets: self.buckets.into_iter().map(|b| b.trim().to_owned()).filter(|b| !b.is_empty()).collect(),
+            log_level: self.log_level.unwrap_or_else(|| "info".into()),
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+            max_object_size: size(self.max_object_size, "5GiB", "max-object-size")?,
+            gc_grace: dur(self.gc_grace, "1h", "gc-grace")?,
+            gc_interval: dur(self.gc_interval, "1m", "gc-interval")?,
+            multipart_expiry: dur(self.multipart_expiry, "7d", "multipart-expiry")?,
+            drain_timeout: dur(self.drain_timeout, "30s", "drain-timeout")?,
+            block_cache: size(self.block_cache, "16MiB", "block-cache")?,
+        };
+        if cfg.gc_interval.is_zero() {
+            return Err("gc-interval: must be greater than zero".into());
+        }
+        for b in &cfg.buckets {
+            storage::BucketName::parse(b).map_err(|e| format!("bucket: {e}"))?;
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_and_defaults() {
+        let file: Settings = toml::from_str("region = \"de01\"\nlisten = \"127.0.0.1:1\"\ngc-grace = \"2h\"\nbuckets = [\"a-b\"]\n").expect("toml");
+        let flags = Settings { listen: Some("127.0.0.1:2".parse().expect("addr")), ..Default::default() };
+        let cfg = flags.or(file).resolve().expect("resolve");
+        assert_eq!(cfg.listen.port(), 2, "flags win over the file");
+        assert_eq!(cfg.region, "de01");
+        assert_eq!(cfg.gc_grace, Duration::from_secs(7200));
+        assert_eq!(cfg.buckets, vec!["a-b".to_string()]);
+        assert_eq!(cfg.max_object_size, 5 << 30);
+        assert_eq!(cfg.data_dir, PathBuf::from("./walstore-data"));
+    }
+
+    #[test]
+    fn bad_values_are_reported_by_name() {
+        let e = Settings { gc_grace: Some("soon".into()), ..Default::default() }.resolve().expect_err("bad");
+        assert!(e.starts_with("gc-grace:"), "{e}");
+        let e = Settings { buckets: vec!["Bad_Name".into()], ..Default::default() }.resolve().expect_err("bad");
+        assert!(e.starts_with("bucket:"), "{e}");
+        assert!(toml::from_str::<Settings>("colour = 1").is_err(), "unknown keys are rejected");
+    }
+}

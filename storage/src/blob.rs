@@ -1,0 +1,361 @@
+//! Blob files: the bytes of objects and parts, named by their SHA-256.
+//!
+//! On-disk names (under the data directory):
+//! - `blobs/<h0h1>/<h2h3>/<64 hex>`: a finished blob, immutable, fanned out by hash
+//!   prefix so no directory grows beyond a few thousand entries.
+//! - `blobs/tmp/<random>.tmp`: a blob being received. It lives on the same
+//!   filesystem as its final place, so the final `rename` is atomic. Anything
+//!   here at start-up is a leftover of a crash and is deleted.
+//!
+//! Invariants:
+//! - A file under its final name is complete and was fsynced before it got that
+//!   name, and the directory holding the name was fsynced before the index entry
+//!   that references it was committed ([`BlobStore::place`]).
+//! - A staging file is removed on every error path ([`Staging`]'s drop guard).
+//!
+//! The index never names files; it only knows [`BlobHash`]es. Everything here is
+//! behind the [`BlobStore`] trait so another tier (or a fault-injecting test
+//! backend) can replace the local directory without touching the index or S3 layer.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::{Error, Result};
+use crate::types::BlobHash;
+
+/// A readable blob.
+pub trait BlobFile: Send + Sync {
+    /// Fills `buf` from `offset`; a short file is an error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Current length of the file.
+    fn len(&self) -> io::Result<u64>;
+}
+
+impl BlobFile for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+/// A blob found by [`BlobStore::for_each`].
+#[derive(Debug, Clone)]
+pub struct BlobListing {
+    /// Its content address (from the file name).
+    pub hash: BlobHash,
+    /// Its length.
+    pub size: u64,
+    /// Last modification time (when it was written).
+    pub modified: SystemTime,
+}
+
+/// Where blob bytes live. Methods are blocking; call them off the async runtime.
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts a new staging file for a blob whose hash is not known yet.
+    fn create_staging(&self) -> Result<Staging>;
+
+    /// Makes a completely written staging file durable under `hash`.
+    ///
+    /// Crash guarantee: when this returns `Ok`, the bytes are fsynced and the name
+    /// `hash` is durable (its directory fsynced). If a blob of the same hash and
+    /// `size` is already present, the staged copy is discarded and `Ok(false)` is
+    /// returned. The caller must hold the blob's lock so that a concurrent GC
+    /// cannot remove the existing copy in between.
+    fn place(&self, staging: Staging, hash: &BlobHash, size: u64) -> Result<bool>;
+
+    /// Opens a blob for reading.
+    fn open(&self, hash: &BlobHash) -> Result<Box<dyn BlobFile>>;
+
+    /// Size of the blob if present.
+    fn size_of(&self, hash: &BlobHash) -> Result<Option<u64>>;
+
+    /// Removes a blob; a missing blob is not an error.
+    fn remove(&self, hash: &BlobHash) -> Result<()>;
+
+    /// Deletes leftovers of interrupted writes; returns how many were removed.
+    fn sweep_staging(&self) -> Result<u64>;
+
+    /// Visits every finished blob (for orphan sweeps and scrubs).
+    fn for_each(&self, visit: &mut dyn FnMut(BlobListing) -> Result<()>) -> Result<()>;
+
+    /// Bytes used by finished blobs on the medium (approximate, for metrics).
+    fn root(&self) -> &Path;
+}
+
+/// A blob being written: a temp file plus a guard that deletes it unless it was
+/// handed to [`BlobStore::place`].
+pub struct Staging {
+    file: Option<File>,
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Staging {
+    /// Appends bytes.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.write_all(data).map_err(|e| Error::io("writing a staging blob", e)),
+            None => Err(Error::io("writing a staging blob", io::Error::other("already closed"))),
+        }
+    }
+
+    /// Path of the temp file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fdatasync + close; the caller then renames it.
+    fn sync_and_close(&mut self) -> Result<()> {
+        if let Some(f) = self.file.take() {
+            f.sync_data().map_err(|e| Error::io("fsync of a staging blob", e))?;
+        }
+        Ok(())
+    }
+
+    /// Disarms the guard after the file was renamed away.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.file.take();
+        if self.armed {
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), error = %e, "could not remove staging file");
+                }
+            }
+        }
+    }
+}
+
+/// Blob files in a local directory.
+pub struct FsBlobStore {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) `root` (normally `<data-dir>/blobs`).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        create_dir_durable(&tmp)?;
+        Ok(Self { root, tmp })
+    }
+
+    fn path_of(&self, hash: &BlobHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
+    }
+}
+
+impl BlobStore for FsBlobStore {
+    fn create_staging(&self) -> Result<Staging> {
+        let name = format!("{}.tmp", hex::encode(rand::random::<[u8; 12]>()));
+        let path = self.tmp.join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating a staging blob", e))?;
+        Ok(Staging { file: Some(file), path, armed: true })
+    }
+
+    fn place(&self, mut staging: Staging, hash: &BlobHash, size: u64) -> Result<bool> {
+        let target = self.path_of(hash);
+        if let Ok(m) = fs::metadata(&target) {
+            if m.len() == size {
+                return Ok(false); // staging guard removes our copy
+            }
+            tracing::warn!(blob = %hash, found = m.len(), expected = size, "replacing a blob file of the wrong size");
+        }
+        staging.sync_and_close()?;
+        let dir = target.parent().ok_or_else(|| Error::io("blob path", io::Error::other("no parent")))?;
+        create_dir_durable(dir)?;
+        fs::rename(&staging.path, &target).map_err(|e| Error::io("renaming a blob into place", e))?;
+        staging.disarm();
+        sync_dir(dir)?;
+        Ok(true)
+    }
+
+    fn open(&self, hash: &BlobHash) -> Result<Box<dyn BlobFile>> {
+        let f = File::open(self.path_of(hash)).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::Corrupt(format!("blob {hash} is missing"))
+            } else {
+                Error::io(format!("opening blob {hash}"), e)
+            }
+        })?;
+        Ok(Box::new(f))
+    }
+
+    fn size_of(&self, hash: &BlobHash) -> Result<Option<u64>> {
+        match fs::metadata(self.path_of(hash)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("stat of blob {hash}"), e)),
+        }
+    }
+
+    fn remove(&self, hash: &BlobHash) -> Result<()> {
+        match fs::remove_file(self.path_of(hash)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing blob {hash}"), e)),
+        }
+    }
+
+    fn sweep_staging(&self) -> Result<u64> {
+        let mut n = 0;
+        let entries = fs::read_dir(&self.tmp).map_err(|e| Error::io("listing staging dir", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("listing staging dir", e))?;
+            match fs::remove_file(entry.path()) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing a leftover staging file", e)),
+            }
+        }
+        if n > 0 {
+            sync_dir(&self.tmp)?;
+        }
+        Ok(n)
+    }
+
+    fn for_each(&self, visit: &mut dyn FnMut(BlobListing) -> Result<()>) -> Result<()> {
+        let io_err = |e| Error::io("walking blob directories", e);
+        for l1 in fs::read_dir(&self.root).map_err(io_err)? {
+            let l1 = l1.map_err(io_err)?;
+            let name1 = l1.file_name();
+            if name1.len() != 2 || !l1.file_type().map_err(io_err)?.is_dir() {
+                continue; // `tmp` and anything foreign
+            }
+            for l2 in fs::read_dir(l1.path()).map_err(io_err)? {
+                let l2 = l2.map_err(io_err)?;
+                if !l2.file_type().map_err(io_err)?.is_dir() {
+                    continue;
+                }
+                for f in fs::read_dir(l2.path()).map_err(io_err)? {
+                    let f = f.map_err(io_err)?;
+                    let name = f.file_name();
+                    let Some(hash) = name.to_str().and_then(BlobHash::from_hex) else {
+                        continue;
+                    };
+                    let meta = match f.metadata() {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io_err(e)),
+                    };
+                    visit(BlobListing {
+                        hash,
+                        size: meta.len(),
+                        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// fsync of a directory, making the names in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent whose entry list
+/// changed so the new directories survive a crash.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(Error::io(format!("creating directory {}", dir.display()), e)),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_of(data: &[u8]) -> BlobHash {
+        use sha2::{Digest, Sha256};
+        BlobHash::from_bytes(Sha256::digest(data).into())
+    }
+
+    #[test]
+    fn staging_is_removed_unless_placed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path().join("blobs")).expect("open");
+        let mut s = store.create_staging().expect("staging");
+        s.write_all(b"abc").expect("write");
+        let p = s.path().to_owned();
+        assert!(p.exists());
+        drop(s);
+        assert!(!p.exists(), "guard removes the temp file");
+
+        let mut s = store.create_staging().expect("staging");
+        s.write_all(b"abc").expect("write");
+        let h = hash_of(b"abc");
+        assert!(store.place(s, &h, 3).expect("place"));
+        assert_eq!(store.size_of(&h).expect("size"), Some(3));
+        let f = store.open(&h).expect("open");
+        let mut buf = [0u8; 3];
+        f.read_exact_at(&mut buf, 0).expect("read");
+        assert_eq!(&buf, b"abc");
+
+        // Same bytes again: deduplicated, staging removed.
+        let mut s = store.create_staging().expect("staging");
+        s.write_all(b"abc").expect("write");
+        let p = s.path().to_owned();
+        assert!(!store.place(s, &h, 3).expect("place"));
+        assert!(!p.exists());
+        assert_eq!(fs::read_dir(dir.path().join("blobs/tmp")).expect("ls").count(), 0);
+
+        let mut seen = Vec::new();
+        store.for_each(&mut |b| {
+            seen.push(b.hash);
+            Ok(())
+        })
+        .expect("walk");
+        assert_eq!(seen, vec![h]);
+        store.remove(&h).expect("remove");
+        store.remove(&h).expect("remove twice is fine");
+        assert!(matches!(store.open(&h), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn sweep_removes_leftovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsBlobStore::open(dir.path().join("blobs")).expect("open");
+        let mut s = store.create_staging().expect("staging");
+        s.write_all(b"x").expect("write");
+        // Simulate a crash: the guard never runs.
+        std::mem::forget(s);
+        assert_eq!(store.sweep_staging().expect("sweep"), 1);
+        assert_eq!(store.sweep_staging().expect("sweep"), 0);
+    }
+}

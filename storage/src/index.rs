@@ -1,0 +1,350 @@
+//! The RocksDB index: the only module that names RocksDB.
+//!
+//! Column families and their keys (all values start with a format version byte,
+//! see [`crate::codec`]):
+//! - `buckets`: `<bucket>` → [`BucketEntry`]
+//! - `objects`: `<bucket> 0x00 <key>` → [`ObjectEntry`]; byte order = S3 listing order
+//! - `blobs`:   `<sha256>` → [`BlobMeta`] (size, per-block CRC32s)
+//! - `refs`:    `<sha256>` → reference count (merge operator adds deltas)
+//! - `gcq`:     `<sha256>` → time the blob last lost a reference (GC candidates)
+//! - `uploads`: `<bucket> 0x00 <key> 0x00 <upload id>` → [`UploadEntry`]
+//! - `parts`:   `<upload id> <part number u32 BE>` → [`PartEntry`]
+//! - `meta`:    `schema` → schema version
+//!
+//! Invariant: the reference count of a blob equals the number of occurrences of
+//! its hash in `objects` entries plus the number of `parts` entries naming it.
+//! Every change to a reference is in the same synced batch as the change to the
+//! count (`walstore check` verifies this).
+
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::types::{
+    BlobHash, BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectKey, ObjectMeta, Timestamp,
+    UploadId,
+};
+
+pub(crate) const CF_BUCKETS: &str = "buckets";
+pub(crate) const CF_OBJECTS: &str = "objects";
+pub(crate) const CF_BLOBS: &str = "blobs";
+pub(crate) const CF_REFS: &str = "refs";
+pub(crate) const CF_GCQ: &str = "gcq";
+pub(crate) const CF_UPLOADS: &str = "uploads";
+pub(crate) const CF_PARTS: &str = "parts";
+pub(crate) const CF_META: &str = "meta";
+
+const ALL_CFS: [&str; 8] = [CF_BUCKETS, CF_OBJECTS, CF_BLOBS, CF_REFS, CF_GCQ, CF_UPLOADS, CF_PARTS, CF_META];
+
+/// Version of the index layout as a whole (CF set and key encodings).
+const SCHEMA_VERSION: u32 = 1;
+
+/// Tuning of the index.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Shared block cache size; bounds read-side memory.
+    pub block_cache_bytes: usize,
+    /// Memtable size per column family.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self { block_cache_bytes: 16 << 20, write_buffer_bytes: 8 << 20 }
+    }
+}
+
+/// A bucket's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BucketEntry {
+    pub created: Timestamp,
+}
+
+/// An object's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ObjectEntry {
+    pub size: u64,
+    pub etag: ETag,
+    pub last_modified: Timestamp,
+    pub meta: ObjectMeta,
+    pub checksum: Option<Checksum>,
+    pub parts_count: Option<u32>,
+    pub blobs: Vec<BlobRef>,
+}
+
+/// Per-blob facts needed to read it safely.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BlobMeta {
+    pub size: u64,
+    pub block_size: u32,
+    pub crcs: Vec<u32>,
+}
+
+/// An open multipart upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UploadEntry {
+    pub initiated: Timestamp,
+    pub meta: ObjectMeta,
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    /// `x-amz-checksum-type: FULL_OBJECT` was requested.
+    pub full_object_checksum: bool,
+}
+
+/// One uploaded part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PartEntry {
+    pub blob: BlobRef,
+    pub md5: [u8; 16],
+    pub last_modified: Timestamp,
+    pub checksum: Option<Checksum>,
+}
+
+/// The RocksDB database with our column families.
+pub(crate) struct Index {
+    db: DB,
+}
+
+fn refcount_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    // A damaged operand must not abort the process; it is counted as 0 and
+    // `walstore check` reports the mismatch.
+    let mut total = existing.and_then(|v| codec::decode_count(v).ok()).unwrap_or(0);
+    for op in operands {
+        total = total.saturating_add(codec::decode_count(op).unwrap_or(0));
+    }
+    Some(codec::encode_count(total).to_vec())
+}
+
+impl Index {
+    /// Opens or creates the index in `path`.
+    pub fn open(path: &Path, opts: &IndexOptions) -> Result<Self> {
+        let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+        let cf_opts = |name: &str| {
+            let mut block = BlockBasedOptions::default();
+            block.set_block_cache(&cache);
+            block.set_bloom_filter(10.0, false);
+            block.set_cache_index_and_filter_blocks(true);
+            block.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&block);
+            o.set_write_buffer_size(opts.write_buffer_bytes);
+            o.set_max_write_buffer_number(2);
+            o.set_compression_type(DBCompressionType::Lz4);
+            if name == CF_REFS {
+                o.set_merge_operator_associative("walstore_refcount_add", refcount_merge);
+            }
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_paranoid_checks(true);
+        db_opts.set_max_open_files(512);
+        db_opts.set_keep_log_file_num(4);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_max_total_wal_size(64 << 20);
+        db_opts.set_atomic_flush(true);
+        let cfs: Vec<_> = ALL_CFS.iter().map(|n| cf_opts(n)).collect();
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
+            Error::Index(format!("cannot open the index at {}: {}", path.display(), e.into_string()))
+        })?;
+        let index = Self { db };
+        index.check_schema()?;
+        Ok(index)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let cf = self.cf(CF_META)?;
+        match self.db.get_cf(cf, b"schema")? {
+            None => {
+                let mut b = WriteBatch::default();
+                b.put_cf(cf, b"schema", codec::encode(&SCHEMA_VERSION));
+                self.write(b)
+            }
+            Some(v) => {
+                let found: u32 = codec::decode(&v, "schema version")?;
+                if found == SCHEMA_VERSION {
+                    Ok(())
+                } else {
+                    Err(Error::Index(format!(
+                        "index schema version {found} is not supported by this build (expects {SCHEMA_VERSION})"
+                    )))
+                }
+            }
+        }
+    }
+
+    pub fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Index(format!("column family {name} missing")))
+    }
+
+    /// Commits a batch durably (WAL fsynced before returning).
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Commits a batch whose loss in a crash is harmless (it is redone).
+    pub fn write_relaxed(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    pub fn get_decoded<T: serde::de::DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
+        match self.get(cf, key)? {
+            Some(v) => Ok(Some(codec::decode(&v, cf)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Current reference count of a blob (0 when absent).
+    pub fn refcount(&self, hash: &BlobHash) -> Result<i64> {
+        match self.get(CF_REFS, hash.as_bytes())? {
+            Some(v) => codec::decode_count(&v),
+            None => Ok(0),
+        }
+    }
+
+    /// Iterates `cf` over keys in `[start, end)` (end `None` = to the end), in order.
+    pub fn range<'a>(
+        &'a self,
+        cf: &str,
+        start: &[u8],
+        end: Option<Vec<u8>>,
+    ) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a> {
+        let mut ro = ReadOptions::default();
+        if let Some(end) = end {
+            ro.set_iterate_upper_bound(end);
+        }
+        let it = self.db.iterator_cf_opt(self.cf(cf)?, ro, IteratorMode::From(start, Direction::Forward));
+        Ok(it.map(|r| r.map_err(Error::from)))
+    }
+
+    /// A raw iterator over `cf`, bounded above by `upper` (exclusive), for scans
+    /// that seek (listing with delimiters skips whole common prefixes).
+    pub fn raw_iter(&self, cf: &str, upper: Option<Vec<u8>>) -> Result<rocksdb::DBRawIterator<'_>> {
+        let mut ro = ReadOptions::default();
+        if let Some(u) = upper {
+            ro.set_iterate_upper_bound(u);
+        }
+        Ok(self.db.raw_iterator_cf_opt(self.cf(cf)?, ro))
+    }
+
+    /// Approximate on-disk size of the index (SST + live memtables), for metrics.
+    pub fn approximate_size(&self) -> u64 {
+        let mut total = 0;
+        for name in ALL_CFS {
+            if let Ok(cf) = self.cf(name) {
+                for prop in ["rocksdb.total-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+                    if let Ok(Some(v)) = self.db.property_int_value_cf(cf, prop) {
+                        total += v;
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// Flushes memtables (used on clean shutdown so start-up replays little WAL).
+    pub fn flush(&self) -> Result<()> {
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().filter_map(|n| self.db.cf_handle(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
+        Ok(())
+    }
+}
+
+/// `<bucket> 0x00 <key>`.
+pub(crate) fn object_key(bucket: &BucketName, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(bucket.as_str().len() + 1 + key.len());
+    k.extend_from_slice(bucket.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Prefix of every object key of a bucket.
+pub(crate) fn bucket_prefix(bucket: &BucketName) -> Vec<u8> {
+    let mut k = bucket.as_str().as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// The smallest byte string greater than every string starting with `prefix`
+/// (`None` if there is none, i.e. the prefix is all 0xff).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// `<bucket> 0x00 <key> 0x00 <upload id>`.
+pub(crate) fn upload_key(bucket: &BucketName, key: &ObjectKey, id: &UploadId) -> Vec<u8> {
+    let mut k = object_key(bucket, key.as_str());
+    k.push(0);
+    k.extend_from_slice(id.as_str().as_bytes());
+    k
+}
+
+/// `<upload id> <part u32 BE>`.
+pub(crate) fn part_key(id: &UploadId, part: u32) -> Vec<u8> {
+    let mut k = id.as_str().as_bytes().to_vec();
+    k.extend_from_slice(&part.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_matches_s3_listing_order() {
+        let b = BucketName::parse("bkt").expect("bucket");
+        let b2 = BucketName::parse("bkt-2").expect("bucket");
+        let mut keys = vec![
+            object_key(&b, "b"),
+            object_key(&b2, "a"),
+            object_key(&b, "a/b"),
+            object_key(&b, "a"),
+            object_key(&b, "a0"),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                object_key(&b, "a"),
+                object_key(&b, "a/b"),
+                object_key(&b, "a0"),
+                object_key(&b, "b"),
+                object_key(&b2, "a"),
+            ]
+        );
+        // A bucket's key range never reaches into another bucket's.
+        let end = prefix_end(&bucket_prefix(&b)).expect("end");
+        assert!(object_key(&b2, "a") >= end || !object_key(&b2, "a").starts_with(&bucket_prefix(&b)));
+        assert!(object_key(&b, "\u{10FFFF}") < end);
+    }
+
+    #[test]
+    fn prefix_end_cases() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

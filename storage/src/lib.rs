@@ -1,0 +1,39 @@
+//! walstore's storage engine.
+//!
+//! Objects are stored as content-addressed blob files (named by the SHA-256 of
+//! their bytes, so identical bytes are stored once) and indexed in RocksDB. The
+//! API is deliberately narrow and typed: callers name buckets, keys and upload
+//! ids, hand over a received body as a [`StagedBlob`], and read back verified
+//! chunks. Nothing outside this crate names RocksDB or a blob file path.
+//!
+//! Data directory layout:
+//! - `index/`: RocksDB (see [`index`](crate::index) module docs for the column families)
+//! - `blobs/ab/cd/<sha256>`: blob files; `blobs/tmp/`: staging files
+//!
+//! Durability: a write is acknowledged only after its blob is fsynced, renamed
+//! into place with its directory fsynced, and its index batch is committed with
+//! a synced WAL (see [`Store`]'s `commit`).
+
+pub mod blob;
+mod checksum;
+mod codec;
+pub mod error;
+mod index;
+mod locks;
+mod maintenance;
+mod multipart;
+mod store;
+pub mod types;
+mod writer;
+
+pub use blob::{BlobFile, BlobListing, BlobStore, FsBlobStore, Staging};
+pub use error::{Error, Result};
+pub use index::IndexOptions;
+pub use maintenance::{CheckReport, GcReport};
+pub use multipart::{CompletedPart, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER};
+pub use store::{
+    ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, PutRequest, Store, StoreConfig, StoreStats,
+    WriteCondition,
+};
+pub use types::*;
+pub use writer::{block_crcs, BlobWriter, StagedBlob, BLOCK_SIZE};

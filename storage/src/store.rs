@@ -1,0 +1,688 @@
+//! The store: buckets, objects and the one durable-write routine.
+//!
+//! Every operation that acknowledges a write ends in [`Store::commit`], which
+//! (1) makes each new blob durable under its hash (fsync, rename, fsync dir) while
+//! holding the blob's lock and (2) commits one RocksDB batch with `sync`, holding
+//! the object entry, the blob metadata and every reference-count change. Only
+//! after both does the caller answer the client.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use rocksdb::WriteBatch;
+
+use crate::blob::{BlobFile, BlobStore, FsBlobStore};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::index::{
+    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry,
+    CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_REFS, CF_UPLOADS,
+};
+use crate::locks::{lock_id, Stripes};
+use crate::types::{
+    BlobHash, BlobRef, BucketInfo, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey,
+    ObjectMeta, Timestamp,
+};
+use crate::writer::{BlobWriter, StagedBlob, BLOCK_SIZE};
+
+/// Settings of the storage engine.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Data directory; holds `index/` (RocksDB) and `blobs/`.
+    pub data_dir: PathBuf,
+    /// How long a blob stays on disk after it lost its last reference, before GC
+    /// may remove it.
+    pub gc_grace: Duration,
+    /// Multipart uploads older than this are aborted by the maintenance pass.
+    pub multipart_expiry: Duration,
+    /// Minimum size of every part but the last (S3: 5 MiB).
+    pub min_part_size: u64,
+    /// Index tuning.
+    pub index: IndexOptions,
+}
+
+impl StoreConfig {
+    /// Defaults for a data directory: 1 h GC grace, 7 d multipart expiry, 5 MiB parts.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            gc_grace: Duration::from_secs(3600),
+            multipart_expiry: Duration::from_secs(7 * 24 * 3600),
+            min_part_size: 5 << 20,
+            index: IndexOptions::default(),
+        }
+    }
+}
+
+/// Counters for metrics; monotonically increasing.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Blocks whose CRC was verified on read.
+    pub blocks_verified: AtomicU64,
+    /// Blocks that failed verification (never served).
+    pub checksum_failures: AtomicU64,
+    /// Blobs removed by GC.
+    pub gc_reclaimed_blobs: AtomicU64,
+    /// Bytes removed by GC.
+    pub gc_reclaimed_bytes: AtomicU64,
+    /// Writes that found their blob already stored (deduplicated).
+    pub dedup_hits: AtomicU64,
+}
+
+/// A write precondition (`If-None-Match: *`, `If-Match: "etag"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Unconditional.
+    #[default]
+    None,
+    /// Only if the key does not exist (`If-None-Match: *`).
+    IfAbsent,
+    /// Only if the current object has this ETag (`If-Match`).
+    IfMatch(ETag),
+}
+
+impl WriteCondition {
+    pub(crate) fn check(&self, current: Option<&ObjectEntry>) -> Result<()> {
+        match (self, current) {
+            (WriteCondition::None, _) => Ok(()),
+            (WriteCondition::IfAbsent, None) => Ok(()),
+            (WriteCondition::IfAbsent, Some(_)) => {
+                Err(Error::PreconditionFailed("the object already exists (If-None-Match: *)".into()))
+            }
+            (WriteCondition::IfMatch(_), None) => Err(Error::NoSuchKey),
+            (WriteCondition::IfMatch(e), Some(cur)) if e.as_str() == "*" || *e == cur.etag => Ok(()),
+            (WriteCondition::IfMatch(_), Some(_)) => {
+                Err(Error::PreconditionFailed("the object's ETag differs (If-Match)".into()))
+            }
+        }
+    }
+}
+
+/// A PutObject request after the body has been received.
+pub struct PutRequest<'a> {
+    /// Target bucket.
+    pub bucket: &'a BucketName,
+    /// Target key.
+    pub key: &'a ObjectKey,
+    /// The received body.
+    pub blob: StagedBlob,
+    /// Metadata to store.
+    pub meta: ObjectMeta,
+    /// Checksum to store (already verified by the caller).
+    pub checksum: Option<Checksum>,
+    /// Precondition.
+    pub condition: WriteCondition,
+}
+
+/// Parameters of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Roll keys up to the first occurrence of this after the prefix.
+    pub delimiter: Option<String>,
+    /// Resume after this key or common prefix (exclusive).
+    pub after: Option<String>,
+    /// Maximum number of entries (objects + common prefixes).
+    pub max_keys: usize,
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSummary {
+    /// Key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag.
+    pub etag: ETag,
+    /// Last write.
+    pub last_modified: Timestamp,
+    /// Stored `x-amz-storage-class`, if any.
+    pub storage_class: Option<String>,
+    /// Stored checksum algorithm, if any.
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    /// `FULL_OBJECT` / `COMPOSITE` type of that checksum.
+    pub checksum_type: Option<&'static str>,
+}
+
+/// An entry of a listing, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListItem {
+    /// An object.
+    Object(ObjectSummary),
+    /// A common prefix (ends with the delimiter).
+    Prefix(String),
+}
+
+impl ListItem {
+    /// The key or prefix.
+    pub fn name(&self) -> &str {
+        match self {
+            ListItem::Object(o) => &o.key,
+            ListItem::Prefix(p) => p,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Entries in order.
+    pub items: Vec<ListItem>,
+    /// More entries follow; resume with `after` = the last item's name.
+    pub truncated: bool,
+}
+
+/// The storage engine.
+pub struct Store {
+    pub(crate) index: Index,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) key_locks: Stripes,
+    pub(crate) blob_locks: Stripes,
+    /// Readers: any write into a bucket. Writer: bucket creation/deletion.
+    pub(crate) bucket_lock: RwLock<()>,
+    pub(crate) config: StoreConfig,
+    pub(crate) stats: Arc<StoreStats>,
+    read_only: AtomicBool,
+}
+
+impl Store {
+    /// Opens the store in `config.data_dir` with local blob files.
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        let blobs = Arc::new(FsBlobStore::open(config.data_dir.join("blobs"))?);
+        Self::open_with_blob_store(config, blobs)
+    }
+
+    /// Opens the store with a custom blob store (another tier, or a test double).
+    pub fn open_with_blob_store(config: StoreConfig, blobs: Arc<dyn BlobStore>) -> Result<Self> {
+        crate::blob::create_dir_durable(&config.data_dir)?;
+        let index = Index::open(&config.data_dir.join("index"), &config.index)?;
+        let swept = blobs.sweep_staging()?;
+        if swept > 0 {
+            tracing::info!(files = swept, "removed staging files left by an interrupted run");
+        }
+        Ok(Self {
+            index,
+            blobs,
+            key_locks: Stripes::new(1024),
+            blob_locks: Stripes::new(1024),
+            bucket_lock: RwLock::new(()),
+            config,
+            stats: Arc::new(StoreStats::default()),
+            read_only: AtomicBool::new(false),
+        })
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Approximate bytes used by the index.
+    pub fn index_size_bytes(&self) -> u64 {
+        self.index.approximate_size()
+    }
+
+    /// Flushes the index memtables; call on clean shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.index.flush()
+    }
+
+    /// Starts receiving a body; the writer computes the listed checksums plus
+    /// CRC64NVME (stored when the client sends none, as S3 does).
+    pub fn blob_writer(&self, checksums: &[ChecksumAlgorithm]) -> Result<BlobWriter> {
+        self.ensure_writable()?;
+        let mut algos = checksums.to_vec();
+        if !algos.contains(&ChecksumAlgorithm::Crc64Nvme) {
+            algos.push(ChecksumAlgorithm::Crc64Nvme);
+        }
+        BlobWriter::new(self.blobs.as_ref(), &algos)
+    }
+
+    /// Refuses writes (used when the disk is full or the index failed).
+    pub fn set_read_only(&self, on: bool) {
+        self.read_only.store(on, Ordering::SeqCst);
+    }
+
+    fn ensure_writable(&self) -> Result<()> {
+        if self.read_only.load(Ordering::SeqCst) {
+            Err(Error::InsufficientStorage("the store is read-only".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    // ---------------------------------------------------------------- durable write
+
+    /// The durable-write routine. See the module documentation for the guarantee.
+    ///
+    /// `staged` blobs get one new reference each (their metadata is written if
+    /// new); everything else (object entries, other reference changes) is already
+    /// in `batch`.
+    pub(crate) fn commit(&self, staged: Vec<StagedBlob>, mut batch: WriteBatch) -> Result<()> {
+        let staged: Vec<StagedBlob> = staged.into_iter().filter(|s| s.size > 0).collect();
+        let hashes: Vec<BlobHash> = staged.iter().map(|s| s.hash).collect();
+        let ids: Vec<u64> = hashes.iter().map(lock_id).collect();
+        let _blob_guards = self.blob_locks.lock_all(&ids);
+        let blobs_cf = self.index.cf(CF_BLOBS)?;
+        let refs_cf = self.index.cf(CF_REFS)?;
+        for s in staged {
+            let StagedBlob { staging, hash, size, crcs, .. } = s;
+            let new = self.blobs.place(staging, &hash, size)?;
+            if !new {
+                self.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            if new || self.index.get(CF_BLOBS, hash.as_bytes())?.is_none() {
+                let meta = BlobMeta { size, block_size: BLOCK_SIZE, crcs };
+                batch.put_cf(blobs_cf, hash.as_bytes(), codec::encode(&meta));
+            }
+            batch.merge_cf(refs_cf, hash.as_bytes(), codec::encode_count(1));
+        }
+        self.index.write(batch)
+    }
+
+    /// Adds reference decrements for `blobs` to `batch` and queues them for GC.
+    pub(crate) fn unref(&self, batch: &mut WriteBatch, blobs: &[BlobRef], now: Timestamp) -> Result<()> {
+        let refs_cf = self.index.cf(CF_REFS)?;
+        let gcq_cf = self.index.cf(CF_GCQ)?;
+        for b in blobs {
+            batch.merge_cf(refs_cf, b.hash.as_bytes(), codec::encode_count(-1));
+            batch.put_cf(gcq_cf, b.hash.as_bytes(), codec::encode(&now));
+        }
+        Ok(())
+    }
+
+    /// Adds reference increments for blobs that are already stored and referenced
+    /// by an entry the caller holds the lock of.
+    pub(crate) fn add_refs(&self, batch: &mut WriteBatch, blobs: &[BlobRef]) -> Result<()> {
+        let refs_cf = self.index.cf(CF_REFS)?;
+        for b in blobs {
+            batch.merge_cf(refs_cf, b.hash.as_bytes(), codec::encode_count(1));
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- buckets
+
+    /// Creates a bucket; `BucketAlreadyExists` if it exists.
+    pub fn create_bucket(&self, name: &BucketName) -> Result<BucketInfo> {
+        self.ensure_writable()?;
+        let _w = self.bucket_lock.write();
+        if self.index.get(CF_BUCKETS, name.as_str().as_bytes())?.is_some() {
+            return Err(Error::BucketAlreadyExists);
+        }
+        let entry = BucketEntry { created: Timestamp::now() };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes(), codec::encode(&entry));
+        self.commit(Vec::new(), batch)?;
+        Ok(BucketInfo { name: name.clone(), created: entry.created })
+    }
+
+    /// Deletes an empty bucket (no objects, no open uploads).
+    pub fn delete_bucket(&self, name: &BucketName) -> Result<()> {
+        let _w = self.bucket_lock.write();
+        self.bucket(name)?;
+        let prefix = bucket_prefix(name);
+        for cf in [CF_OBJECTS, CF_UPLOADS] {
+            if let Some(first) = self.index.range(cf, &prefix, prefix_end(&prefix))?.next() {
+                first?;
+                return Err(Error::BucketNotEmpty);
+            }
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes());
+        self.commit(Vec::new(), batch)
+    }
+
+    /// Looks a bucket up.
+    pub fn bucket(&self, name: &BucketName) -> Result<BucketInfo> {
+        match self.index.get_decoded::<BucketEntry>(CF_BUCKETS, name.as_str().as_bytes())? {
+            Some(e) => Ok(BucketInfo { name: name.clone(), created: e.created }),
+            None => Err(Error::NoSuchBucket),
+        }
+    }
+
+    /// All buckets, by name.
+    pub fn list_buckets(&self) -> Result<Vec<BucketInfo>> {
+        let mut out = Vec::new();
+        for item in self.index.range(CF_BUCKETS, b"", None)? {
+            let (k, v) = item?;
+            let entry: BucketEntry = codec::decode(&v, CF_BUCKETS)?;
+            let name = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| BucketName::parse(s).ok())
+                .ok_or_else(|| Error::Decode("bucket name".into()))?;
+            out.push(BucketInfo { name, created: entry.created });
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- objects
+
+    pub(crate) fn entry(&self, bucket: &BucketName, key: &str) -> Result<Option<ObjectEntry>> {
+        self.index.get_decoded(CF_OBJECTS, &object_key(bucket, key))
+    }
+
+    /// Stores an object, replacing any previous one under the key.
+    pub fn put_object(&self, req: PutRequest<'_>) -> Result<ObjectInfo> {
+        self.ensure_writable()?;
+        let _b = self.bucket_lock.read();
+        self.bucket(req.bucket)?;
+        let _k = self.key_locks.lock_all(&[object_lock(req.bucket, req.key)]);
+        let old = self.entry(req.bucket, req.key.as_str())?;
+        req.condition.check(old.as_ref())?;
+        let now = Timestamp::now();
+        let blobs = if req.blob.size > 0 { vec![BlobRef { hash: req.blob.hash, size: req.blob.size }] } else { Vec::new() };
+        let entry = ObjectEntry {
+            size: req.blob.size,
+            etag: ETag::from_md5(&req.blob.md5),
+            last_modified: now,
+            meta: req.meta,
+            checksum: req.checksum,
+            parts_count: None,
+            blobs,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(req.bucket, req.key.as_str()), codec::encode(&entry));
+        if let Some(old) = &old {
+            self.unref(&mut batch, &old.blobs, now)?;
+        }
+        self.commit(vec![req.blob], batch)?;
+        Ok(info_of(req.bucket, req.key, entry))
+    }
+
+    /// Metadata of an object.
+    pub fn head_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectInfo> {
+        match self.entry(bucket, key.as_str())? {
+            Some(e) => Ok(info_of(bucket, key, e)),
+            None => {
+                self.bucket(bucket)?;
+                Err(Error::NoSuchKey)
+            }
+        }
+    }
+
+    /// Deletes an object; returns whether it existed. Deleting a missing key is
+    /// not an error (S3 semantics).
+    pub fn delete_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<bool> {
+        let _b = self.bucket_lock.read();
+        self.bucket(bucket)?;
+        let _k = self.key_locks.lock_all(&[object_lock(bucket, key)]);
+        let Some(old) = self.entry(bucket, key.as_str())? else {
+            return Ok(false);
+        };
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
+        self.unref(&mut batch, &old.blobs, Timestamp::now())?;
+        self.commit(Vec::new(), batch)?;
+        Ok(true)
+    }
+
+    /// Deletes several keys of one bucket in one durable batch; returns, per
+    /// key, whether it existed.
+    pub fn delete_objects(&self, bucket: &BucketName, keys: &[ObjectKey]) -> Result<Vec<bool>> {
+        let _b = self.bucket_lock.read();
+        self.bucket(bucket)?;
+        let ids: Vec<u64> = keys.iter().map(|k| object_lock(bucket, k)).collect();
+        let _k = self.key_locks.lock_all(&ids);
+        let now = Timestamp::now();
+        let mut batch = WriteBatch::default();
+        let mut existed = Vec::with_capacity(keys.len());
+        let mut seen = std::collections::HashSet::new();
+        for key in keys {
+            if !seen.insert(key.as_str()) {
+                existed.push(false); // a repeated key was deleted by its first occurrence
+                continue;
+            }
+            match self.entry(bucket, key.as_str())? {
+                Some(old) => {
+                    batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
+                    self.unref(&mut batch, &old.blobs, now)?;
+                    existed.push(true);
+                }
+                None => existed.push(false),
+            }
+        }
+        self.commit(Vec::new(), batch)?;
+        Ok(existed)
+    }
+
+    /// Checks that the blob directory accepts writes (readiness probe).
+    pub fn probe_writable(&self) -> Result<()> {
+        let mut s = self.blobs.create_staging()?;
+        s.write_all(b"probe")
+    }
+
+    /// Copies an object without copying bytes: the new entry references the same
+    /// blobs. `meta` replaces the metadata (`REPLACE` directive) when given.
+    pub fn copy_object(
+        &self,
+        src_bucket: &BucketName,
+        src_key: &ObjectKey,
+        dst_bucket: &BucketName,
+        dst_key: &ObjectKey,
+        meta: Option<ObjectMeta>,
+        condition: WriteCondition,
+    ) -> Result<ObjectInfo> {
+        self.ensure_writable()?;
+        let _b = self.bucket_lock.read();
+        self.bucket(src_bucket)?;
+        self.bucket(dst_bucket)?;
+        // Holding the source's key lock keeps its blobs referenced until our batch
+        // adds references of its own.
+        let _k = self.key_locks.lock_all(&[object_lock(src_bucket, src_key), object_lock(dst_bucket, dst_key)]);
+        let src = self.entry(src_bucket, src_key.as_str())?.ok_or(Error::NoSuchKey)?;
+        let old = self.entry(dst_bucket, dst_key.as_str())?;
+        condition.check(old.as_ref())?;
+        let now = Timestamp::now();
+        let entry = ObjectEntry {
+            last_modified: now,
+            meta: meta.unwrap_or_else(|| src.meta.clone()),
+            ..src
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(dst_bucket, dst_key.as_str()), codec::encode(&entry));
+        self.add_refs(&mut batch, &entry.blobs)?;
+        if let Some(old) = &old {
+            self.unref(&mut batch, &old.blobs, now)?;
+        }
+        self.commit(Vec::new(), batch)?;
+        Ok(info_of(dst_bucket, dst_key, entry))
+    }
+
+    /// Lists objects in key order, rolling keys up into common prefixes at the
+    /// delimiter. A range scan of the index; no directory is ever walked.
+    pub fn list_objects(&self, bucket: &BucketName, q: &ListQuery) -> Result<ListPage> {
+        self.bucket(bucket)?;
+        let bprefix = bucket_prefix(bucket);
+        let mut lower = bprefix.clone();
+        lower.extend_from_slice(q.prefix.as_bytes());
+        let upper = prefix_end(&lower).or_else(|| prefix_end(&bprefix));
+        let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
+        if let Some(after) = &q.after {
+            let mut resume = bprefix.clone();
+            resume.extend_from_slice(after.as_bytes());
+            // `after` is a common prefix we returned iff it ends at the first
+            // delimiter after the prefix; then everything under it is skipped.
+            let skip_subtree = delimiter.is_some_and(|d| {
+                after.starts_with(&q.prefix)
+                    && after[q.prefix.len()..].find(d).is_some_and(|i| q.prefix.len() + i + d.len() == after.len())
+            });
+            let resume = if skip_subtree { prefix_end(&resume) } else { resume.push(0); Some(resume) };
+            match resume {
+                Some(r) if r > lower => lower = r,
+                Some(_) => {}
+                None => return Ok(ListPage::default()),
+            }
+        }
+        let mut page = ListPage::default();
+        let mut it = self.index.raw_iter(CF_OBJECTS, upper.clone())?;
+        it.seek(&lower);
+        while it.valid() {
+            let Some(k) = it.key() else { break };
+            let key = std::str::from_utf8(&k[bprefix.len()..])
+                .map_err(|_| Error::Decode("object key is not UTF-8".into()))?;
+            let common = delimiter.and_then(|d| {
+                key[q.prefix.len()..].find(d).map(|i| key[..q.prefix.len() + i + d.len()].to_owned())
+            });
+            if page.items.len() >= q.max_keys {
+                page.truncated = true;
+                break;
+            }
+            match common {
+                Some(cp) => {
+                    let mut next = bprefix.clone();
+                    next.extend_from_slice(cp.as_bytes());
+                    page.items.push(ListItem::Prefix(cp));
+                    match prefix_end(&next) {
+                        Some(n) => it.seek(&n),
+                        None => break,
+                    }
+                }
+                None => {
+                    let v = it.value().ok_or_else(|| Error::Decode("listing value".into()))?;
+                    let e: ObjectEntry = codec::decode(v, CF_OBJECTS)?;
+                    page.items.push(ListItem::Object(summary_of(key.to_owned(), &e)));
+                    it.next();
+                }
+            }
+        }
+        it.status()?;
+        Ok(page)
+    }
+
+    /// Opens a reader over `range` (byte offsets, end exclusive) of an object.
+    /// Every blob is opened now, so a missing blob fails before any byte is sent,
+    /// and an open file keeps its bytes even if GC unlinks it meanwhile.
+    pub fn read_object(&self, info: &ObjectInfo, range: std::ops::Range<u64>) -> Result<ObjectReader> {
+        let mut segments = VecDeque::new();
+        let mut offset = 0u64;
+        for b in &info.blobs {
+            let (start, end) = (offset, offset + b.size);
+            offset = end;
+            if end <= range.start || start >= range.end {
+                continue;
+            }
+            let meta: BlobMeta = self
+                .index
+                .get_decoded(CF_BLOBS, b.hash.as_bytes())?
+                .ok_or_else(|| Error::Corrupt(format!("no metadata for blob {}", b.hash)))?;
+            if meta.size != b.size {
+                return Err(Error::Corrupt(format!("blob {} size mismatch", b.hash)));
+            }
+            let file = self.blobs.open(&b.hash)?;
+            segments.push_back(Segment {
+                file,
+                hash: b.hash,
+                meta,
+                pos: range.start.max(start) - start,
+                end: range.end.min(end) - start,
+            });
+        }
+        Ok(ObjectReader { segments, remaining: range.end.saturating_sub(range.start), stats: self.stats.clone() })
+    }
+}
+
+struct Segment {
+    file: Box<dyn BlobFile>,
+    hash: BlobHash,
+    meta: BlobMeta,
+    pos: u64,
+    end: u64,
+}
+
+/// Streams verified bytes of an object. Each call returns at most one CRC block.
+pub struct ObjectReader {
+    segments: VecDeque<Segment>,
+    remaining: u64,
+    stats: Arc<StoreStats>,
+}
+
+impl ObjectReader {
+    /// Bytes not yet returned.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// The next chunk, verified against its block CRC; `None` at the end. A CRC
+    /// mismatch is an error; the bytes are never returned.
+    pub fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            let Some(seg) = self.segments.front_mut() else {
+                return Ok(None);
+            };
+            if seg.pos >= seg.end {
+                self.segments.pop_front();
+                continue;
+            }
+            let bs = seg.meta.block_size as u64;
+            let block = seg.pos / bs;
+            let block_start = block * bs;
+            let block_len = bs.min(seg.meta.size - block_start) as usize;
+            let mut buf = vec![0u8; block_len];
+            seg.file
+                .read_exact_at(&mut buf, block_start)
+                .map_err(|e| Error::Corrupt(format!("blob {}: read failed at {block_start}: {e}", seg.hash)))?;
+            let expect = seg.meta.crcs.get(block as usize).copied();
+            if expect != Some(crc32fast::hash(&buf)) {
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(blob = %seg.hash, block, "checksum mismatch: refusing to serve corrupt data");
+                return Err(Error::Corrupt(format!("blob {} block {block} fails its CRC", seg.hash)));
+            }
+            self.stats.blocks_verified.fetch_add(1, Ordering::Relaxed);
+            let from = (seg.pos - block_start) as usize;
+            let to = (seg.end.min(block_start + block_len as u64) - block_start) as usize;
+            seg.pos = block_start + to as u64;
+            self.remaining -= (to - from) as u64;
+            let bytes = Bytes::from(buf);
+            return Ok(Some(bytes.slice(from..to)));
+        }
+    }
+}
+
+/// Stripe identity of an object key.
+pub(crate) fn object_lock(bucket: &BucketName, key: &ObjectKey) -> u64 {
+    lock_id(&(0u8, bucket.as_str(), key.as_str()))
+}
+
+/// Stripe identity of a multipart upload.
+pub(crate) fn upload_lock(id: &crate::types::UploadId) -> u64 {
+    lock_id(&(1u8, id.as_str()))
+}
+
+pub(crate) fn info_of(bucket: &BucketName, key: &ObjectKey, e: ObjectEntry) -> ObjectInfo {
+    ObjectInfo {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        size: e.size,
+        etag: e.etag,
+        last_modified: e.last_modified,
+        meta: e.meta,
+        checksum: e.checksum,
+        parts_count: e.parts_count,
+        blobs: e.blobs,
+    }
+}
+
+fn summary_of(key: String, e: &ObjectEntry) -> ObjectSummary {
+    ObjectSummary {
+        key,
+        size: e.size,
+        etag: e.etag.clone(),
+        last_modified: e.last_modified,
+        storage_class: e.meta.headers.iter().find(|(k, _)| k == "x-amz-storage-class").map(|(_, v)| v.clone()),
+        checksum_algorithm: e.checksum.as_ref().map(|c| c.algorithm),
+        checksum_type: e.checksum.as_ref().map(|c| c.type_name()),
+    }
+}

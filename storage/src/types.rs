@@ -1,0 +1,466 @@
+//! Domain types shared by the storage engine and its callers.
+//!
+//! Every name that crosses the crate boundary is a validated newtype, so a bucket
+//! name can never be confused with a key, and a content hash never with an ETag.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Maximum length of an object key in bytes (S3's limit).
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// A validated bucket name (S3 naming rules: 3–63 chars of `a-z0-9.-`, starts and
+/// ends with a letter or digit, no `..`, not an IPv4 address).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketName(String);
+
+impl BucketName {
+    /// Validates `name` against S3's bucket naming rules.
+    pub fn parse(name: &str) -> Result<Self> {
+        let invalid = |why: &str| Err(Error::InvalidBucketName(format!("{name:?}: {why}")));
+        if name.len() < 3 || name.len() > 63 {
+            return invalid("must be 3 to 63 characters long");
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            return invalid("only lowercase letters, digits, '.' and '-' are allowed");
+        }
+        let first = name.as_bytes()[0];
+        let last = name.as_bytes()[name.len() - 1];
+        if !(first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric()) {
+            return invalid("must begin and end with a letter or digit");
+        }
+        if name.contains("..") || name.contains(".-") || name.contains("-.") {
+            return invalid("adjacent periods or period-dash are not allowed");
+        }
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return invalid("must not be formatted as an IP address");
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BucketName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated object key: non-empty UTF-8, at most [`MAX_KEY_LEN`] bytes.
+///
+/// Keys are opaque: they are never used to build a filesystem path (blobs are
+/// named by content hash), so `../` or NUL in a key is harmless.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Validates a key.
+    pub fn parse(key: &str) -> Result<Self> {
+        if key.is_empty() {
+            return Err(Error::InvalidKey("the key is empty".into()));
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::KeyTooLong);
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// SHA-256 of a blob's bytes: its content address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BlobHash([u8; 32]);
+
+impl BlobHash {
+    /// Wraps a raw digest.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex, as used in blob file names.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobHash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An S3 entity tag, stored without quotes: 32 hex digits for a single PUT,
+/// `<hex>-<parts>` for a multipart upload.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ETag(String);
+
+impl ETag {
+    /// ETag of a single-part object: the hex MD5 of its bytes.
+    pub fn from_md5(md5: &[u8; 16]) -> Self {
+        Self(hex::encode(md5))
+    }
+
+    /// ETag of a multipart object: MD5 of the concatenated binary part MD5s, then `-N`.
+    pub fn multipart(part_md5s: &[[u8; 16]]) -> Self {
+        use md5::{Digest, Md5};
+        let mut h = Md5::new();
+        for m in part_md5s {
+            h.update(m);
+        }
+        let d: [u8; 16] = h.finalize().into();
+        Self(format!("{}-{}", hex::encode(d), part_md5s.len()))
+    }
+
+    /// Accepts a client-supplied ETag with or without surrounding quotes.
+    pub fn from_client(s: &str) -> Self {
+        Self(s.trim().trim_matches('"').to_owned())
+    }
+
+    /// Unquoted form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The quoted form used on the wire (`"…"`).
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+/// Identifier of a multipart upload: 32 lowercase hex digits (128 random bits).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UploadId(String);
+
+impl UploadId {
+    pub(crate) fn random() -> Self {
+        let bytes: [u8; 16] = rand::random();
+        Self(hex::encode(bytes))
+    }
+
+    /// Parses a client-supplied upload id; anything that is not one of ours is
+    /// reported as `NoSuchUpload`, never as a parse error.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(Error::NoSuchUpload)
+        }
+    }
+
+    /// Text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Milliseconds since the Unix epoch; the only clock representation persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        Self::from_system(SystemTime::now())
+    }
+
+    /// Converts a `SystemTime` (times before 1970 clamp to 0).
+    pub fn from_system(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Err(_) => Self(0),
+        }
+    }
+
+    /// From milliseconds since the epoch.
+    pub fn from_millis(ms: i64) -> Self {
+        Self(ms)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn as_millis(&self) -> i64 {
+        self.0
+    }
+
+    /// As a `SystemTime`.
+    pub fn to_system(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.0).unwrap_or(0))
+    }
+
+    /// `self + d`, saturating.
+    pub fn plus(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
+/// Additional integrity checksum algorithms S3 clients may ask for
+/// (`x-amz-checksum-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChecksumAlgorithm {
+    /// CRC-32 (IEEE), 4 bytes.
+    Crc32,
+    /// CRC-32C (Castagnoli), 4 bytes.
+    Crc32c,
+    /// CRC-64/NVME, 8 bytes.
+    Crc64Nvme,
+    /// SHA-1, 20 bytes.
+    Sha1,
+    /// SHA-256, 32 bytes.
+    Sha256,
+}
+
+impl ChecksumAlgorithm {
+    /// All algorithms, in a fixed order.
+    pub const ALL: [ChecksumAlgorithm; 5] = [
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32c,
+        ChecksumAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Sha1,
+        ChecksumAlgorithm::Sha256,
+    ];
+
+    /// The S3 name (`CRC32`, `CRC64NVME`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Crc32 => "CRC32",
+            Self::Crc32c => "CRC32C",
+            Self::Crc64Nvme => "CRC64NVME",
+            Self::Sha1 => "SHA1",
+            Self::Sha256 => "SHA256",
+        }
+    }
+
+    /// The header carrying this checksum (`x-amz-checksum-crc32`, …).
+    pub fn header_name(self) -> &'static str {
+        match self {
+            Self::Crc32 => "x-amz-checksum-crc32",
+            Self::Crc32c => "x-amz-checksum-crc32c",
+            Self::Crc64Nvme => "x-amz-checksum-crc64nvme",
+            Self::Sha1 => "x-amz-checksum-sha1",
+            Self::Sha256 => "x-amz-checksum-sha256",
+        }
+    }
+
+    /// Parses an S3 algorithm name, case-insensitively.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Digest length in bytes.
+    pub fn len(self) -> usize {
+        match self {
+            Self::Crc32 | Self::Crc32c => 4,
+            Self::Crc64Nvme => 8,
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+        }
+    }
+}
+
+/// How a stored checksum covers the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChecksumType {
+    /// The checksum of the whole object's bytes.
+    FullObject,
+    /// Checksum of the concatenated part checksums (multipart), shown with `-N`.
+    Composite {
+        /// Number of parts.
+        parts: u32,
+    },
+}
+
+/// A stored checksum value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checksum {
+    /// The algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// Raw digest bytes.
+    pub value: Vec<u8>,
+    /// Full-object or composite.
+    pub kind: ChecksumType,
+}
+
+impl Checksum {
+    /// The value as S3 sends it: base64, with `-N` for composite checksums.
+    pub fn to_wire(&self) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&self.value);
+        match self.kind {
+            ChecksumType::FullObject => b64,
+            ChecksumType::Composite { parts } => format!("{b64}-{parts}"),
+        }
+    }
+
+    /// `FULL_OBJECT` or `COMPOSITE`, for `x-amz-checksum-type`.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            ChecksumType::FullObject => "FULL_OBJECT",
+            ChecksumType::Composite { .. } => "COMPOSITE",
+        }
+    }
+}
+
+/// Client-controlled metadata stored with an object and returned on GET/HEAD.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// Other standard headers stored verbatim (`cache-control`, `content-disposition`,
+    /// `content-encoding`, `content-language`, `expires`, `x-amz-storage-class`,
+    /// `x-amz-object-lock-*`, …), names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// `x-amz-meta-*` user metadata, names lowercase without the prefix.
+    pub user: Vec<(String, String)>,
+}
+
+/// A reference from an object (or part) to the blob holding its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Content address.
+    pub hash: BlobHash,
+    /// Length in bytes.
+    pub size: u64,
+}
+
+/// Everything known about a stored object version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Bucket.
+    pub bucket: BucketName,
+    /// Key.
+    pub key: ObjectKey,
+    /// Size in bytes.
+    pub size: u64,
+    /// Entity tag.
+    pub etag: ETag,
+    /// Time of the write that created this version.
+    pub last_modified: Timestamp,
+    /// Client metadata.
+    pub meta: ObjectMeta,
+    /// Stored integrity checksum, if the client sent one (or one was computed).
+    pub checksum: Option<Checksum>,
+    /// Number of parts for multipart objects, `None` for single PUTs.
+    pub parts_count: Option<u32>,
+    /// The blobs, in order; their sizes add up to `size`.
+    pub blobs: Vec<BlobRef>,
+}
+
+/// Summary of a bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketInfo {
+    /// Name.
+    pub name: BucketName,
+    /// Creation time.
+    pub created: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names() {
+        for ok in ["abc", "my-bucket", "a.b.c", "0123456789", &"a".repeat(63)] {
+            assert!(BucketName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            &"a".repeat(64),
+            "Upper",
+            "-abc",
+            "abc-",
+            "a..b",
+            "a.-b",
+            "192.168.1.1",
+            "under_score",
+            "sp ace",
+        ] {
+            assert!(matches!(BucketName::parse(bad), Err(Error::InvalidBucketName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys() {
+        assert!(ObjectKey::parse("a/../b\0c").is_ok());
+        assert!(matches!(ObjectKey::parse(""), Err(Error::InvalidKey(_))));
+        assert!(ObjectKey::parse(&"k".repeat(1024)).is_ok());
+        assert!(matches!(ObjectKey::parse(&"k".repeat(1025)), Err(Error::KeyTooLong)));
+    }
+
+    #[test]
+    fn etag_rules() {
+        use md5::{Digest, Md5};
+        let single: [u8; 16] = Md5::digest(b"hello").into();
+        assert_eq!(ETag::from_md5(&single).as_str(), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(ETag::from_md5(&single).quoted(), "\"5d41402abc4b2a76b9719d911017c592\"");
+        let a: [u8; 16] = Md5::digest(b"a").into();
+        let b: [u8; 16] = Md5::digest(b"b").into();
+        let mut cat = Vec::new();
+        cat.extend_from_slice(&a);
+        cat.extend_from_slice(&b);
+        let expect = format!("{}-2", hex::encode(Md5::digest(&cat)));
+        assert_eq!(ETag::multipart(&[a, b]).as_str(), expect);
+        assert_eq!(ETag::from_client("\"abc\"").as_str(), "abc");
+    }
+
+    #[test]
+    fn upload_ids() {
+        let id = UploadId::random();
+        assert_eq!(UploadId::parse(id.as_str()).ok(), Some(id));
+        assert!(matches!(UploadId::parse("../../etc"), Err(Error::NoSuchUpload)));
+        assert!(matches!(UploadId::parse("ABCDEF0123456789ABCDEF0123456789"), Err(Error::NoSuchUpload)));
+    }
+
+    #[test]
+    fn checksum_wire_form() {
+        let c = Checksum { algorithm: ChecksumAlgorithm::Crc32, value: vec![0, 0, 0, 1], kind: ChecksumType::FullObject };
+        assert_eq!(c.to_wire(), "AAAAAQ==");
+        let c = Checksum { kind: ChecksumType::Composite { parts: 3 }, ..c };
+        assert_eq!(c.to_wire(), "AAAAAQ==-3");
+        assert_eq!(ChecksumAlgorithm::from_name("crc64nvme"), Some(ChecksumAlgorithm::Crc64Nvme));
+    }
+}
