@@ -64,9 +64,7 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Ok(Frame::data(b))))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) if *remaining > 0 => {
-                    Poll::Ready(Some(Err("object stream ended early".into())))
-                }
+                Poll::Ready(None) if *remaining > 0 => Poll::Ready(Some(Err("object stream ended early".into()))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -109,7 +107,9 @@ impl BodySpec {
         self.aws_chunked
             || matches!(
                 self.payload,
-                PayloadHash::StreamingSigned | PayloadHash::StreamingSignedTrailer | PayloadHash::StreamingUnsignedTrailer
+                PayloadHash::StreamingSigned
+                    | PayloadHash::StreamingSignedTrailer
+                    | PayloadHash::StreamingUnsignedTrailer
             )
     }
 }
@@ -170,8 +170,7 @@ where
             Some(s) => ChunkMode::Signed(s),
             None => ChunkMode::Unsigned,
         };
-        let trailer = spec.expect_trailer
-            || matches!(spec.payload, PayloadHash::StreamingSignedTrailer | PayloadHash::StreamingUnsignedTrailer);
+        let trailer = spec.expect_trailer || spec.payload.has_trailer();
         ChunkedDecoder::new(mode, trailer)
     });
     let mut gather = Gather { buf: BytesMut::with_capacity(WRITE_BUFFER) };
@@ -203,10 +202,13 @@ where
                 tx.send(Msg::Data(full)).await.map_err(|_| writer_gone())?;
             }
         }
-        if let Some(d) = &decoder {
-            if !d.is_done() {
-                return Err(S3Error::new(S3Code::IncompleteBody, "the aws-chunked body ended before its final chunk"));
-            }
+        // End of input: `finish` (not `is_done`) also accepts the lenient end the
+        // decoder documents (EOF on a line boundary of the trailer section, as
+        // aws-sdk-js v3 sends `0\r\n` without the final empty line) and checks a
+        // pending trailer signature there. Which trailers must have arrived is
+        // checked by the caller (`ChecksumRequest::verify`).
+        if let Some(d) = decoder.as_mut() {
+            d.finish()?;
         }
         if let Some(n) = spec.decoded_length {
             if n != total {
@@ -272,13 +274,11 @@ where
                 Some(s) => ChunkMode::Signed(s),
                 None => ChunkMode::Unsigned,
             },
-            spec.expect_trailer,
+            spec.expect_trailer || spec.payload.has_trailer(),
         );
         let mut out = BytesMut::new();
         dec.decode(&body, &mut out)?;
-        if !dec.is_done() {
-            return Err(S3Error::new(S3Code::IncompleteBody, "the aws-chunked body ended before its final chunk"));
-        }
+        dec.finish()?; // see `receive` for why not `is_done`
         body = out.freeze();
     }
     if let PayloadHash::Sha256(expected) = spec.payload {

@@ -30,6 +30,7 @@ pub enum S3Code {
     InvalidRange,
     InvalidRequest,
     KeyTooLongError,
+    MalformedTrailerError,
     MalformedXML,
     MethodNotAllowed,
     MissingContentLength,
@@ -70,6 +71,7 @@ impl S3Code {
             S3Code::InvalidRange => "InvalidRange",
             S3Code::InvalidRequest => "InvalidRequest",
             S3Code::KeyTooLongError => "KeyTooLongError",
+            S3Code::MalformedTrailerError => "MalformedTrailerError",
             S3Code::MalformedXML => "MalformedXML",
             S3Code::MethodNotAllowed => "MethodNotAllowed",
             S3Code::MissingContentLength => "MissingContentLength",
@@ -118,6 +120,7 @@ impl S3Code {
             | S3Code::InvalidPartOrder
             | S3Code::InvalidRequest
             | S3Code::KeyTooLongError
+            | S3Code::MalformedTrailerError
             | S3Code::MalformedXML
             | S3Code::RequestTimeout
             | S3Code::XAmzContentSHA256Mismatch => StatusCode::BAD_REQUEST,
@@ -236,6 +239,8 @@ impl From<AuthError> for S3Error {
             A::MissingContentSha256 | A::MissingDate => S3Code::InvalidRequest,
             A::InvalidContentSha256(_) => S3Code::InvalidArgument,
             A::UnsupportedAlgorithm(_) => S3Code::InvalidRequest,
+            A::HeaderNotSigned(_) => S3Code::AccessDenied,
+            A::MultipleAuthMechanisms => S3Code::InvalidArgument,
             _ => S3Code::AuthorizationHeaderMalformed,
         };
         S3Error::new(code, e.to_string())

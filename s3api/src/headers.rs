@@ -58,8 +58,11 @@ pub fn meta_from_headers(headers: &HeaderMap) -> S3Result<ObjectMeta> {
         if let Some(v) = text(headers, name)? {
             let v = if *name == "content-encoding" {
                 // `aws-chunked` describes the transfer, not the object.
-                let rest: Vec<&str> =
-                    v.split(',').map(str::trim).filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty()).collect();
+                let rest: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
+                    .collect();
                 if rest.is_empty() {
                     continue;
                 }
@@ -163,7 +166,10 @@ pub fn parse_range(value: Option<&str>, size: u64) -> S3Result<Option<std::ops::
     let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
     let (a, b) = (a.trim(), b.trim());
     let unsatisfiable = || {
-        S3Error::new(S3Code::InvalidRange, format!("The requested range {v:?} is not satisfiable for an object of {size} bytes"))
+        S3Error::new(
+            S3Code::InvalidRange,
+            format!("The requested range {v:?} is not satisfiable for an object of {size} bytes"),
+        )
     };
     let range = if a.is_empty() {
         let Ok(n) = b.parse::<u64>() else { return Ok(None) };
@@ -198,6 +204,9 @@ pub struct ChecksumRequest {
     pub algorithm: Option<ChecksumAlgorithm>,
     /// Value given in a header (base64), if any.
     pub header_value: Option<String>,
+    /// The checksum announced in `x-amz-trailer`: the aws-chunked body must end
+    /// with exactly this trailer (see [`ChecksumRequest::verify`]).
+    pub trailer: Option<ChecksumAlgorithm>,
     /// `Content-MD5`, decoded.
     pub content_md5: Option<[u8; 16]>,
 }
@@ -223,6 +232,7 @@ impl ChecksumRequest {
                 .and_then(ChecksumAlgorithm::from_name)
                 .ok_or_else(|| S3Error::new(S3Code::InvalidRequest, format!("unsupported x-amz-trailer {t:?}")))?;
             req.algorithm.get_or_insert(a);
+            req.trailer = Some(a);
         }
         if let Some(v) = text(headers, "x-amz-sdk-checksum-algorithm")? {
             let a = ChecksumAlgorithm::from_name(v.trim())
@@ -242,13 +252,26 @@ impl ChecksumRequest {
 
     /// Algorithms the writer must compute.
     pub fn algorithms(&self) -> Vec<ChecksumAlgorithm> {
-        self.algorithm.into_iter().collect()
+        let mut v: Vec<ChecksumAlgorithm> = self.algorithm.into_iter().collect();
+        // A header checksum and a trailer of another algorithm: compute both, so
+        // each claim is checked against its own algorithm.
+        if let Some(t) = self.trailer.filter(|t| !v.contains(t)) {
+            v.push(t);
+        }
+        v
     }
 
     /// Verifies what was received against every value the client gave (header
     /// or trailer) and returns the checksum to store: the client's algorithm,
     /// else CRC64NVME.
+    ///
+    /// A checksum announced in `x-amz-trailer` must arrive as that trailer and no
+    /// other checksum trailer may come instead (S3: `MalformedTrailerError`).
+    /// Without this, a body whose trailer section is empty would be stored with
+    /// a checksum nobody verified: the aws-chunked decoder accepts an empty
+    /// trailer section and leaves this check to its caller.
     pub fn verify(&self, blob: &StagedBlob, trailers: &[(String, String)]) -> S3Result<Option<Checksum>> {
+        check_trailers(self.trailer, trailers)?;
         if let Some(md5) = self.content_md5 {
             if md5 != blob.md5 {
                 return Err(S3Error::code(S3Code::BadDigest));
@@ -275,6 +298,28 @@ impl ChecksumRequest {
             }
         }
         Ok(computed)
+    }
+}
+
+/// The checksum trailers received must be exactly the one announced in
+/// `x-amz-trailer` (or none, if none was announced).
+fn check_trailers(declared: Option<ChecksumAlgorithm>, trailers: &[(String, String)]) -> S3Result<()> {
+    let malformed = || {
+        S3Error::new(
+            S3Code::MalformedTrailerError,
+            "The request contained trailing data that was not well-formed or did not conform to our published schema.",
+        )
+    };
+    let mut sent = Vec::new();
+    for (name, _) in trailers {
+        if let Some(a) = name.strip_prefix("x-amz-checksum-") {
+            sent.push(ChecksumAlgorithm::from_name(a).ok_or_else(malformed)?);
+        }
+    }
+    match declared {
+        Some(want) if sent != [want] => Err(malformed()),
+        None if !sent.is_empty() => Err(malformed()),
+        _ => Ok(()),
     }
 }
 
@@ -404,6 +449,25 @@ mod tests {
         // If-Match wins over If-Unmodified-Since; If-None-Match over If-Modified-Since.
         assert_eq!(t(&[("if-match", "\"abc\""), ("if-unmodified-since", &before)]), None);
         assert_eq!(t(&[("if-none-match", "\"zzz\""), ("if-modified-since", &same)]), None);
+    }
+
+    #[test]
+    fn trailers_must_match_the_announcement() {
+        let t = |declared, names: &[&str]| {
+            let trailers: Vec<(String, String)> =
+                names.iter().map(|n| (n.to_string(), "AAAAAA==".to_string())).collect();
+            check_trailers(declared, &trailers).err().map(|e| e.code)
+        };
+        let crc32 = Some(ChecksumAlgorithm::Crc32);
+        let bad = Some(S3Code::MalformedTrailerError);
+        assert_eq!(t(crc32, &["x-amz-checksum-crc32"]), None);
+        assert_eq!(t(None, &[]), None);
+        assert_eq!(t(crc32, &[]), bad, "announced but missing");
+        assert_eq!(t(crc32, &["x-amz-checksum-sha256"]), bad, "another algorithm");
+        assert_eq!(t(crc32, &["x-amz-checksum-crc32", "x-amz-checksum-crc32"]), bad, "twice");
+        assert_eq!(t(crc32, &["x-amz-checksum-crc32", "x-amz-checksum-md5"]), bad, "unknown algorithm");
+        assert_eq!(t(None, &["x-amz-checksum-crc32"]), bad, "not announced");
+        assert_eq!(t(crc32, &["x-amz-checksum-crc32", "x-amz-meta-a"]), None, "other trailers are not checksums");
     }
 
     #[test]

@@ -199,11 +199,7 @@ pub fn route(method: &Method, raw_path: &str, query: &Query, headers: &HeaderMap
         Some((b, k)) => (b, Some(k)),
         None => (path, None),
     };
-    let bucket = if bucket_raw.is_empty() {
-        None
-    } else {
-        Some(BucketName::parse(&decode_component(bucket_raw)?)?)
-    };
+    let bucket = if bucket_raw.is_empty() { None } else { Some(BucketName::parse(&decode_component(bucket_raw)?)?) };
     // "/bucket/" addresses the bucket, like "/bucket".
     let key = match key_raw.filter(|k| !k.is_empty()) {
         Some(k) => Some(ObjectKey::parse(&decode_component(k)?)?),
@@ -264,7 +260,10 @@ fn bucket_op(method: &Method, q: &Query) -> S3Result<Operation> {
             if q.has("delete") {
                 Operation::DeleteObjects
             } else {
-                return Err(S3Error::new(S3Code::NotImplemented, "this POST on a bucket is not implemented by walstore"));
+                return Err(S3Error::new(
+                    S3Code::NotImplemented,
+                    "this POST on a bucket is not implemented by walstore",
+                ));
             }
         }
         _ => return Err(S3Error::code(S3Code::MethodNotAllowed)),
@@ -361,7 +360,13 @@ mod tests {
             ("DELETE", "/bkt/k?uploadId=U", false, AbortMultipartUpload, Some("k")),
             ("GET", "/bkt/k?uploadId=U", false, ListParts, Some("k")),
             // Keys keep every byte: trailing dot, dot segments, encoded slashes and spaces.
-            ("GET", "/bkt/wal_005/000000010000000000000001.", false, GetObject, Some("wal_005/000000010000000000000001.")),
+            (
+                "GET",
+                "/bkt/wal_005/000000010000000000000001.",
+                false,
+                GetObject,
+                Some("wal_005/000000010000000000000001."),
+            ),
             ("GET", "/bkt/a/../b", false, GetObject, Some("a/../b")),
             ("GET", "/bkt/a%2Fb%20c", false, GetObject, Some("a/b c")),
             ("GET", "/bkt//double", false, GetObject, Some("/double")),

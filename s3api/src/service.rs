@@ -91,7 +91,10 @@ async fn probe(state: &AppState, path: &str) -> Response<ResponseBody> {
     r
 }
 
-async fn process(state: &Arc<AppState>, mut req: Request<Incoming>) -> (&'static str, Result<Response<ResponseBody>, S3Error>) {
+async fn process(
+    state: &Arc<AppState>,
+    mut req: Request<Incoming>,
+) -> (&'static str, Result<Response<ResponseBody>, S3Error>) {
     if is_probe(&req) {
         let path = req.uri().path().to_owned();
         return ("Health", Ok(probe(state, &path).await));
@@ -105,12 +108,16 @@ async fn process(state: &Arc<AppState>, mut req: Request<Incoming>) -> (&'static
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
-    let settings = AuthSettings { now: SystemTime::now(), region: &state.config.region, max_skew: state.config.max_skew };
+    let settings =
+        AuthSettings { now: SystemTime::now(), region: &state.config.region, max_skew: state.config.max_skew };
     let rp = RequestParts { method: &parts.method, raw_path, raw_query, headers: &parts.headers };
     let verified = match sigv4::verify(&rp, &settings, state.keys.as_ref()) {
         Ok(Some(v)) => v,
         Ok(None) => {
-            return ("Anonymous", Err(S3Error::new(S3Code::AccessDenied, "Anonymous access is not allowed; sign requests with SigV4")))
+            return (
+                "Anonymous",
+                Err(S3Error::new(S3Code::AccessDenied, "Anonymous access is not allowed; sign requests with SigV4")),
+            )
         }
         Err(e) => {
             tracing::debug!(error = %e, "authentication failed");
@@ -129,7 +136,8 @@ async fn process(state: &Arc<AppState>, mut req: Request<Incoming>) -> (&'static
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
     let spec = BodySpec {
         expect_trailer: header("x-amz-trailer").is_some(),
-        aws_chunked: header("content-encoding").is_some_and(|v| v.split(',').any(|c| c.trim().eq_ignore_ascii_case("aws-chunked")))
+        aws_chunked: header("content-encoding")
+            .is_some_and(|v| v.split(',').any(|c| c.trim().eq_ignore_ascii_case("aws-chunked")))
             && !matches!(verified.payload, PayloadHash::Sha256(_)),
         decoded_length: header("x-amz-decoded-content-length").and_then(|v| v.trim().parse().ok()),
         payload: verified.payload,

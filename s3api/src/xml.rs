@@ -129,12 +129,7 @@ pub fn iso8601(t: Timestamp) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
@@ -255,7 +250,10 @@ pub fn parse_complete(body: &[u8]) -> S3Result<Vec<CompletePart>> {
             .child("PartNumber")
             .and_then(|n| n.text.trim().parse::<u32>().ok())
             .ok_or_else(|| malformed("a Part lacks a valid PartNumber"))?;
-        let etag = p.child("ETag").map(|n| n.text.trim().trim_matches('"').to_owned()).ok_or_else(|| malformed("a Part lacks an ETag"))?;
+        let etag = p
+            .child("ETag")
+            .map(|n| n.text.trim().trim_matches('"').to_owned())
+            .ok_or_else(|| malformed("a Part lacks an ETag"))?;
         let checksums = p
             .children
             .iter()
@@ -338,7 +336,10 @@ mod tests {
     #[test]
     fn writer_golden() {
         let mut w = XmlWriter::new("ListBucketResult");
-        w.elem("Name", "bkt").num("KeyCount", 2).boolean("IsTruncated", false).time("LastModified", Timestamp::from_millis(1_735_787_045_678));
+        w.elem("Name", "bkt")
+            .num("KeyCount", 2)
+            .boolean("IsTruncated", false)
+            .time("LastModified", Timestamp::from_millis(1_735_787_045_678));
         let s = String::from_utf8(w.finish("ListBucketResult").to_vec()).expect("utf8");
         assert_eq!(
             s,
@@ -389,7 +390,9 @@ mod tests {
                 DeleteTarget { key: "a&b".into(), version_id: None },
             ]
         );
-        let q = parse_delete(b"<Delete><Quiet>true</Quiet><Object><Key>k</Key><VersionId>v1</VersionId></Object></Delete>").expect("parse");
+        let q =
+            parse_delete(b"<Delete><Quiet>true</Quiet><Object><Key>k</Key><VersionId>v1</VersionId></Object></Delete>")
+                .expect("parse");
         assert!(q.quiet);
         assert_eq!(q.objects[0].version_id.as_deref(), Some("v1"));
     }

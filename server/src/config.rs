@@ -162,7 +162,9 @@ mod tests {
 
     #[test]
     fn precedence_and_defaults() {
-        let file: Settings = toml::from_str("region = \"de01\"\nlisten = \"127.0.0.1:1\"\ngc-grace = \"2h\"\nbuckets = [\"a-b\"]\n").expect("toml");
+        let file: Settings =
+            toml::from_str("region = \"de01\"\nlisten = \"127.0.0.1:1\"\ngc-grace = \"2h\"\nbuckets = [\"a-b\"]\n")
+                .expect("toml");
         let flags = Settings { listen: Some("127.0.0.1:2".parse().expect("addr")), ..Default::default() };
         let cfg = flags.or(file).resolve().expect("resolve");
         assert_eq!(cfg.listen.port(), 2, "flags win over the file");

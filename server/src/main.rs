@@ -31,7 +31,7 @@ enum Command {
         #[arg(long, env = "WALSTORE_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: Settings,
+        settings: Box<Settings>,
     },
     /// Verify index ↔ blob consistency of a stopped server's data directory.
     Check {
@@ -53,7 +53,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, settings } => serve(config, settings),
+        Command::Serve { config, settings } => serve(config, *settings),
         Command::Check { data_dir } => offline_check(data_dir),
         Command::Gc { data_dir, grace } => offline_gc(data_dir, &grace),
     };
@@ -67,7 +67,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -105,14 +106,19 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
     }
     match origin {
         credentials::Origin::Generated => {
-            println!("walstore: generated root credentials (stored in {}/root-credentials, mode 0600):", cfg.data_dir.display());
+            println!(
+                "walstore: generated root credentials (stored in {}/root-credentials, mode 0600):",
+                cfg.data_dir.display()
+            );
             println!("  AWS_ACCESS_KEY_ID={}", creds.access_key);
             println!("  AWS_SECRET_ACCESS_KEY={}", creds.secret_key);
         }
         credentials::Origin::File => {
             tracing::info!(access_key = %creds.access_key, "root credentials from {}/root-credentials", cfg.data_dir.display())
         }
-        credentials::Origin::Environment => tracing::info!(access_key = %creds.access_key, "root credentials from the environment"),
+        credentials::Origin::Environment => {
+            tracing::info!(access_key = %creds.access_key, "root credentials from the environment")
+        }
     }
 
     let api = ApiConfig { region: cfg.region.clone(), max_object_size: cfg.max_object_size, ..ApiConfig::default() };
@@ -208,7 +214,7 @@ async fn maintenance(store: Arc<Store>, interval: Duration, mut stop: tokio::syn
 fn offline_check(data_dir: PathBuf) -> Result<(), String> {
     let store = open_store(data_dir, None)?;
     let r = store.check().map_err(|e| format!("check failed: {e}"))?;
-    println!("objects: {}  blobs referenced: {}", r.objects, r.blobs);
+    println!("objects: {}  blobs referenced: {}  orphan blob files: {}", r.objects, r.blobs, r.orphan_files);
     if r.problems.is_empty() {
         println!("consistent");
         Ok(())
@@ -221,7 +227,8 @@ fn offline_check(data_dir: PathBuf) -> Result<(), String> {
 }
 
 fn offline_gc(data_dir: PathBuf, grace: &str) -> Result<(), String> {
-    let grace = units::parse_duration(grace).or_else(|e| if grace.trim() == "0" { Ok(Duration::ZERO) } else { Err(e) })?;
+    let grace =
+        units::parse_duration(grace).or_else(|e| if grace.trim() == "0" { Ok(Duration::ZERO) } else { Err(e) })?;
     let mut sc = StoreConfig::new(data_dir);
     sc.gc_grace = grace;
     let store = Store::open(sc).map_err(|e| format!("cannot open the data directory: {e}"))?;

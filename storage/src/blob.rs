@@ -31,14 +31,14 @@ pub trait BlobFile: Send + Sync {
     /// Fills `buf` from `offset`; a short file is an error.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Current length of the file.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
 }
 
 impl BlobFile for File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(self, buf, offset)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 }
@@ -336,11 +336,12 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path().join("blobs/tmp")).expect("ls").count(), 0);
 
         let mut seen = Vec::new();
-        store.for_each(&mut |b| {
-            seen.push(b.hash);
-            Ok(())
-        })
-        .expect("walk");
+        store
+            .for_each(&mut |b| {
+                seen.push(b.hash);
+                Ok(())
+            })
+            .expect("walk");
         assert_eq!(seen, vec![h]);
         store.remove(&h).expect("remove");
         store.remove(&h).expect("remove twice is fine");

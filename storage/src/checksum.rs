@@ -152,18 +152,14 @@ mod tests {
             )
             .expect("crc32c");
             assert_eq!(c32c.value, crc32c::crc32c(&data).to_be_bytes(), "cut {cut}");
-            let c64 = combine_full(
-                ChecksumAlgorithm::Crc64Nvme,
-                &[(crc64(a), a.len() as u64), (crc64(b), b.len() as u64)],
-            )
-            .expect("crc64");
+            let c64 =
+                combine_full(ChecksumAlgorithm::Crc64Nvme, &[(crc64(a), a.len() as u64), (crc64(b), b.len() as u64)])
+                    .expect("crc64");
             assert_eq!(c64.value, crc64(&data).to_be_bytes(), "cut {cut}");
         }
-        let three = combine_full(
-            ChecksumAlgorithm::Crc64Nvme,
-            &[(crc64(b"ab"), 2), (crc64(b"cde"), 3), (crc64(b"f"), 1)],
-        )
-        .expect("crc64");
+        let three =
+            combine_full(ChecksumAlgorithm::Crc64Nvme, &[(crc64(b"ab"), 2), (crc64(b"cde"), 3), (crc64(b"f"), 1)])
+                .expect("crc64");
         assert_eq!(three.value, crc64(b"abcdef").to_be_bytes());
         assert!(combine_full(ChecksumAlgorithm::Sha256, &[]).is_none());
     }

@@ -19,16 +19,15 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
+    MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::types::{
-    BlobHash, BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectKey, ObjectMeta, Timestamp,
-    UploadId,
+    BlobHash, BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectKey, ObjectMeta, Timestamp, UploadId,
 };
 
 pub(crate) const CF_BUCKETS: &str = "buckets";
@@ -105,6 +104,9 @@ pub(crate) struct PartEntry {
     pub checksum: Option<Checksum>,
 }
 
+/// A raw key/value pair read from the index.
+pub(crate) type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// The RocksDB database with our column families.
 pub(crate) struct Index {
     db: DB,
@@ -150,9 +152,8 @@ impl Index {
         db_opts.set_max_total_wal_size(64 << 20);
         db_opts.set_atomic_flush(true);
         let cfs: Vec<_> = ALL_CFS.iter().map(|n| cf_opts(n)).collect();
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
-            Error::Index(format!("cannot open the index at {}: {}", path.display(), e.into_string()))
-        })?;
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map_err(|e| Error::Index(format!("cannot open the index at {}: {}", path.display(), e.into_string())))?;
         let index = Self { db };
         index.check_schema()?;
         Ok(index)
@@ -222,7 +223,7 @@ impl Index {
         cf: &str,
         start: &[u8],
         end: Option<Vec<u8>>,
-    ) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a> {
+    ) -> Result<impl Iterator<Item = Result<KeyValue>> + 'a> {
         let mut ro = ReadOptions::default();
         if let Some(end) = end {
             ro.set_iterate_upper_bound(end);

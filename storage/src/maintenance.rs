@@ -44,6 +44,9 @@ pub struct CheckReport {
     pub objects: u64,
     /// Distinct blobs referenced.
     pub blobs: u64,
+    /// Blob files on disk that no index record knows (left by a crash between
+    /// rename and commit; removed by the orphan sweep after the grace period).
+    pub orphan_files: u64,
     /// Human-readable inconsistencies; empty means consistent.
     pub problems: Vec<String>,
 }
@@ -75,11 +78,7 @@ impl Store {
             let mut batch = WriteBatch::default();
             batch.delete_cf(self.index.cf(CF_GCQ)?, hash.as_bytes());
             if count == 0 {
-                let size = self
-                    .index
-                    .get_decoded::<BlobMeta>(CF_BLOBS, hash.as_bytes())?
-                    .map(|m| m.size)
-                    .unwrap_or(0);
+                let size = self.index.get_decoded::<BlobMeta>(CF_BLOBS, hash.as_bytes())?.map(|m| m.size).unwrap_or(0);
                 self.blobs.remove(&hash)?;
                 batch.delete_cf(self.index.cf(CF_BLOBS)?, hash.as_bytes());
                 batch.delete_cf(self.index.cf(CF_REFS)?, hash.as_bytes());
@@ -176,7 +175,11 @@ impl Store {
             let e: ObjectEntry = codec::decode(&v, CF_OBJECTS)?;
             let total: u64 = e.blobs.iter().map(|b| b.size).sum();
             if total != e.size {
-                report.problems.push(format!("object {:?}: blob sizes add up to {total}, not {}", String::from_utf8_lossy(&k), e.size));
+                report.problems.push(format!(
+                    "object {:?}: blob sizes add up to {total}, not {}",
+                    String::from_utf8_lossy(&k),
+                    e.size
+                ));
             }
             for b in e.blobs {
                 *expected.entry(b.hash).or_default() += 1;
@@ -215,11 +218,25 @@ impl Store {
                 },
             }
         }
+        let mut queued = std::collections::HashSet::new();
+        for item in self.index.range(CF_GCQ, b"", None)? {
+            let (k, _) = item?;
+            queued.insert(k.to_vec());
+        }
         for (hash, have) in &stored {
             if *have != 0 && !expected.contains_key(hash) {
                 report.problems.push(format!("blob {hash}: refcount {have} but nothing references it"));
             }
+            if *have == 0 && !queued.contains(hash.as_bytes().as_slice()) {
+                report.problems.push(format!("blob {hash}: unreferenced but not queued for GC (space leak)"));
+            }
         }
+        self.blobs.for_each(&mut |b| {
+            if self.index.get(CF_BLOBS, b.hash.as_bytes())?.is_none() {
+                report.orphan_files += 1;
+            }
+            Ok(())
+        })?;
         Ok(report)
     }
 

@@ -8,13 +8,11 @@ use crate::checksum;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    object_key, part_key, prefix_end, upload_key, ObjectEntry, PartEntry, UploadEntry, CF_OBJECTS, CF_PARTS,
-    CF_UPLOADS,
+    object_key, part_key, prefix_end, upload_key, ObjectEntry, PartEntry, UploadEntry, CF_OBJECTS, CF_PARTS, CF_UPLOADS,
 };
 use crate::store::{info_of, object_lock, upload_lock, Store, WriteCondition};
 use crate::types::{
-    BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp,
-    UploadId,
+    BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp, UploadId,
 };
 use crate::writer::StagedBlob;
 
@@ -162,7 +160,8 @@ impl Store {
         let mut out = Vec::new();
         for item in self.index.range(CF_PARTS, &start, prefix_end(&start))? {
             let (k, v) = item?;
-            let n = k[start.len()..].try_into().map(u32::from_be_bytes).map_err(|_| Error::Decode("part key".into()))?;
+            let n =
+                k[start.len()..].try_into().map(u32::from_be_bytes).map_err(|_| Error::Decode("part key".into()))?;
             out.push((n, codec::decode(&v, CF_PARTS)?));
         }
         Ok(out)
@@ -218,8 +217,8 @@ impl Store {
         let find = |n: u32| stored.binary_search_by_key(&n, |(num, _)| *num).ok().map(|i| &stored[i].1);
         let mut chosen: Vec<&PartEntry> = Vec::with_capacity(parts.len());
         for (i, p) in parts.iter().enumerate() {
-            let entry = find(p.number)
-                .ok_or_else(|| Error::InvalidPart(format!("part {} was not uploaded", p.number)))?;
+            let entry =
+                find(p.number).ok_or_else(|| Error::InvalidPart(format!("part {} was not uploaded", p.number)))?;
             if ETag::from_md5(&entry.md5) != p.etag {
                 return Err(Error::InvalidPart(format!("part {}: ETag {} does not match", p.number, p.etag.as_str())));
             }
@@ -390,13 +389,10 @@ pub(crate) fn split_upload_key(k: &[u8], bucket: &BucketName) -> Result<(ObjectK
 /// asked for nothing. `None` if a part lacks the needed checksum.
 fn final_checksum(upload: &UploadInfo, parts: &[&PartEntry]) -> Option<Checksum> {
     let algorithm = upload.checksum_algorithm.unwrap_or(ChecksumAlgorithm::Crc64Nvme);
-    let values: Vec<&Checksum> = parts
-        .iter()
-        .map(|p| p.checksum.as_ref().filter(|c| c.algorithm == algorithm))
-        .collect::<Option<_>>()?;
-    let full = upload.checksum_algorithm.is_none()
-        || upload.full_object_checksum
-        || algorithm == ChecksumAlgorithm::Crc64Nvme;
+    let values: Vec<&Checksum> =
+        parts.iter().map(|p| p.checksum.as_ref().filter(|c| c.algorithm == algorithm)).collect::<Option<_>>()?;
+    let full =
+        upload.checksum_algorithm.is_none() || upload.full_object_checksum || algorithm == ChecksumAlgorithm::Crc64Nvme;
     if !full {
         let raw: Vec<&[u8]> = values.iter().map(|c| c.value.as_slice()).collect();
         return Some(checksum::composite(algorithm, &raw));

@@ -20,13 +20,13 @@ use crate::blob::{BlobFile, BlobStore, FsBlobStore};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry,
-    CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_REFS, CF_UPLOADS,
+    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, CF_BLOBS,
+    CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_REFS, CF_UPLOADS,
 };
 use crate::locks::{lock_id, Stripes};
 use crate::types::{
-    BlobHash, BlobRef, BucketInfo, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey,
-    ObjectMeta, Timestamp,
+    BlobHash, BlobRef, BucketInfo, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta,
+    Timestamp,
 };
 use crate::writer::{BlobWriter, StagedBlob, BLOCK_SIZE};
 
@@ -383,7 +383,8 @@ impl Store {
         let old = self.entry(req.bucket, req.key.as_str())?;
         req.condition.check(old.as_ref())?;
         let now = Timestamp::now();
-        let blobs = if req.blob.size > 0 { vec![BlobRef { hash: req.blob.hash, size: req.blob.size }] } else { Vec::new() };
+        let blobs =
+            if req.blob.size > 0 { vec![BlobRef { hash: req.blob.hash, size: req.blob.size }] } else { Vec::new() };
         let entry = ObjectEntry {
             size: req.blob.size,
             etag: ETag::from_md5(&req.blob.md5),
@@ -486,11 +487,7 @@ impl Store {
         let old = self.entry(dst_bucket, dst_key.as_str())?;
         condition.check(old.as_ref())?;
         let now = Timestamp::now();
-        let entry = ObjectEntry {
-            last_modified: now,
-            meta: meta.unwrap_or_else(|| src.meta.clone()),
-            ..src
-        };
+        let entry = ObjectEntry { last_modified: now, meta: meta.unwrap_or_else(|| src.meta.clone()), ..src };
         let mut batch = WriteBatch::default();
         batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(dst_bucket, dst_key.as_str()), codec::encode(&entry));
         self.add_refs(&mut batch, &entry.blobs)?;
@@ -519,7 +516,12 @@ impl Store {
                 after.starts_with(&q.prefix)
                     && after[q.prefix.len()..].find(d).is_some_and(|i| q.prefix.len() + i + d.len() == after.len())
             });
-            let resume = if skip_subtree { prefix_end(&resume) } else { resume.push(0); Some(resume) };
+            let resume = if skip_subtree {
+                prefix_end(&resume)
+            } else {
+                resume.push(0);
+                Some(resume)
+            };
             match resume {
                 Some(r) if r > lower => lower = r,
                 Some(_) => {}
@@ -533,9 +535,8 @@ impl Store {
             let Some(k) = it.key() else { break };
             let key = std::str::from_utf8(&k[bprefix.len()..])
                 .map_err(|_| Error::Decode("object key is not UTF-8".into()))?;
-            let common = delimiter.and_then(|d| {
-                key[q.prefix.len()..].find(d).map(|i| key[..q.prefix.len() + i + d.len()].to_owned())
-            });
+            let common = delimiter
+                .and_then(|d| key[q.prefix.len()..].find(d).map(|i| key[..q.prefix.len() + i + d.len()].to_owned()));
             if page.items.len() >= q.max_keys {
                 page.truncated = true;
                 break;

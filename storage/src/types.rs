@@ -25,10 +25,7 @@ impl BucketName {
         if name.len() < 3 || name.len() > 63 {
             return invalid("must be 3 to 63 characters long");
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        {
+        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
             return invalid("only lowercase letters, digits, '.' and '-' are allowed");
         }
         let first = name.as_bytes()[0];
@@ -291,7 +288,7 @@ impl ChecksumAlgorithm {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Self::Crc32 | Self::Crc32c => 4,
             Self::Crc64Nvme => 8,
@@ -407,18 +404,9 @@ mod tests {
         for ok in ["abc", "my-bucket", "a.b.c", "0123456789", &"a".repeat(63)] {
             assert!(BucketName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "ab",
-            &"a".repeat(64),
-            "Upper",
-            "-abc",
-            "abc-",
-            "a..b",
-            "a.-b",
-            "192.168.1.1",
-            "under_score",
-            "sp ace",
-        ] {
+        for bad in
+            ["ab", &"a".repeat(64), "Upper", "-abc", "abc-", "a..b", "a.-b", "192.168.1.1", "under_score", "sp ace"]
+        {
             assert!(matches!(BucketName::parse(bad), Err(Error::InvalidBucketName(_))), "{bad}");
         }
     }
@@ -457,7 +445,8 @@ mod tests {
 
     #[test]
     fn checksum_wire_form() {
-        let c = Checksum { algorithm: ChecksumAlgorithm::Crc32, value: vec![0, 0, 0, 1], kind: ChecksumType::FullObject };
+        let c =
+            Checksum { algorithm: ChecksumAlgorithm::Crc32, value: vec![0, 0, 0, 1], kind: ChecksumType::FullObject };
         assert_eq!(c.to_wire(), "AAAAAQ==");
         let c = Checksum { kind: ChecksumType::Composite { parts: 3 }, ..c };
         assert_eq!(c.to_wire(), "AAAAAQ==-3");

@@ -228,7 +228,10 @@ fn listing_with_delimiter_and_paging() {
     let mut after = None;
     loop {
         let page = s
-            .list_objects(&b, &ListQuery { prefix: String::new(), delimiter: Some("/".into()), after: after.clone(), max_keys: 1 })
+            .list_objects(
+                &b,
+                &ListQuery { prefix: String::new(), delimiter: Some("/".into()), after: after.clone(), max_keys: 1 },
+            )
             .expect("list");
         got.extend(page.items.iter().map(|i| i.name().to_owned()));
         if !page.truncated {
@@ -244,7 +247,10 @@ fn listing_with_delimiter_and_paging() {
     assert_eq!(page.items.iter().map(|i| i.name()).collect::<Vec<_>>(), vec!["c/"]);
     assert!(page.truncated);
     let page = s
-        .list_objects(&b, &ListQuery { prefix: "c/".into(), delimiter: Some("/".into()), after: Some("c/".into()), max_keys: 1 })
+        .list_objects(
+            &b,
+            &ListQuery { prefix: "c/".into(), delimiter: Some("/".into()), after: Some("c/".into()), max_keys: 1 },
+        )
         .expect("list");
     assert_eq!(page.items.iter().map(|i| i.name()).collect::<Vec<_>>(), vec!["c/x"]);
     assert!(!page.truncated, "NextContinuationToken must not appear on the last page");

@@ -10,7 +10,4 @@ pub mod chunked;
 pub mod sigv4;
 
 pub use chunked::{ChunkMode, ChunkedDecoder, ChunkedError};
-pub use sigv4::{
-    verify, AuthError, AuthSettings, ChunkSigner, PayloadHash, RequestParts, SecretLookup,
-    Verified,
-};
+pub use sigv4::{verify, AuthError, AuthSettings, ChunkSigner, PayloadHash, RequestParts, SecretLookup, Verified};

@@ -52,12 +52,8 @@ async fn page(ctx: &Ctx, p: &Params, after: Option<String>) -> S3Result<ListPage
 }
 
 /// Characters kept as-is by `encoding-type=url` (besides alphanumerics).
-const URL_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
+const URL_SET: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 
 fn enc(p: &Params, s: &str) -> String {
     if p.url_encode {

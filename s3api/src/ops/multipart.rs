@@ -58,7 +58,9 @@ pub async fn upload_part(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         .get("partNumber")
         .and_then(|n| n.parse().ok())
         .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))?;
+        .ok_or_else(|| {
+            S3Error::new(S3Code::InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive")
+        })?;
     check_declared_length(&ctx, MAX_PART_SIZE)?;
     let store = ctx.state.store.clone();
     let (b, k, i) = (bucket.clone(), key.clone(), id.clone());
@@ -68,7 +70,11 @@ pub async fn upload_part(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         if want != got {
             return Err(S3Error::new(
                 S3Code::InvalidRequest,
-                format!("Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}", want.name(), got.name()),
+                format!(
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                    want.name(),
+                    got.name()
+                ),
             ));
         }
     }
@@ -139,9 +145,11 @@ pub async fn list_parts(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let id = upload_id(&ctx)?;
     let max: usize = match ctx.query.get("max-parts") {
         None => 1000,
-        Some(v) => v.parse().ok().map(|n: usize| n.min(1000)).ok_or_else(|| {
-            S3Error::new(S3Code::InvalidArgument, "max-parts must be a non-negative integer")
-        })?,
+        Some(v) => v
+            .parse()
+            .ok()
+            .map(|n: usize| n.min(1000))
+            .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "max-parts must be a non-negative integer"))?,
     };
     let marker: u32 = match ctx.query.get("part-number-marker") {
         None | Some("") => 0,
@@ -185,14 +193,15 @@ pub async fn list_uploads(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let id_marker = ctx.query.get("upload-id-marker").filter(|d| !d.is_empty()).map(str::to_owned);
     let max: usize = match ctx.query.get("max-uploads") {
         None => 1000,
-        Some(v) => v.parse().ok().map(|n: usize| n.min(1000)).ok_or_else(|| {
-            S3Error::new(S3Code::InvalidArgument, "max-uploads must be a non-negative integer")
-        })?,
+        Some(v) => v
+            .parse()
+            .ok()
+            .map(|n: usize| n.min(1000))
+            .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "max-uploads must be a non-negative integer"))?,
     };
     let store = ctx.state.store.clone();
     let (b, p, d, km, im) = (bucket.clone(), prefix.clone(), delimiter.clone(), key_marker.clone(), id_marker.clone());
-    let page =
-        blocking(move || store.list_uploads(&b, &p, d.as_deref(), km.as_deref(), im.as_deref(), max)).await?;
+    let page = blocking(move || store.list_uploads(&b, &p, d.as_deref(), km.as_deref(), im.as_deref(), max)).await?;
     let mut w = XmlWriter::new("ListMultipartUploadsResult");
     w.elem("Bucket", bucket.as_str())
         .elem("KeyMarker", key_marker.as_deref().unwrap_or(""))

@@ -10,8 +10,8 @@ use super::{blocking, response, xml, Ctx};
 use crate::body::{self, ResponseBody};
 use crate::error::{S3Code, S3Error, S3Result};
 use crate::headers::{
-    apply_response_overrides, check_read_conditions, checksum_response, meta_from_headers, object_headers,
-    parse_range, text, write_condition, ChecksumRequest,
+    apply_response_overrides, check_read_conditions, checksum_response, meta_from_headers, object_headers, parse_range,
+    text, write_condition, ChecksumRequest,
 };
 use crate::router::decode_component;
 use crate::xml::{parse_delete, XmlWriter};
@@ -73,6 +73,9 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
 pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let key = ctx.key()?.clone();
+    // Unversioned: only `null` names an object. Any other id must not silently
+    // return the current object instead of the version that was asked for.
+    check_version_id(ctx.query.get("versionId"))?;
     let store = ctx.state.store.clone();
     let info = blocking(move || store.head_object(&bucket, &key)).await?;
     check_read_conditions(&ctx.headers, &info, "")?;
@@ -141,11 +144,7 @@ pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>
     Ok(r)
 }
 
-fn stream_rest(
-    mut reader: storage::ObjectReader,
-    first: Bytes,
-    tx: mpsc::Sender<Result<Bytes, body::BodyError>>,
-) {
+fn stream_rest(mut reader: storage::ObjectReader, first: Bytes, tx: mpsc::Sender<Result<Bytes, body::BodyError>>) {
     if tx.blocking_send(Ok(first)).is_err() {
         return; // client went away
     }
@@ -262,9 +261,12 @@ fn copy_source(v: &str) -> S3Result<(storage::BucketName, ObjectKey)> {
     }
     let path = path.strip_prefix('/').unwrap_or(path);
     let decoded = decode_component(path)?;
-    let (b, k) = decoded
-        .split_once('/')
-        .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "Copy Source must mention the source bucket and key: sourcebucket/sourcekey"))?;
+    let (b, k) = decoded.split_once('/').ok_or_else(|| {
+        S3Error::new(
+            S3Code::InvalidArgument,
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+        )
+    })?;
     Ok((storage::BucketName::parse(b)?, ObjectKey::parse(k)?))
 }
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: lints, unit tests, integration tests with the AWS
+# SDK for Rust and the crash test, then the real clients (boto3, AWS CLI,
+# pgBackRest, WAL-G with PostgreSQL) against a freshly built release binary.
+# Installs what it needs on first use (see install-test-deps.sh).
+# Every server a test needs is started on 127.0.0.1 with an ephemeral port and
+# a temporary data directory, and stopped afterwards.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$REPO_ROOT"
+
+ensure_build_deps
+log "format and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+log "unit and integration tests (cargo test)"
+cargo test --locked --workspace
+
+build_walstore
+"$REPO_ROOT/scripts/install-test-deps.sh"
+
+log "real clients (pytest tests/)"
+export WALSTORE_EXE WALG_EXE="$WALSTORE_BIN_DIR/wal-g"
+"$WALSTORE_VENV/bin/python" -m pytest -q -rs tests/ "$@"

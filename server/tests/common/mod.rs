@@ -1,0 +1,178 @@
+//! Spawns the real `walstore` binary on 127.0.0.1:0 with a temporary data
+//! directory, and builds clients for it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+pub const ACCESS_KEY: &str = "AKIATESTWALSTORE0001";
+pub const SECRET_KEY: &str = "test-secret-key-0123456789abcdefghijklmnop";
+pub const REGION: &str = "de01";
+
+/// A running server process.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server on a fresh temp dir (kept alive by the returned guard).
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server {
+            child: None,
+            port: 0,
+            data_dir: dir.join("data"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// (Re)starts the process on the same data dir.
+    pub fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walstore"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", "127.0.0.1:0", "--region", REGION])
+            .args(&self.extra)
+            .env("WALSTORE_ROOT_ACCESS_KEY", ACCESS_KEY)
+            .env("WALSTORE_ROOT_SECRET_KEY", SECRET_KEY)
+            .env("WALSTORE_LOG_LEVEL", std::env::var("WALSTORE_TEST_LOG_LEVEL").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn walstore");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+                    let _ = tx.send(rest.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(30)).ok().flatten().expect("walstore did not report its port");
+        self.port = port;
+        self.child = Some(child);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client_for(&self.endpoint(), ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        for _ in 0..400 {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Runs `walstore <args>` against this data dir (server must be stopped).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_walstore"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("run walstore cli")
+    }
+
+    /// Number of finished blob files.
+    pub fn blob_files(&self) -> usize {
+        let mut n = 0;
+        let root = self.data_dir.join("blobs");
+        let Ok(l1) = std::fs::read_dir(&root) else { return 0 };
+        for a in l1.flatten() {
+            if a.file_name() == "tmp" {
+                continue;
+            }
+            for b in std::fs::read_dir(a.path()).into_iter().flatten().flatten() {
+                n += std::fs::read_dir(b.path()).map(|d| d.count()).unwrap_or(0);
+            }
+        }
+        n
+    }
+
+    /// Files left in the staging directory.
+    pub fn staging_files(&self) -> usize {
+        std::fs::read_dir(self.data_dir.join("blobs/tmp")).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An SDK client with path-style addressing and the SDK's default settings
+/// otherwise (checksums, retries).
+pub fn client_for(endpoint: &str, key: &str, secret: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes_of(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A raw HTTP/1.1 exchange on loopback (for presigned URLs and malformed requests).
+pub fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let body = buf[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+        .collect();
+    (status, headers, body)
+}

@@ -1,0 +1,692 @@
+//! Every supported operation through the official AWS SDK for Rust, against
+//! the real binary on 127.0.0.1:0.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective,
+    ObjectIdentifier,
+};
+use common::{bytes_of, raw_http, Server};
+
+fn code<E: ProvideErrorMetadata>(e: &E) -> String {
+    e.code().unwrap_or("").to_owned()
+}
+
+async fn get_bytes(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Vec<u8> {
+    let o = c.get_object().bucket(b).key(k).send().await.expect("get");
+    o.body.collect().await.expect("body").into_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &[]);
+    let c = srv.client();
+    c.create_bucket().bucket("alpha").send().await.expect("create");
+    c.create_bucket().bucket("beta").send().await.expect("create");
+    let e = c.create_bucket().bucket("alpha").send().await.expect_err("exists");
+    assert_eq!(code(&e.into_service_error()), "BucketAlreadyOwnedByYou");
+    let names: Vec<String> = c
+        .list_buckets()
+        .send()
+        .await
+        .expect("list")
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .collect();
+    assert_eq!(names, vec!["alpha", "beta"]);
+    c.head_bucket().bucket("alpha").send().await.expect("head");
+    let e = c.head_bucket().bucket("missing").send().await.expect_err("missing");
+    assert!(e.into_service_error().is_not_found());
+    let loc = c.get_bucket_location().bucket("alpha").send().await.expect("location");
+    assert_eq!(loc.location_constraint().map(|l| l.as_str()), Some("de01"));
+    let v = c.get_bucket_versioning().bucket("alpha").send().await.expect("versioning");
+    assert!(v.status().is_none(), "unversioned buckets have no Status");
+    c.put_object().bucket("alpha").key("k").body(ByteStream::from_static(b"x")).send().await.expect("put");
+    let e = c.delete_bucket().bucket("alpha").send().await.expect_err("not empty");
+    assert_eq!(code(&e.into_service_error()), "BucketNotEmpty");
+    c.delete_object().bucket("alpha").key("k").send().await.expect("delete");
+    c.delete_bucket().bucket("alpha").send().await.expect("delete bucket");
+    let e = c.create_bucket().bucket("Not_Valid").send().await.expect_err("invalid");
+    assert_eq!(code(&e.into_service_error()), "InvalidBucketName");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_metadata_and_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    let data = bytes_of(1, 3 * 1024 * 1024 + 17);
+    let put = c
+        .put_object()
+        .bucket("bkt")
+        .key("dir/obj.bin")
+        .content_type("application/x-test")
+        .metadata("owner", "db1")
+        .cache_control("no-cache")
+        .storage_class(aws_sdk_s3::types::StorageClass::Standard)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    let md5 = {
+        use md5::{Digest, Md5};
+        hex::encode(Md5::digest(&data))
+    };
+    assert_eq!(put.e_tag(), Some(format!("\"{md5}\"").as_str()));
+    let h = c.head_object().bucket("bkt").key("dir/obj.bin").send().await.expect("head");
+    assert_eq!(h.content_length(), Some(data.len() as i64), "HEAD carries the real length");
+    assert_eq!(h.content_type(), Some("application/x-test"));
+    assert_eq!(h.cache_control(), Some("no-cache"));
+    assert_eq!(h.metadata().and_then(|m| m.get("owner")).map(String::as_str), Some("db1"));
+    assert!(h.last_modified().is_some());
+    assert_eq!(get_bytes(&c, "bkt", "dir/obj.bin").await, data);
+
+    // Keys are opaque: dot segments, trailing dot, spaces and unicode round-trip.
+    for key in ["a/../b", "wal_005/000000010000000000000001.", "sp ace+plus", "ünï/cødé", "x//y"] {
+        c.put_object().bucket("bkt").key(key).body(ByteStream::from(key.as_bytes().to_vec())).send().await.expect(key);
+        assert_eq!(get_bytes(&c, "bkt", key).await, key.as_bytes(), "{key}");
+    }
+
+    let e = c.get_object().bucket("bkt").key("missing").send().await.expect_err("missing");
+    assert!(e.into_service_error().is_no_such_key());
+    let e = c.head_object().bucket("bkt").key("missing").send().await.expect_err("missing");
+    assert!(e.into_service_error().is_not_found());
+    let e = c.get_object().bucket("nope").key("k").send().await.expect_err("no bucket");
+    assert_eq!(code(&e.into_service_error()), "NoSuchBucket");
+    let long = "k".repeat(1025);
+    let e = c.put_object().bucket("bkt").key(&long).body(ByteStream::from_static(b"x")).send().await.expect_err("long");
+    assert_eq!(code(&e.into_service_error()), "KeyTooLongError");
+
+    c.delete_object().bucket("bkt").key("dir/obj.bin").send().await.expect("delete");
+    c.delete_object().bucket("bkt").key("dir/obj.bin").send().await.expect("deleting a missing key succeeds");
+    let e = c.head_object().bucket("bkt").key("dir/obj.bin").send().await.expect_err("gone");
+    assert!(e.into_service_error().is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_three_parts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    let parts = [bytes_of(10, 5 << 20), bytes_of(11, 5 << 20), bytes_of(12, 1234)];
+    let up = c.create_multipart_upload().bucket("bkt").key("mp").send().await.expect("create");
+    let id = up.upload_id().expect("upload id").to_owned();
+    let listed = c.list_multipart_uploads().bucket("bkt").send().await.expect("uploads");
+    assert_eq!(listed.uploads().len(), 1);
+    let mut done = Vec::new();
+    // Upload out of order, like s3manager does.
+    for n in [3i32, 1, 2] {
+        let r = c
+            .upload_part()
+            .bucket("bkt")
+            .key("mp")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(parts[(n - 1) as usize].clone()))
+            .send()
+            .await
+            .expect("part");
+        done.push(CompletedPart::builder().part_number(n).e_tag(r.e_tag().expect("etag")).build());
+    }
+    done.sort_by_key(|p| p.part_number());
+    let lp = c.list_parts().bucket("bkt").key("mp").upload_id(&id).send().await.expect("list parts");
+    assert_eq!(lp.parts().iter().map(|p| p.part_number().unwrap_or(0)).collect::<Vec<_>>(), vec![1, 2, 3]);
+    // Wrong order is refused.
+    let mut wrong = done.clone();
+    wrong.swap(0, 1);
+    let e = c
+        .complete_multipart_upload()
+        .bucket("bkt")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(wrong)).build())
+        .send()
+        .await
+        .expect_err("order");
+    assert_eq!(code(&e.into_service_error()), "InvalidPartOrder");
+    let r = c
+        .complete_multipart_upload()
+        .bucket("bkt")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .send()
+        .await
+        .expect("complete");
+    assert!(r.e_tag().expect("etag").ends_with("-3\""));
+    let got = get_bytes(&c, "bkt", "mp").await;
+    assert_eq!(got.len(), parts.iter().map(Vec::len).sum::<usize>());
+    assert_eq!(got, parts.concat());
+    let e = c.list_parts().bucket("bkt").key("mp").upload_id(&id).send().await.expect_err("gone");
+    assert_eq!(code(&e.into_service_error()), "NoSuchUpload");
+
+    // Abort.
+    let up = c.create_multipart_upload().bucket("bkt").key("ab").send().await.expect("create");
+    let id = up.upload_id().expect("id").to_owned();
+    c.upload_part()
+        .bucket("bkt")
+        .key("ab")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"p"))
+        .send()
+        .await
+        .expect("part");
+    c.abort_multipart_upload().bucket("bkt").key("ab").upload_id(&id).send().await.expect("abort");
+    let e = c.abort_multipart_upload().bucket("bkt").key("ab").upload_id(&id).send().await.expect_err("twice");
+    assert_eq!(code(&e.into_service_error()), "NoSuchUpload");
+    // A part below 5 MiB that is not the last is refused at completion.
+    let up = c.create_multipart_upload().bucket("bkt").key("small").send().await.expect("create");
+    let id = up.upload_id().expect("id").to_owned();
+    let mut ps = Vec::new();
+    for n in 1..=2 {
+        let r = c
+            .upload_part()
+            .bucket("bkt")
+            .key("small")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from_static(b"tiny"))
+            .send()
+            .await
+            .expect("part");
+        ps.push(CompletedPart::builder().part_number(n).e_tag(r.e_tag().expect("etag")).build());
+    }
+    let e = c
+        .complete_multipart_upload()
+        .bucket("bkt")
+        .key("small")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(ps)).build())
+        .send()
+        .await
+        .expect_err("too small");
+    assert_eq!(code(&e.into_service_error()), "EntityTooSmall");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_2500_keys() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    let mut expected = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2500u32 {
+        // 25 "directories" of 100 keys, like wal_005/ and basebackups_005/.
+        let key = format!("d{:02}/seg{:05}", i % 25, i);
+        expected.push(key.clone());
+        let c = c.clone();
+        tasks.spawn(async move {
+            c.put_object()
+                .bucket("bkt")
+                .key(&key)
+                .body(ByteStream::from(key.clone().into_bytes()))
+                .send()
+                .await
+                .map(|_| ())
+        });
+        if tasks.len() >= 32 {
+            tasks.join_next().await.expect("task").expect("join").expect("put");
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("join").expect("put");
+    }
+    expected.sort();
+
+    // V2 without delimiter, 1000 per page, paginated.
+    let mut keys = Vec::new();
+    let mut pages = 0;
+    let mut p = c.list_objects_v2().bucket("bkt").into_paginator().send();
+    while let Some(page) = p.next().await {
+        let page = page.expect("page");
+        pages += 1;
+        assert_eq!(page.key_count(), Some(page.contents().len() as i32));
+        assert_eq!(page.is_truncated(), Some(page.next_continuation_token().is_some()));
+        keys.extend(page.contents().iter().map(|o| o.key().expect("key").to_owned()));
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(keys, expected);
+
+    // With delimiter: 25 common prefixes.
+    let r = c.list_objects_v2().bucket("bkt").delimiter("/").send().await.expect("list");
+    assert_eq!(r.common_prefixes().len(), 25);
+    assert!(r.contents().is_empty());
+    // With delimiter and small pages, through the prefixes.
+    let mut prefixes = Vec::new();
+    let mut p = c.list_objects_v2().bucket("bkt").delimiter("/").max_keys(7).into_paginator().send();
+    while let Some(page) = p.next().await {
+        prefixes.extend(page.expect("page").common_prefixes().iter().map(|p| p.prefix().expect("prefix").to_owned()));
+    }
+    assert_eq!(prefixes.len(), 25);
+    // Prefix + delimiter inside one directory, paged by 30.
+    let mut n = 0;
+    let mut p = c.list_objects_v2().bucket("bkt").prefix("d07/").delimiter("/").max_keys(30).into_paginator().send();
+    while let Some(page) = p.next().await {
+        n += page.expect("page").contents().len();
+    }
+    assert_eq!(n, 100);
+    // start-after.
+    let r = c.list_objects_v2().bucket("bkt").start_after(&expected[2497]).send().await.expect("list");
+    assert_eq!(r.contents().len(), 2);
+
+    // V1 with markers.
+    let mut keys = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let mut req = c.list_objects().bucket("bkt").max_keys(900);
+        if let Some(m) = &marker {
+            req = req.marker(m);
+        }
+        let page = req.send().await.expect("v1");
+        keys.extend(page.contents().iter().map(|o| o.key().expect("key").to_owned()));
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        marker = page.next_marker().map(str::to_owned).or_else(|| keys.last().cloned());
+    }
+    assert_eq!(keys, expected);
+
+    // ListObjectVersions answers as an unversioned bucket.
+    let v = c.list_object_versions().bucket("bkt").prefix("d00/").send().await.expect("versions");
+    assert_eq!(v.versions().len(), 100);
+    assert!(v.versions().iter().all(|v| v.version_id() == Some("null") && v.is_latest() == Some(true)));
+
+    // encoding-type=url with a key that needs it.
+    c.put_object().bucket("bkt").key("z/a b+c").body(ByteStream::from_static(b"x")).send().await.expect("put");
+    let r = c.list_objects_v2().bucket("bkt").prefix("z/").send().await.expect("list");
+    assert_eq!(r.contents()[0].key(), Some("z/a b+c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_conditionals() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    let data = bytes_of(5, 2_500_000);
+    let etag = c
+        .put_object()
+        .bucket("bkt")
+        .key("r")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put")
+        .e_tag()
+        .expect("etag")
+        .to_owned();
+    for (range, want) in [
+        ("bytes=0-9", &data[0..10]),
+        ("bytes=1048570-1048590", &data[1_048_570..1_048_591]),
+        ("bytes=2499990-", &data[2_499_990..]),
+        ("bytes=-5", &data[data.len() - 5..]),
+    ] {
+        let o = c.get_object().bucket("bkt").key("r").range(range).send().await.expect(range);
+        assert_eq!(o.content_length(), Some(want.len() as i64), "{range}");
+        assert!(o.content_range().is_some());
+        assert_eq!(o.body.collect().await.expect("body").into_bytes().as_ref(), want, "{range}");
+    }
+    let e = c.get_object().bucket("bkt").key("r").range("bytes=2500000-").send().await.expect_err("416");
+    assert_eq!(code(&e.into_service_error()), "InvalidRange");
+
+    c.get_object().bucket("bkt").key("r").if_match(&etag).send().await.expect("if-match");
+    let e = c.get_object().bucket("bkt").key("r").if_match("\"nope\"").send().await.expect_err("412");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+    let e = c.get_object().bucket("bkt").key("r").if_none_match(&etag).send().await.expect_err("304");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(304));
+    let past = aws_sdk_s3::primitives::DateTime::from_secs(1_000_000_000);
+    let future = aws_sdk_s3::primitives::DateTime::from_secs(4_000_000_000);
+    c.get_object().bucket("bkt").key("r").if_modified_since(past).send().await.expect("modified since");
+    let e = c.get_object().bucket("bkt").key("r").if_modified_since(future).send().await.expect_err("304");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(304));
+    let e = c.get_object().bucket("bkt").key("r").if_unmodified_since(past).send().await.expect_err("412");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+
+    // Conditional PUT.
+    let e = c
+        .put_object()
+        .bucket("bkt")
+        .key("r")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"no"))
+        .send()
+        .await
+        .expect_err("exists");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+    c.put_object()
+        .bucket("bkt")
+        .key("new")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"yes"))
+        .send()
+        .await
+        .expect("absent");
+    c.put_object()
+        .bucket("bkt")
+        .key("r")
+        .if_match(&etag)
+        .body(ByteStream::from_static(b"v2"))
+        .send()
+        .await
+        .expect("if-match put");
+    assert_eq!(get_bytes(&c, "bkt", "r").await, b"v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_get_and_put() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    let cfg = PresigningConfig::expires_in(Duration::from_secs(300)).expect("cfg");
+    let put = c.put_object().bucket("bkt").key("pre signed").presigned(cfg.clone()).await.expect("presign put");
+    let uri: http::Uri = put.uri().parse().expect("uri");
+    let body = b"presigned body";
+    let req = format!(
+        "PUT {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        uri.path_and_query().expect("pq"),
+        srv.port,
+        body.len()
+    );
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    let (status, _, resp) = raw_http(srv.port, &raw);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+
+    let get = c.get_object().bucket("bkt").key("pre signed").presigned(cfg).await.expect("presign get");
+    let uri: http::Uri = get.uri().parse().expect("uri");
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        uri.path_and_query().expect("pq"),
+        srv.port
+    );
+    let (status, _, resp) = raw_http(srv.port, req.as_bytes());
+    assert_eq!(status, 200);
+    assert_eq!(resp, body);
+
+    // A tampered signature is refused.
+    let tampered = uri.path_and_query().expect("pq").as_str().replace("X-Amz-Signature=", "X-Amz-Signature=0");
+    let req = format!("GET {tampered} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", srv.port);
+    let (status, _, resp) = raw_http(srv.port, req.as_bytes());
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&resp));
+
+    // An expired one too.
+    let short = PresigningConfig::expires_in(Duration::from_secs(1)).expect("cfg");
+    let get = c.get_object().bucket("bkt").key("pre signed").presigned(short).await.expect("presign");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let uri: http::Uri = get.uri().parse().expect("uri");
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        uri.path_and_query().expect("pq"),
+        srv.port
+    );
+    let (status, _, resp) = raw_http(srv.port, req.as_bytes());
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&resp).contains("<Code>AccessDenied</Code>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_and_gc() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(
+        dir.path(),
+        &["--bucket", "bkt", "--bucket", "ckt", "--gc-grace", "0s", "--gc-interval", "200ms"],
+    );
+    let cl = srv.client();
+    let data = bytes_of(77, 1 << 20);
+    cl.put_object().bucket("bkt").key("one").body(ByteStream::from(data.clone())).send().await.expect("put");
+    cl.put_object().bucket("ckt").key("two").body(ByteStream::from(data.clone())).send().await.expect("put");
+    assert_eq!(srv.blob_files(), 1, "the same bytes under two keys are one blob on disk");
+    cl.copy_object().bucket("bkt").key("three").copy_source("bkt/one").send().await.expect("copy");
+    assert_eq!(srv.blob_files(), 1, "copies share the blob");
+    for (b, k) in [("bkt", "one"), ("ckt", "two")] {
+        cl.delete_object().bucket(b).key(k).send().await.expect("delete");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(srv.blob_files(), 1, "still referenced by the copy");
+    assert_eq!(get_bytes(&cl, "bkt", "three").await, data);
+    cl.delete_object().bucket("bkt").key("three").send().await.expect("delete");
+    let mut n = 1;
+    for _ in 0..100 {
+        n = srv.blob_files();
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(n, 0, "GC reclaims the blob once nothing references it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_crc32_and_crc64nvme() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    let data = bytes_of(9, 300_000);
+    for algo in [
+        ChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Crc32C,
+        ChecksumAlgorithm::Sha256,
+        ChecksumAlgorithm::Sha1,
+    ] {
+        let key = format!("ck-{}", algo.as_str());
+        let put = c
+            .put_object()
+            .bucket("bkt")
+            .key(&key)
+            .checksum_algorithm(algo.clone())
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {algo:?}: {e:?}"));
+        let got =
+            c.get_object().bucket("bkt").key(&key).checksum_mode(ChecksumMode::Enabled).send().await.expect("get");
+        let (sent, back) = match algo {
+            ChecksumAlgorithm::Crc32 => {
+                (put.checksum_crc32().map(str::to_owned), got.checksum_crc32().map(str::to_owned))
+            }
+            ChecksumAlgorithm::Crc32C => {
+                (put.checksum_crc32_c().map(str::to_owned), got.checksum_crc32_c().map(str::to_owned))
+            }
+            ChecksumAlgorithm::Crc64Nvme => {
+                (put.checksum_crc64_nvme().map(str::to_owned), got.checksum_crc64_nvme().map(str::to_owned))
+            }
+            ChecksumAlgorithm::Sha1 => (put.checksum_sha1().map(str::to_owned), got.checksum_sha1().map(str::to_owned)),
+            _ => (put.checksum_sha256().map(str::to_owned), got.checksum_sha256().map(str::to_owned)),
+        };
+        assert!(back.is_some(), "{algo:?}: GET returns the stored checksum");
+        assert_eq!(sent, back, "{algo:?}");
+        // The SDK validates the response checksum while reading the body.
+        assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), &data[..]);
+    }
+    let crc = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crc32fast::hash(&data).to_be_bytes());
+    let h =
+        c.head_object().bucket("bkt").key("ck-CRC32").checksum_mode(ChecksumMode::Enabled).send().await.expect("head");
+    assert_eq!(h.checksum_crc32(), Some(crc.as_str()));
+    // A wrong checksum is refused with BadDigest and nothing is stored.
+    let e = c
+        .put_object()
+        .bucket("bkt")
+        .key("bad")
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect_err("bad digest");
+    assert_eq!(code(&e.into_service_error()), "BadDigest");
+    let e = c.head_object().bucket("bkt").key("bad").send().await.expect_err("not stored");
+    assert!(e.into_service_error().is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_delete_objects() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    c.put_object()
+        .bucket("bkt")
+        .key("src")
+        .content_type("text/plain")
+        .metadata("a", "1")
+        .body(ByteStream::from_static(b"copy"))
+        .send()
+        .await
+        .expect("put");
+    let r = c.copy_object().bucket("bkt").key("dst").copy_source("bkt/src").send().await.expect("copy");
+    assert!(r.copy_object_result().and_then(|x| x.e_tag()).is_some());
+    let h = c.head_object().bucket("bkt").key("dst").send().await.expect("head");
+    assert_eq!(h.metadata().and_then(|m| m.get("a")).map(String::as_str), Some("1"));
+    c.copy_object()
+        .bucket("bkt")
+        .key("dst2")
+        .copy_source("bkt/src")
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("bkt", "2")
+        .content_type("application/json")
+        .send()
+        .await
+        .expect("copy replace");
+    let h = c.head_object().bucket("bkt").key("dst2").send().await.expect("head");
+    assert_eq!(h.content_type(), Some("application/json"));
+    assert!(h.metadata().is_none_or(|m| !m.contains_key("a")));
+    let e = c.copy_object().bucket("bkt").key("src").copy_source("bkt/src").send().await.expect_err("self copy");
+    assert_eq!(code(&e.into_service_error()), "InvalidRequest");
+    let e = c.copy_object().bucket("bkt").key("x").copy_source("bkt/missing").send().await.expect_err("missing");
+    assert_eq!(code(&e.into_service_error()), "NoSuchKey");
+
+    let ids: Vec<ObjectIdentifier> = ["src", "dst", "dst2", "never-existed"]
+        .iter()
+        .map(|k| ObjectIdentifier::builder().key(*k).build().expect("id"))
+        .collect();
+    let r = c
+        .delete_objects()
+        .bucket("bkt")
+        .delete(Delete::builder().set_objects(Some(ids)).build().expect("delete"))
+        .send()
+        .await
+        .expect("delete objects");
+    assert_eq!(r.deleted().len(), 4);
+    assert!(r.errors().is_empty());
+    let l = c.list_objects_v2().bucket("bkt").send().await.expect("list");
+    assert!(l.contents().is_empty());
+}
+
+/// WAL-G sends `<VersionId></VersionId>` with every key: it must delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_objects_with_empty_version_id_really_deletes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    c.put_object()
+        .bucket("bkt")
+        .key("pfx/wal_005/000000010000000000000001.lz4")
+        .body(ByteStream::from_static(b"w"))
+        .send()
+        .await
+        .expect("put");
+    let body = r#"<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><VersionId></VersionId><Key>pfx/wal_005/000000010000000000000001.lz4</Key></Object></Delete>"#;
+    let req = signed_request("POST", "/bkt?delete=", body.as_bytes(), srv.port);
+    let (status, _, resp) = raw_http(srv.port, &req);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    assert!(String::from_utf8_lossy(&resp).contains("<Deleted>"));
+    let l = c.list_objects_v2().bucket("bkt").send().await.expect("list");
+    assert!(l.contents().is_empty(), "the object is gone");
+}
+
+/// Signs a request with header auth exactly as aws-sdk-go v1 does (hex payload hash).
+fn signed_request(method: &str, path_and_query: &str, body: &[u8], port: u16) -> Vec<u8> {
+    let h = hmac_sha256;
+    use sha2::{Digest, Sha256};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    let (date, amz) = amz_dates(now);
+    let host = format!("127.0.0.1:{port}");
+    let payload = hex::encode(Sha256::digest(body));
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| if p.contains('=') { p.to_string() } else { format!("{p}=") })
+        .collect();
+    pairs.sort();
+    let canonical = format!(
+        "{method}\n{path}\n{}\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}",
+        pairs.join("&")
+    );
+    let scope = format!("{date}/{}/s3/aws4_request", common::REGION);
+    let sts = format!("AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
+    let k = h(format!("AWS4{}", common::SECRET_KEY).as_bytes(), date.as_bytes());
+    let k = h(&k, common::REGION.as_bytes());
+    let k = h(&k, b"s3");
+    let k = h(&k, b"aws4_request");
+    let sig = hex::encode(h(&k, sts.as_bytes()));
+    let mut out = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nX-Amz-Date: {amz}\r\nX-Amz-Content-Sha256: {payload}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        common::ACCESS_KEY,
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.iter().map(|b| b ^ 0x36).collect::<Vec<_>>());
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.iter().map(|b| b ^ 0x5c).collect::<Vec<_>>());
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn amz_dates(secs: u64) -> (String, String) {
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    // civil from days
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let date = format!("{y:04}{m:02}{d:02}");
+    let amz = format!("{date}T{:02}{:02}{:02}Z", sod / 3600, (sod % 3600) / 60, sod % 60);
+    (date, amz)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_and_unsupported_operations() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let wrong = common::client_for(&srv.endpoint(), common::ACCESS_KEY, "not-the-secret");
+    let e = wrong.list_objects_v2().bucket("bkt").send().await.expect_err("bad secret");
+    assert_eq!(code(&e.into_service_error()), "SignatureDoesNotMatch");
+    let unknown = common::client_for(&srv.endpoint(), "AKIAUNKNOWN", "x");
+    let e = unknown.list_objects_v2().bucket("bkt").send().await.expect_err("unknown key");
+    assert_eq!(code(&e.into_service_error()), "InvalidAccessKeyId");
+    let c = srv.client();
+    let e = c.get_bucket_acl().bucket("bkt").send().await.expect_err("acl");
+    assert_eq!(code(&e.into_service_error()), "NotImplemented");
+    // Anonymous requests are refused with XML.
+    let (status, _, body) = raw_http(srv.port, b"GET /bkt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&body).contains("<Code>AccessDenied</Code>"));
+}
