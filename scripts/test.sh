@@ -9,14 +9,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$REPO_ROOT"
 
 ensure_build_deps
+# One profile (release) for every step, so RocksDB's C++ is compiled once and
+# the binary the client suites use is the one the Rust tests ran against.
+log "building (release, all targets)"
+cargo build --release --locked --workspace --all-targets
 log "format and lints"
 cargo fmt --all -- --check
-cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
 
 log "unit and integration tests (cargo test)"
-cargo test --locked --workspace
+cargo test --release --locked --workspace
+export WALSTORE_EXE="$CARGO_TARGET_DIR/release/walstore"
 
-build_walstore
 "$REPO_ROOT/scripts/install-test-deps.sh"
 
 log "real clients (pytest tests/)"
