@@ -11,10 +11,13 @@ if [ ! -x "$WALSTORE_VENV/bin/python" ]; then
   python3 -m venv "$WALSTORE_VENV"
 fi
 stamp="$WALSTORE_VENV/.installed"
-if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ]; then
-  log "installing boto3, awscli, pytest (current releases)"
+# awscrt: botocore needs it to compute CRC32C and CRC64NVME (without it those
+# boto3 checksum tests are skipped with MissingDependencyException as the reason).
+if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ] \
+   || ! "$WALSTORE_VENV/bin/python" -c "import awscrt" 2>/dev/null; then
+  log "installing boto3, awscli, awscrt, pytest (current releases)"
   "$WALSTORE_VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$WALSTORE_VENV/bin/pip" install -q --upgrade boto3 awscli pytest >/dev/null
+  "$WALSTORE_VENV/bin/pip" install -q --upgrade boto3 awscli awscrt pytest >/dev/null
   touch "$stamp"
 fi
 

@@ -24,6 +24,7 @@ mod maintenance;
 mod multipart;
 mod store;
 pub mod types;
+pub mod wal;
 mod writer;
 
 pub use blob::{BlobFile, BlobListing, BlobStore, FsBlobStore, Staging};

@@ -567,9 +567,18 @@ impl Store {
     /// Every blob is opened now, so a missing blob fails before any byte is sent,
     /// and an open file keeps its bytes even if GC unlinks it meanwhile.
     pub fn read_object(&self, info: &ObjectInfo, range: std::ops::Range<u64>) -> Result<ObjectReader> {
+        self.reader_for(&info.blobs, range)
+    }
+
+    /// A reader over `range` of one blob.
+    pub(crate) fn read_blob(&self, blob: &BlobRef, range: std::ops::Range<u64>) -> Result<ObjectReader> {
+        self.reader_for(std::slice::from_ref(blob), range)
+    }
+
+    fn reader_for(&self, blobs: &[BlobRef], range: std::ops::Range<u64>) -> Result<ObjectReader> {
         let mut segments = VecDeque::new();
         let mut offset = 0u64;
-        for b in &info.blobs {
+        for b in blobs {
             let (start, end) = (offset, offset + b.size);
             offset = end;
             if end <= range.start || start >= range.end {
