@@ -106,10 +106,15 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def store(sandbox):
-    """One walstore (region de01, bucket `backups`) logging one line per request."""
+    """One walstore (region de01, bucket `backups`) logging one line per request.
+
+    Delete protection is `allow` here: this suite checks that WAL-G's own
+    `delete` commands remove exactly what WAL-G intends (plain S3 semantics).
+    The default, `protect-required`, is exercised by test_walg_retention.py.
+    """
     d = tempdir("walstore-walg-")
     s = Walstore(data_dir=d / "data", region=REGION, buckets=[BUCKET],
-                 extra_args=["--log-level", "info,s3api=debug"]).start()
+                 extra_args=["--log-level", "info,s3api=debug", "--delete-protection", "allow"]).start()
     sandbox.logs["walstore"] = s.log_path
     yield s
     code = s.stop()

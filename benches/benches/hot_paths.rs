@@ -105,6 +105,7 @@ fn put_tiny(store: &Store, bucket: &BucketName, key: &str, body: &[u8]) {
         meta: ObjectMeta::default(),
         checksum: None,
         condition: WriteCondition::None,
+        actor: "bench",
     };
     store.put_object(req).expect("put");
 }

@@ -214,6 +214,7 @@ impl From<storage::Error> for S3Error {
             ),
             E::PreconditionFailed(m) => S3Error::new(S3Code::PreconditionFailed, m),
             E::InvalidArgument(m) => S3Error::new(S3Code::InvalidArgument, m),
+            E::AccessDenied(m) => S3Error::new(S3Code::AccessDenied, m),
             E::InsufficientStorage(m) => {
                 tracing::warn!(cause = %m, "write refused: insufficient storage");
                 S3Error {

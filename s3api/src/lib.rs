@@ -5,7 +5,9 @@
 //! Entry point: [`serve`] takes a bound listener (port 0 in tests), the shared
 //! [`AppState`] and a shutdown future, in the style of mini-redis.
 
+pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod body;
 pub mod error;
 pub mod headers;
@@ -26,7 +28,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 pub use error::{S3Code, S3Error};
-pub use state::{ApiConfig, AppState, StaticKeys};
+pub use state::{ApiConfig, AppState, Credentials};
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::sigv4::{self, AuthSettings, PayloadHash, RequestParts};
+use crate::authz::authorize;
 use crate::body::{BodySpec, ResponseBody};
 use crate::error::{S3Code, S3Error};
 use crate::ops::{self, Ctx};
@@ -128,11 +129,6 @@ async fn process(
         Ok(q) => q,
         Err(e) => return ("Invalid", Err(e)),
     };
-    let r = match route(&parts.method, raw_path, &query, &parts.headers) {
-        Ok(r) => r,
-        Err(e) => return ("Invalid", Err(e)),
-    };
-    let op = r.op;
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
     let spec = BodySpec {
         expect_trailer: header("x-amz-trailer").is_some(),
@@ -143,6 +139,20 @@ async fn process(
         payload: verified.payload,
         chunk_signer: verified.chunk_signer,
     };
+    let Some(principal) = state.keys.principal(&verified.access_key_id) else {
+        return ("Unauthenticated", Err(S3Error::code(S3Code::InvalidAccessKeyId)));
+    };
+    if raw_path.starts_with(crate::admin::PREFIX) {
+        return ("Admin", crate::admin::handle(state, &principal, &parts.method, raw_path, &query, body, spec).await);
+    }
+    let r = match route(&parts.method, raw_path, &query, &parts.headers) {
+        Ok(r) => r,
+        Err(e) => return ("Invalid", Err(e)),
+    };
+    let op = r.op;
+    if let Err(e) = authorize(&principal, op, r.bucket.as_ref(), r.key.as_ref(), &query, &parts.headers) {
+        return (op.name(), Err(e));
+    }
     let ctx = Ctx {
         state: state.clone(),
         method: parts.method,
@@ -152,7 +162,7 @@ async fn process(
         key: r.key,
         body: Some(body),
         spec: Some(spec),
-        access_key: verified.access_key_id,
+        principal,
     };
     (op.name(), ops::dispatch(op, ctx).await)
 }

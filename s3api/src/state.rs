@@ -7,6 +7,7 @@ use std::time::Duration;
 use storage::Store;
 
 use crate::auth::sigv4::SecretLookup;
+use crate::authz::Principal;
 
 /// Protocol settings.
 #[derive(Debug, Clone)]
@@ -36,21 +37,42 @@ impl Default for ApiConfig {
     }
 }
 
-/// Access keys and their secrets.
-pub struct StaticKeys {
-    keys: Vec<(String, String)>,
+/// The credentials the server accepts: the root key (admin, from the
+/// environment or the data directory) and the keys stored in the index.
+pub struct Credentials {
+    root_id: String,
+    root_secret: String,
+    store: Arc<Store>,
 }
 
-impl StaticKeys {
-    /// A key set from `(access key id, secret)` pairs.
-    pub fn new(keys: Vec<(String, String)>) -> Self {
-        Self { keys }
+impl Credentials {
+    /// Root key plus the store's keys.
+    pub fn new(root_id: String, root_secret: String, store: Arc<Store>) -> Self {
+        Self { root_id, root_secret, store }
+    }
+
+    /// The role and scope of an access key.
+    pub fn principal(&self, access_key_id: &str) -> Option<Principal> {
+        if access_key_id == self.root_id {
+            return Some(Principal::root(access_key_id));
+        }
+        let k = self.store.access_key(access_key_id).ok().flatten()?;
+        Some(Principal::with_scope(&k.id, k.role, k.scope.as_deref()))
     }
 }
 
-impl SecretLookup for StaticKeys {
+impl SecretLookup for Credentials {
     fn secret_key(&self, access_key_id: &str) -> Option<String> {
-        self.keys.iter().find(|(k, _)| k == access_key_id).map(|(_, s)| s.clone())
+        if access_key_id == self.root_id {
+            return Some(self.root_secret.clone());
+        }
+        match self.store.access_key(access_key_id) {
+            Ok(k) => k.map(|k| k.secret),
+            Err(e) => {
+                tracing::error!(error = %e, "access key lookup failed");
+                None
+            }
+        }
     }
 }
 
@@ -61,13 +83,13 @@ pub struct AppState {
     /// Protocol settings.
     pub config: ApiConfig,
     /// Credentials.
-    pub keys: Arc<dyn SecretLookup + Send + Sync>,
+    pub keys: Arc<Credentials>,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
     /// New state.
-    pub fn new(store: Arc<Store>, config: ApiConfig, keys: Arc<dyn SecretLookup + Send + Sync>) -> Self {
+    pub fn new(store: Arc<Store>, config: ApiConfig, keys: Arc<Credentials>) -> Self {
         Self { store, config, keys, shutting_down: AtomicBool::new(false) }
     }
 

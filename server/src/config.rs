@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::units::{parse_duration, parse_size};
+use storage::units::{parse_duration, parse_size};
 
 /// Effective configuration of `walstore serve`.
 #[derive(Debug, Clone)]
@@ -39,6 +39,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// RocksDB block cache. Default `16MiB`.
     pub block_cache: u64,
+    /// Policy of repositories without a stored policy.
+    pub default_policy: storage::wal::StoredPolicy,
+    /// How often repositories are evaluated (and retention enforced). Default `5m`.
+    pub retention_interval: Duration,
 }
 
 /// Log output format.
@@ -93,6 +97,24 @@ pub struct Settings {
     /// RocksDB block cache size, e.g. 16MiB [env: WALSTORE_BLOCK_CACHE] [default: 16MiB]
     #[arg(long, env = "WALSTORE_BLOCK_CACHE")]
     pub block_cache: Option<String>,
+    /// Default delete protection of WAL-G repositories: allow, protect-required or deny-all [env: WALSTORE_DELETE_PROTECTION] [default: protect-required]
+    #[arg(long, env = "WALSTORE_DELETE_PROTECTION")]
+    pub delete_protection: Option<String>,
+    /// Default recovery window of the retention policy, e.g. 7d [env: WALSTORE_RECOVERY_WINDOW] [default: 7d]
+    #[arg(long, env = "WALSTORE_RECOVERY_WINDOW")]
+    pub recovery_window: Option<String>,
+    /// Default minimum number of backups kept [env: WALSTORE_MIN_BACKUPS] [default: 2]
+    #[arg(long, env = "WALSTORE_MIN_BACKUPS")]
+    pub min_backups: Option<u32>,
+    /// Let the server delete what the default retention policy releases [env: WALSTORE_RETENTION_ENFORCE] [default: false]
+    #[arg(long, env = "WALSTORE_RETENTION_ENFORCE")]
+    pub retention_enforce: Option<bool>,
+    /// Refuse a different upload for an existing WAL segment or history file [env: WALSTORE_SPLIT_BRAIN_GUARD] [default: true]
+    #[arg(long, env = "WALSTORE_SPLIT_BRAIN_GUARD")]
+    pub split_brain_guard: Option<bool>,
+    /// How often repositories are evaluated and retention enforced, e.g. 5m [env: WALSTORE_RETENTION_INTERVAL] [default: 5m]
+    #[arg(long, env = "WALSTORE_RETENTION_INTERVAL")]
+    pub retention_interval: Option<String>,
 }
 
 impl Settings {
@@ -117,6 +139,12 @@ impl Settings {
             multipart_expiry: self.multipart_expiry.or(lower.multipart_expiry),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
             block_cache: self.block_cache.or(lower.block_cache),
+            delete_protection: self.delete_protection.or(lower.delete_protection),
+            recovery_window: self.recovery_window.or(lower.recovery_window),
+            min_backups: self.min_backups.or(lower.min_backups),
+            retention_enforce: self.retention_enforce.or(lower.retention_enforce),
+            split_brain_guard: self.split_brain_guard.or(lower.split_brain_guard),
+            retention_interval: self.retention_interval.or(lower.retention_interval),
         }
     }
 
@@ -145,6 +173,25 @@ impl Settings {
             multipart_expiry: dur(self.multipart_expiry, "7d", "multipart-expiry")?,
             drain_timeout: dur(self.drain_timeout, "30s", "drain-timeout")?,
             block_cache: size(self.block_cache, "16MiB", "block-cache")?,
+            default_policy: {
+                let mut p = storage::wal::StoredPolicy::default();
+                if let Some(v) = &self.delete_protection {
+                    p.policy.protection = storage::wal::DeleteProtection::from_name(v).ok_or_else(|| {
+                        format!("delete-protection: {v:?} is not allow, protect-required or deny-all")
+                    })?;
+                }
+                p.policy.recovery_window = dur(self.recovery_window, "7d", "recovery-window")?;
+                if let Some(n) = self.min_backups {
+                    if n == 0 {
+                        return Err("min-backups: must be at least 1".into());
+                    }
+                    p.policy.min_backups = n;
+                }
+                p.policy.enforce = self.retention_enforce.unwrap_or(false);
+                p.split_brain_guard = self.split_brain_guard.unwrap_or(true);
+                p
+            },
+            retention_interval: dur(self.retention_interval, "5m", "retention-interval")?,
         };
         if cfg.gc_interval.is_zero() {
             return Err("gc-interval: must be greater than zero".into());

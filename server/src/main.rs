@@ -1,8 +1,9 @@
 //! The `walstore` binary: parse configuration, open storage, bind, serve.
 
+mod cli;
+mod client;
 mod config;
 mod credentials;
-mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use s3api::{ApiConfig, AppState, ServeOptions, StaticKeys};
+use s3api::{ApiConfig, AppState, Credentials, ServeOptions};
 use storage::{BucketName, Store, StoreConfig};
 
 use crate::config::{Config, LogFormat, Settings};
@@ -33,20 +34,53 @@ enum Command {
         #[command(flatten)]
         settings: Box<Settings>,
     },
-    /// Verify index ↔ blob consistency of a stopped server's data directory.
-    Check {
-        /// Data directory.
-        #[arg(long, env = "WALSTORE_DATA_DIR", default_value = "./walstore-data")]
-        data_dir: PathBuf,
+    /// Restorable windows, backups, gaps and alerts of a bucket's WAL-G repositories.
+    Status {
+        /// BUCKET or BUCKET/PREFIX
+        target: String,
+        #[command(flatten)]
+        conn: cli::Conn,
     },
-    /// Run garbage collection on a stopped server's data directory.
+    /// Retention: show the plan or run it now.
+    Retention {
+        #[command(subcommand)]
+        cmd: cli::RetentionCmd,
+    },
+    /// Retention and delete-protection policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: cli::PolicyCmd,
+    },
+    /// Access keys and their roles.
+    Key {
+        #[command(subcommand)]
+        cmd: cli::KeyCmd,
+    },
+    /// Buckets.
+    Bucket {
+        #[command(subcommand)]
+        cmd: cli::BucketCmd,
+    },
+    /// Run garbage collection now (unreferenced blobs past the grace period, orphans, stale uploads).
     Gc {
-        /// Data directory.
-        #[arg(long, env = "WALSTORE_DATA_DIR", default_value = "./walstore-data")]
-        data_dir: PathBuf,
-        /// Grace period for unreferenced blobs, e.g. 1h (0s removes them at once).
-        #[arg(long, default_value = "1h")]
-        grace: String,
+        /// Grace period for unreferenced blobs with --data-dir, e.g. 1h (0s removes them at once).
+        #[arg(long)]
+        grace: Option<String>,
+        #[command(flatten)]
+        conn: cli::Conn,
+    },
+    /// Verify index ↔ blob consistency (exit status 1 on problems).
+    Check {
+        #[command(flatten)]
+        conn: cli::Conn,
+    },
+    /// Show the audit log (overrides, retention deletions, quarantines, policy and key changes).
+    Audit {
+        /// Newest records to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        conn: cli::Conn,
     },
 }
 
@@ -54,8 +88,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, settings } => serve(config, *settings),
-        Command::Check { data_dir } => offline_check(data_dir),
-        Command::Gc { data_dir, grace } => offline_gc(data_dir, &grace),
+        Command::Status { target, conn } => cli::status(&target, &conn),
+        Command::Retention { cmd } => cli::retention(cmd),
+        Command::Policy { cmd } => cli::policy(cmd),
+        Command::Key { cmd } => cli::key(cmd),
+        Command::Bucket { cmd } => cli::bucket(cmd),
+        Command::Gc { grace, conn } => cli::gc(grace.as_deref(), &conn),
+        Command::Check { conn } => cli::check(&conn),
+        Command::Audit { limit, conn } => cli::audit(limit, &conn),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,6 +136,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
 
     let (creds, origin) = credentials::load_or_create(&cfg.data_dir)?;
     let store = Arc::new(open_store(cfg.data_dir.clone(), Some(&cfg))?);
+    store.set_default_policy(cfg.default_policy.clone());
     for b in &cfg.buckets {
         let name = BucketName::parse(b).map_err(|e| e.to_string())?;
         match store.create_bucket(&name) {
@@ -122,7 +163,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
     }
 
     let api = ApiConfig { region: cfg.region.clone(), max_object_size: cfg.max_object_size, ..ApiConfig::default() };
-    let keys = Arc::new(StaticKeys::new(vec![(creds.access_key.clone(), creds.secret_key.clone())]));
+    let keys = Arc::new(Credentials::new(creds.access_key.clone(), creds.secret_key.clone(), store.clone()));
     let state = Arc::new(AppState::new(store.clone(), api, keys));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -139,7 +180,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
         // Scripts wait for this line to learn the port when listening on :0.
         println!("walstore: listening on http://{addr}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let worker = tokio::spawn(maintenance(store.clone(), cfg.gc_interval, stop_rx));
+        let worker = tokio::spawn(maintenance(store.clone(), cfg.gc_interval, cfg.retention_interval, stop_rx));
         let opts = ServeOptions { drain_timeout: cfg.drain_timeout, ..ServeOptions::default() };
         s3api::serve(listener, state, opts, shutdown_signal()).await.map_err(|e| e.to_string())?;
         let _ = stop_tx.send(true);
@@ -170,9 +211,17 @@ async fn shutdown_signal() {
 }
 
 /// The maintenance worker: GC of unreferenced blobs (bounded per pass),
-/// expiry of abandoned uploads, and an hourly orphan sweep.
-async fn maintenance(store: Arc<Store>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// expiry of abandoned uploads, an hourly orphan sweep, and the retention pass
+/// (every repository is evaluated; those whose policy enforces retention get
+/// what the horizon releases deleted, journaled).
+async fn maintenance(
+    store: Arc<Store>,
+    interval: Duration,
+    retention_every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut last_sweep: Option<std::time::Instant> = None;
+    let mut last_retention: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -180,6 +229,7 @@ async fn maintenance(store: Arc<Store>, interval: Duration, mut stop: tokio::syn
         }
         let s = store.clone();
         let sweep = last_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+        let retention = last_retention.is_none_or(|t| t.elapsed() >= retention_every);
         let r = tokio::task::spawn_blocking(move || -> storage::Result<()> {
             let now = SystemTime::now();
             let gc = s.gc_pass(now, 10_000)?;
@@ -196,6 +246,9 @@ async fn maintenance(store: Arc<Store>, interval: Duration, mut stop: tokio::syn
                     tracing::info!(files = orphans, "removed orphan blob files");
                 }
             }
+            if retention {
+                retention_pass(&s)?;
+            }
             Ok(())
         })
         .await;
@@ -204,6 +257,9 @@ async fn maintenance(store: Arc<Store>, interval: Duration, mut stop: tokio::syn
                 if sweep {
                     last_sweep = Some(std::time::Instant::now());
                 }
+                if retention {
+                    last_retention = Some(std::time::Instant::now());
+                }
             }
             Ok(Err(e)) => tracing::error!(error = %e, "maintenance pass failed"),
             Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
@@ -211,42 +267,20 @@ async fn maintenance(store: Arc<Store>, interval: Duration, mut stop: tokio::syn
     }
 }
 
-fn offline_check(data_dir: PathBuf) -> Result<(), String> {
-    let store = open_store(data_dir, None)?;
-    let r = store.check().map_err(|e| format!("check failed: {e}"))?;
-    println!("objects: {}  blobs referenced: {}  orphan blob files: {}", r.objects, r.blobs, r.orphan_files);
-    if r.problems.is_empty() {
-        println!("consistent");
-        Ok(())
-    } else {
-        for p in &r.problems {
-            println!("problem: {p}");
-        }
-        Err(format!("{} inconsistencies found", r.problems.len()))
-    }
-}
-
-fn offline_gc(data_dir: PathBuf, grace: &str) -> Result<(), String> {
-    let grace =
-        units::parse_duration(grace).or_else(|e| if grace.trim() == "0" { Ok(Duration::ZERO) } else { Err(e) })?;
-    let mut sc = StoreConfig::new(data_dir);
-    sc.gc_grace = grace;
-    let store = Store::open(sc).map_err(|e| format!("cannot open the data directory: {e}"))?;
-    let now = SystemTime::now();
-    let mut total = storage::GcReport::default();
-    loop {
-        let r = store.gc_pass(now, 10_000).map_err(|e| format!("gc failed: {e}"))?;
-        total.reclaimed_blobs += r.reclaimed_blobs;
-        total.reclaimed_bytes += r.reclaimed_bytes;
-        total.waiting = r.waiting;
-        if r.reclaimed_blobs == 0 {
-            break;
+/// Evaluates every repository of every bucket; enforces where the policy says so.
+fn retention_pass(s: &Store) -> storage::Result<()> {
+    for b in s.list_buckets()? {
+        for repo in s.wal_repositories(&b.name)? {
+            let policy = s.policy_for(&b.name, &repo)?;
+            if policy.policy.enforce {
+                let (objects, bytes) = s.retention_run(&b.name, &repo, usize::MAX)?;
+                if objects > 0 {
+                    tracing::info!(bucket = %b.name, repo, objects, bytes, "retention deleted what the policy releases");
+                }
+            } else {
+                s.evaluate(&b.name, &repo)?;
+            }
         }
     }
-    let orphans = store.sweep_orphans(now).map_err(|e| format!("orphan sweep failed: {e}"))?;
-    println!(
-        "reclaimed {} blobs ({} bytes), {} orphan files; {} blobs still in their grace period",
-        total.reclaimed_blobs, total.reclaimed_bytes, orphans, total.waiting
-    );
     Ok(())
 }

@@ -583,7 +583,9 @@ async fn copy_and_delete_objects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_objects_with_empty_version_id_really_deletes() {
     let dir = tempfile::tempdir().expect("tmp");
-    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    // Plain S3 semantics for this bucket: WAL-aware delete protection would
+    // (rightly) keep a just-written WAL segment.
+    let srv = Server::start(dir.path(), &["--bucket", "bkt", "--delete-protection", "allow"]);
     let c = srv.client();
     c.put_object()
         .bucket("bkt")

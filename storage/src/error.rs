@@ -55,6 +55,10 @@ pub enum Error {
     /// A conditional write's condition does not hold.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    /// The request is refused by policy (delete protection, role). The text
+    /// names the rule and is safe to show to the client.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
     /// Invalid argument (e.g. part number out of range).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

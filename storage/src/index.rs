@@ -10,6 +10,11 @@
 //! - `uploads`: `<bucket> 0x00 <key> 0x00 <upload id>` → [`UploadEntry`]
 //! - `parts`:   `<upload id> <part number u32 BE>` → [`PartEntry`]
 //! - `meta`:    `schema` → schema version
+//! - `policies`: `<bucket> 0x00 <repo prefix>` → retention/protection policy
+//! - `quarantine`: `<time ms BE> <random>` → refused conflicting upload (holds a blob reference)
+//! - `audit`:   `<time ms BE> <seq>` → admin overrides, retention deletions
+//! - `keys`:    `<access key id>` → secret, role and scope of an access key
+//! - `journal`: `<bucket> 0x00 <repo prefix>` → retention unit being deleted (crash resume)
 //!
 //! Invariant: the reference count of a blob equals the number of occurrences of
 //! its hash in `objects` entries plus the number of `parts` entries naming it.
@@ -38,8 +43,27 @@ pub(crate) const CF_GCQ: &str = "gcq";
 pub(crate) const CF_UPLOADS: &str = "uploads";
 pub(crate) const CF_PARTS: &str = "parts";
 pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_POLICIES: &str = "policies";
+pub(crate) const CF_QUARANTINE: &str = "quarantine";
+pub(crate) const CF_AUDIT: &str = "audit";
+pub(crate) const CF_KEYS: &str = "keys";
+pub(crate) const CF_JOURNAL: &str = "journal";
 
-const ALL_CFS: [&str; 8] = [CF_BUCKETS, CF_OBJECTS, CF_BLOBS, CF_REFS, CF_GCQ, CF_UPLOADS, CF_PARTS, CF_META];
+const ALL_CFS: [&str; 13] = [
+    CF_BUCKETS,
+    CF_OBJECTS,
+    CF_BLOBS,
+    CF_REFS,
+    CF_GCQ,
+    CF_UPLOADS,
+    CF_PARTS,
+    CF_META,
+    CF_POLICIES,
+    CF_QUARANTINE,
+    CF_AUDIT,
+    CF_KEYS,
+    CF_JOURNAL,
+];
 
 /// Version of the index layout as a whole (CF set and key encodings).
 const SCHEMA_VERSION: u32 = 1;
@@ -265,6 +289,9 @@ impl Index {
     }
 }
 
+/// Invariant of `quarantine` entries: each holds one reference to its blob, so
+/// the refcount check counts them like object entries.
+///
 /// `<bucket> 0x00 <key>`.
 pub(crate) fn object_key(bucket: &BucketName, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(bucket.as_str().len() + 1 + key.len());

@@ -19,17 +19,20 @@ mod checksum;
 mod codec;
 pub mod error;
 mod index;
+pub mod keys;
 mod locks;
 mod maintenance;
 mod multipart;
 mod store;
 pub mod types;
+pub mod units;
 pub mod wal;
 mod writer;
 
 pub use blob::{BlobFile, BlobListing, BlobStore, FsBlobStore, Staging};
 pub use error::{Error, Result};
 pub use index::IndexOptions;
+pub use keys::{AccessKey, KeyRole};
 pub use maintenance::{CheckReport, GcReport};
 pub use multipart::{CompletedPart, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER};
 pub use store::{

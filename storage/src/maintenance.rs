@@ -16,8 +16,8 @@ use rocksdb::WriteBatch;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    BlobMeta, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_PARTS, CF_REFS,
-    CF_UPLOADS,
+    BlobMeta, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_PARTS, CF_QUARANTINE,
+    CF_REFS, CF_UPLOADS,
 };
 use crate::locks::lock_id;
 use crate::multipart::split_upload_key;
@@ -190,6 +190,13 @@ impl Store {
             let p: PartEntry = codec::decode(&v, CF_PARTS)?;
             if p.blob.size > 0 {
                 *expected.entry(p.blob.hash).or_default() += 1;
+            }
+        }
+        for item in self.index.range(CF_QUARANTINE, b"", None)? {
+            let (_, v) = item?;
+            let q: crate::wal::Quarantined = codec::decode(&v, CF_QUARANTINE)?;
+            for b in q.blobs {
+                *expected.entry(b.hash).or_default() += 1;
             }
         }
         let mut stored: HashMap<BlobHash, i64> = HashMap::new();

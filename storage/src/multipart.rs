@@ -14,6 +14,7 @@ use crate::store::{info_of, object_lock, upload_lock, Store, WriteCondition};
 use crate::types::{
     BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp, UploadId,
 };
+use crate::wal::guard::{NewBytes, Quarantined, Verdict};
 use crate::writer::StagedBlob;
 
 /// Highest part number S3 allows.
@@ -202,10 +203,13 @@ impl Store {
         id: &UploadId,
         parts: &[CompletedPart],
         condition: WriteCondition,
+        actor: &str,
     ) -> Result<ObjectInfo> {
         let _b = self.bucket_lock.read();
         self.bucket(bucket)?;
-        let _k = self.key_locks.lock_all(&[object_lock(bucket, key), upload_lock(id)]);
+        let mut locks = vec![object_lock(bucket, key), upload_lock(id)];
+        locks.extend(Store::identity_lock(bucket, key));
+        let _k = self.key_locks.lock_all(&locks);
         let upload = self.upload(bucket, key, id)?;
         if parts.is_empty() {
             return Err(Error::InvalidArgument("CompleteMultipartUpload needs at least one part".into()));
@@ -260,7 +264,26 @@ impl Store {
         let old = self.entry(bucket, key.as_str())?;
         condition.check(old.as_ref())?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()), codec::encode(&entry));
+        let verdict = self.wal_conflict(bucket, key, NewBytes::Stored { blobs: &entry.blobs, size: entry.size })?;
+        match &verdict {
+            Verdict::Proceed => {
+                batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()), codec::encode(&entry));
+            }
+            // Same content already stored: the upload completes without a second copy.
+            Verdict::Identical(_) => {}
+            Verdict::Conflict(reason) => {
+                let q = Quarantined {
+                    time: now,
+                    bucket: bucket.as_str().to_owned(),
+                    key: key.as_str().to_owned(),
+                    principal: actor.to_owned(),
+                    reason: reason.clone(),
+                    blobs: entry.blobs.clone(),
+                    size: entry.size,
+                };
+                self.quarantine_into(&mut batch, &q)?;
+            }
+        }
         batch.delete_cf(self.index.cf(CF_UPLOADS)?, upload_key(bucket, key, id));
         let parts_cf = self.index.cf(CF_PARTS)?;
         // Used parts hand their reference to the object entry; unused ones drop it.
@@ -273,12 +296,24 @@ impl Store {
             }
         }
         // Zero-length parts carry no blob reference at all.
+        if matches!(verdict, Verdict::Identical(_)) {
+            // The parts' references are not handed to any entry: release them.
+            dropped.extend(entry.blobs.iter().copied());
+        }
         self.unref(&mut batch, &dropped, now)?;
-        if let Some(old) = &old {
+        if let (Some(old), Verdict::Proceed) = (&old, &verdict) {
             self.unref(&mut batch, &old.blobs, now)?;
         }
         self.commit(Vec::new(), batch)?;
-        Ok(info_of(bucket, key, entry))
+        match verdict {
+            Verdict::Proceed => Ok(info_of(bucket, key, entry)),
+            Verdict::Identical(existing) => {
+                let k = ObjectKey::parse(&existing)?;
+                let e = self.entry(bucket, &existing)?.ok_or(Error::NoSuchKey)?;
+                Ok(info_of(bucket, &k, e))
+            }
+            Verdict::Conflict(reason) => Err(Error::PreconditionFailed(reason)),
+        }
     }
 
     /// Aborts an upload and releases its parts.

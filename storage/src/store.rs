@@ -28,6 +28,7 @@ use crate::types::{
     BlobHash, BlobRef, BucketInfo, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta,
     Timestamp,
 };
+use crate::wal::guard::{DeleteAuth, NewBytes, Quarantined, Verdict};
 use crate::writer::{BlobWriter, StagedBlob, BLOCK_SIZE};
 
 /// Settings of the storage engine.
@@ -117,6 +118,8 @@ pub struct PutRequest<'a> {
     pub checksum: Option<Checksum>,
     /// Precondition.
     pub condition: WriteCondition,
+    /// Access key of the writer (recorded if the upload is quarantined).
+    pub actor: &'a str,
 }
 
 /// Parameters of a listing.
@@ -190,6 +193,7 @@ pub struct Store {
     pub(crate) config: StoreConfig,
     pub(crate) stats: Arc<StoreStats>,
     read_only: AtomicBool,
+    pub(crate) guard: crate::wal::guard::WalGuard,
 }
 
 impl Store {
@@ -216,6 +220,7 @@ impl Store {
             config,
             stats: Arc::new(StoreStats::default()),
             read_only: AtomicBool::new(false),
+            guard: crate::wal::guard::WalGuard::default(),
         })
     }
 
@@ -379,10 +384,44 @@ impl Store {
         self.ensure_writable()?;
         let _b = self.bucket_lock.read();
         self.bucket(req.bucket)?;
-        let _k = self.key_locks.lock_all(&[object_lock(req.bucket, req.key)]);
+        let mut locks = vec![object_lock(req.bucket, req.key)];
+        locks.extend(Store::identity_lock(req.bucket, req.key));
+        let _k = self.key_locks.lock_all(&locks);
         let old = self.entry(req.bucket, req.key.as_str())?;
         req.condition.check(old.as_ref())?;
         let now = Timestamp::now();
+        let new = NewBytes::Staged { path: req.blob.staging.path(), hash: req.blob.hash, size: req.blob.size };
+        match self.wal_conflict(req.bucket, req.key, new)? {
+            Verdict::Proceed => {}
+            Verdict::Identical(existing) => {
+                // An archive retry (or another codec of the same content): the
+                // first upload stays as it is; the staged copy is dropped.
+                let key = ObjectKey::parse(&existing)?;
+                let e = self.entry(req.bucket, &existing)?.ok_or(Error::NoSuchKey)?;
+                return Ok(info_of(req.bucket, &key, e));
+            }
+            Verdict::Conflict(reason) => {
+                let blobs = if req.blob.size > 0 {
+                    vec![BlobRef { hash: req.blob.hash, size: req.blob.size }]
+                } else {
+                    Vec::new()
+                };
+                let q = Quarantined {
+                    time: now,
+                    bucket: req.bucket.as_str().to_owned(),
+                    key: req.key.as_str().to_owned(),
+                    principal: req.actor.to_owned(),
+                    reason: reason.clone(),
+                    size: req.blob.size,
+                    blobs,
+                };
+                let mut batch = WriteBatch::default();
+                self.quarantine_into(&mut batch, &q)?;
+                self.commit(vec![req.blob], batch)?;
+                tracing::warn!(bucket = %req.bucket, key = %req.key, principal = req.actor, "{reason}");
+                return Err(Error::PreconditionFailed(reason));
+            }
+        }
         let blobs =
             if req.blob.size > 0 { vec![BlobRef { hash: req.blob.hash, size: req.blob.size }] } else { Vec::new() };
         let entry = ObjectEntry {
@@ -415,10 +454,14 @@ impl Store {
     }
 
     /// Deletes an object; returns whether it existed. Deleting a missing key is
-    /// not an error (S3 semantics).
-    pub fn delete_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<bool> {
+    /// not an error (S3 semantics). Refused with [`Error::AccessDenied`] when the
+    /// bucket's delete protection keeps the object.
+    pub fn delete_object(&self, bucket: &BucketName, key: &ObjectKey, who: DeleteAuth<'_>) -> Result<bool> {
         let _b = self.bucket_lock.read();
         self.bucket(bucket)?;
+        if let Some(reason) = self.check_deletes(bucket, std::slice::from_ref(key), who)?.pop().flatten() {
+            return Err(Error::AccessDenied(reason));
+        }
         let _k = self.key_locks.lock_all(&[object_lock(bucket, key)]);
         let Some(old) = self.entry(bucket, key.as_str())? else {
             return Ok(false);
@@ -431,28 +474,39 @@ impl Store {
     }
 
     /// Deletes several keys of one bucket in one durable batch; returns, per
-    /// key, whether it existed.
-    pub fn delete_objects(&self, bucket: &BucketName, keys: &[ObjectKey]) -> Result<Vec<bool>> {
+    /// key, whether it existed, or why its deletion was refused (delete
+    /// protection; see [`crate::wal::guard`]).
+    pub fn delete_objects(
+        &self,
+        bucket: &BucketName,
+        keys: &[ObjectKey],
+        who: DeleteAuth<'_>,
+    ) -> Result<Vec<std::result::Result<bool, String>>> {
         let _b = self.bucket_lock.read();
         self.bucket(bucket)?;
+        let refused = self.check_deletes(bucket, keys, who)?;
         let ids: Vec<u64> = keys.iter().map(|k| object_lock(bucket, k)).collect();
         let _k = self.key_locks.lock_all(&ids);
         let now = Timestamp::now();
         let mut batch = WriteBatch::default();
         let mut existed = Vec::with_capacity(keys.len());
         let mut seen = std::collections::HashSet::new();
-        for key in keys {
+        for (key, refusal) in keys.iter().zip(refused) {
+            if let Some(reason) = refusal {
+                existed.push(Err(reason));
+                continue;
+            }
             if !seen.insert(key.as_str()) {
-                existed.push(false); // a repeated key was deleted by its first occurrence
+                existed.push(Ok(false)); // a repeated key was deleted by its first occurrence
                 continue;
             }
             match self.entry(bucket, key.as_str())? {
                 Some(old) => {
                     batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
                     self.unref(&mut batch, &old.blobs, now)?;
-                    existed.push(true);
+                    existed.push(Ok(true));
                 }
-                None => existed.push(false),
+                None => existed.push(Ok(false)),
             }
         }
         self.commit(Vec::new(), batch)?;

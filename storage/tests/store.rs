@@ -3,7 +3,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use storage::wal::DeleteAuth;
 use storage::*;
+
+const ME: DeleteAuth<'static> = DeleteAuth::Client { principal: "test" };
 
 fn open(dir: &std::path::Path) -> Store {
     let mut cfg = StoreConfig::new(dir);
@@ -33,6 +36,7 @@ fn put(s: &Store, b: &BucketName, key: &str, data: &[u8]) -> ObjectInfo {
         meta: ObjectMeta::default(),
         checksum: None,
         condition: WriteCondition::None,
+        actor: "test",
     })
     .expect("put")
 }
@@ -88,8 +92,8 @@ fn put_get_overwrite_delete() {
     put(&s, &b, "a/b", b"v2");
     let head = s.head_object(&b, &k).expect("head");
     assert_eq!(read_all(&s, &head), b"v2");
-    assert!(s.delete_object(&b, &k).expect("delete"));
-    assert!(!s.delete_object(&b, &k).expect("delete again"));
+    assert!(s.delete_object(&b, &k, ME).expect("delete"));
+    assert!(!s.delete_object(&b, &k, ME).expect("delete again"));
     assert!(matches!(s.head_object(&b, &k), Err(Error::NoSuchKey)));
     assert!(s.check().expect("check").problems.is_empty());
 }
@@ -116,11 +120,11 @@ fn dedup_and_gc_after_grace() {
     put(&s, &b1, "x", b"same bytes");
     put(&s, &b2, "y", b"same bytes");
     assert_eq!(blob_files(dir.path()), 1, "identical bytes are stored once");
-    s.delete_object(&b1, &ObjectKey::parse("x").expect("k")).expect("del");
+    s.delete_object(&b1, &ObjectKey::parse("x").expect("k"), ME).expect("del");
     // Still referenced by two/y.
     assert_eq!(s.gc_pass(later(), 100).expect("gc").reclaimed_blobs, 0);
     assert_eq!(blob_files(dir.path()), 1);
-    s.delete_object(&b2, &ObjectKey::parse("y").expect("k")).expect("del");
+    s.delete_object(&b2, &ObjectKey::parse("y").expect("k"), ME).expect("del");
     // Inside the grace period nothing is removed.
     let r = s.gc_pass(SystemTime::now(), 100).expect("gc");
     assert_eq!((r.reclaimed_blobs, r.waiting), (0, 1));
@@ -137,7 +141,7 @@ fn put_of_same_bytes_during_grace_keeps_blob() {
     let s = open(dir.path());
     let b = bucket(&s, "bkt");
     put(&s, &b, "k", b"payload");
-    s.delete_object(&b, &ObjectKey::parse("k").expect("k")).expect("del");
+    s.delete_object(&b, &ObjectKey::parse("k").expect("k"), ME).expect("del");
     // Same bytes arrive again before GC runs.
     let info = put(&s, &b, "k2", b"payload");
     assert_eq!(s.gc_pass(later(), 100).expect("gc").reclaimed_blobs, 0);
@@ -154,7 +158,7 @@ fn copy_shares_blobs() {
     let (src, dst) = (ObjectKey::parse("src").expect("k"), ObjectKey::parse("dst").expect("k"));
     let info = s.copy_object(&b, &src, &b, &dst, None, WriteCondition::None).expect("copy");
     assert_eq!(blob_files(dir.path()), 1);
-    s.delete_object(&b, &src).expect("del");
+    s.delete_object(&b, &src, ME).expect("del");
     s.gc_pass(later(), 100).expect("gc");
     assert_eq!(read_all(&s, &info), b"copy me");
     assert!(s.check().expect("check").problems.is_empty());
@@ -174,6 +178,7 @@ fn conditional_writes() {
             meta: ObjectMeta::default(),
             checksum: None,
             condition,
+            actor: "test",
         })
     };
     let first = req(&s, b"1", WriteCondition::IfAbsent).expect("first");
@@ -278,7 +283,7 @@ fn multipart_complete_and_abort() {
     let complete = |list: Vec<(u32, ETag)>| {
         let list: Vec<CompletedPart> =
             list.into_iter().map(|(number, etag)| CompletedPart { number, etag, checksum: None }).collect();
-        s.complete_multipart(&b, &k, &id, &list, WriteCondition::None)
+        s.complete_multipart(&b, &k, &id, &list, WriteCondition::None, "test")
     };
     assert!(matches!(complete(vec![(2, et(2)), (1, et(1))]), Err(Error::InvalidPartOrder)));
     assert!(matches!(complete(vec![(1, et(2))]), Err(Error::InvalidPart(_))));
@@ -348,7 +353,7 @@ fn buckets() {
     assert!(matches!(s.create_bucket(&b), Err(Error::BucketAlreadyExists)));
     put(&s, &b, "k", b"v");
     assert!(matches!(s.delete_bucket(&b), Err(Error::BucketNotEmpty)));
-    s.delete_object(&b, &ObjectKey::parse("k").expect("k")).expect("del");
+    s.delete_object(&b, &ObjectKey::parse("k").expect("k"), ME).expect("del");
     let k = ObjectKey::parse("u").expect("k");
     let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false).expect("mpu");
     assert!(matches!(s.delete_bucket(&b), Err(Error::BucketNotEmpty)), "open uploads keep a bucket");

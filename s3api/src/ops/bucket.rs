@@ -10,7 +10,10 @@ use crate::xml::{parse_create_bucket, XmlWriter};
 /// ListBuckets.
 pub async fn list_buckets(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let store = ctx.state.store.clone();
-    let buckets = blocking(move || store.list_buckets()).await?;
+    let mut buckets = blocking(move || store.list_buckets()).await?;
+    if let Some((scope, _)) = &ctx.principal.scope {
+        buckets.retain(|b| b.name.as_str() == scope);
+    }
     let mut w = XmlWriter::new("ListAllMyBucketsResult");
     w.open("Owner").elem("ID", &ctx.state.config.owner_id).elem("DisplayName", "walstore").close("Owner");
     w.open("Buckets");

@@ -36,8 +36,8 @@ pub struct Ctx {
     pub body: Option<Incoming>,
     /// How the body is framed and signed.
     pub spec: Option<BodySpec>,
-    /// The access key that signed the request.
-    pub access_key: String,
+    /// The authenticated caller.
+    pub principal: crate::authz::Principal,
 }
 
 impl Ctx {
@@ -53,6 +53,21 @@ impl Ctx {
         match (self.body.take(), self.spec.take()) {
             (Some(b), Some(s)) => Ok((b, s)),
             _ => Err(S3Error::internal("request body", &"body already taken")),
+        }
+    }
+
+    /// How deletes of this request are authorised: an admin may override delete
+    /// protection with `x-walstore-retention-override: <reason>` (audited).
+    pub(crate) fn delete_auth(&self) -> S3Result<storage::wal::DeleteAuth<'_>> {
+        match self.headers.get("x-walstore-retention-override").and_then(|v| v.to_str().ok()) {
+            None => Ok(storage::wal::DeleteAuth::Client { principal: &self.principal.access_key }),
+            Some(reason) if self.principal.is_admin() && !reason.trim().is_empty() => {
+                Ok(storage::wal::DeleteAuth::Override { principal: &self.principal.access_key, reason: reason.trim() })
+            }
+            Some(_) => Err(S3Error::new(
+                S3Code::AccessDenied,
+                "x-walstore-retention-override needs an unscoped admin key and a non-empty reason",
+            )),
         }
     }
 

@@ -116,7 +116,8 @@ pub async fn complete(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     }
     let store = ctx.state.store.clone();
     let (b, k) = (bucket.clone(), key.clone());
-    let info = blocking(move || store.complete_multipart(&b, &k, &id, &parts, condition)).await?;
+    let actor = ctx.principal.access_key.clone();
+    let info = blocking(move || store.complete_multipart(&b, &k, &id, &parts, condition, &actor)).await?;
     let mut w = XmlWriter::new("CompleteMultipartUploadResult");
     w.elem("Location", &format!("/{}/{}", bucket, key))
         .elem("Bucket", bucket.as_str())

@@ -52,8 +52,17 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let received = body::receive(&ctx.state.store, incoming, spec, checks.algorithms(), limit).await?;
     let checksum = checks.verify(&received.blob, &received.trailers)?;
     let store = ctx.state.store.clone();
+    let actor = ctx.principal.access_key.clone();
     let info = blocking(move || {
-        store.put_object(PutRequest { bucket: &bucket, key: &key, blob: received.blob, meta, checksum, condition })
+        store.put_object(PutRequest {
+            bucket: &bucket,
+            key: &key,
+            blob: received.blob,
+            meta,
+            checksum,
+            condition,
+            actor: &actor,
+        })
     })
     .await?;
     let mut r = response(StatusCode::OK, ResponseBody::Empty);
@@ -171,7 +180,20 @@ pub async fn delete_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let key = ctx.key()?.clone();
     check_version_id(ctx.query.get("versionId"))?;
     let store = ctx.state.store.clone();
-    blocking(move || store.delete_object(&bucket, &key)).await?;
+    let (who, reason) = match ctx.delete_auth()? {
+        storage::wal::DeleteAuth::Client { .. } => (ctx.principal.access_key.clone(), None),
+        storage::wal::DeleteAuth::Override { reason, .. } => {
+            (ctx.principal.access_key.clone(), Some(reason.to_owned()))
+        }
+    };
+    blocking(move || {
+        let auth = match &reason {
+            None => storage::wal::DeleteAuth::Client { principal: &who },
+            Some(r) => storage::wal::DeleteAuth::Override { principal: &who, reason: r },
+        };
+        store.delete_object(&bucket, &key, auth)
+    })
+    .await?;
     Ok(response(StatusCode::NO_CONTENT, ResponseBody::Empty))
 }
 
@@ -220,11 +242,42 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         };
         results.push((o.key, o.version_id, r));
     }
+    // Keys outside a scoped key's prefix are refused per key.
+    valid.retain(|(i, k)| {
+        let ok = crate::authz::key_in_scope(&ctx.principal, &bucket, k.as_str());
+        if !ok {
+            results[*i].2 = Err(S3Error::new(S3Code::AccessDenied, "Access Denied: outside the key's scope"));
+        }
+        ok
+    });
     let store = ctx.state.store.clone();
     let keys: Vec<ObjectKey> = valid.iter().map(|(_, k)| k.clone()).collect();
-    if let Err(e) = blocking(move || store.delete_objects(&bucket, &keys)).await {
-        for (i, _) in &valid {
-            results[*i].2 = Err(e.clone());
+    let (who, reason) = match ctx.delete_auth()? {
+        storage::wal::DeleteAuth::Client { .. } => (ctx.principal.access_key.clone(), None),
+        storage::wal::DeleteAuth::Override { reason, .. } => {
+            (ctx.principal.access_key.clone(), Some(reason.to_owned()))
+        }
+    };
+    let outcome = blocking(move || {
+        let auth = match &reason {
+            None => storage::wal::DeleteAuth::Client { principal: &who },
+            Some(r) => storage::wal::DeleteAuth::Override { principal: &who, reason: r },
+        };
+        store.delete_objects(&bucket, &keys, auth)
+    })
+    .await;
+    match outcome {
+        Ok(per_key) => {
+            for ((i, _), r) in valid.iter().zip(per_key) {
+                if let Err(reason) = r {
+                    results[*i].2 = Err(S3Error::new(S3Code::AccessDenied, format!("Access Denied: {reason}")));
+                }
+            }
+        }
+        Err(e) => {
+            for (i, _) in &valid {
+                results[*i].2 = Err(e.clone());
+            }
         }
     }
     let quiet = req.quiet;

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod guard;
 pub mod history;
 pub mod horizon;
 pub mod names;
@@ -14,6 +15,7 @@ pub mod testkit;
 
 pub use backup::{MetadataInfo, SentinelInfo};
 pub use catalog::{BackupObjects, Doc, HistoryFile, OtherFile, RepoSnapshot, WalFile, WalKind};
+pub use guard::{AuditRecord, DeleteAuth, Evaluation, GuardStats, Quarantined, RefusedDelete, StoredPolicy};
 pub use history::{History, HistoryEntry};
 pub use horizon::{compute, BackupStatus, BackupView, Decision, Gap, Horizon, Report, Role, SegRange, Unit, Window};
 pub use names::{

@@ -80,3 +80,32 @@ mod tests {
         assert!(parse_duration("").is_err());
     }
 }
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    for (unit, secs) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s.is_multiple_of(secs) {
+            return format!("{}{unit}", s / secs);
+        }
+    }
+    format!("{s}s")
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for d in ["7d", "1h", "90s", "2w", "500ms", "15m", "36h"] {
+            let v = parse_duration(d).expect("parse");
+            assert_eq!(parse_duration(&format_duration(v)), Ok(v), "{d}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(3 * 86_400)), "3d");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+    }
+}

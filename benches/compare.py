@@ -1,0 +1,1073 @@
+#!/usr/bin/env python3
+"""walstore against MinIO and against the machine's own limits, on loopback.
+
+Started by benches/run.sh, which builds or installs every binary first and passes their
+paths in the environment (WALSTORE_EXE, SEED_EXE, MINIO_EXE, WARP_EXE, S3LOAD_EXE,
+WALG_EXE, PG_BIN). See benches/README.md for what every workload does.
+
+Rules this script keeps:
+- Every server listens on 127.0.0.1 only; every client is pointed at 127.0.0.1; after each
+  MinIO run its TCP/UDP sockets are checked for a non-loopback peer.
+- Both servers keep their data under one --data-root (same filesystem), in a fresh
+  directory per workload, with their default (durable) settings.
+- Each workload runs walstore and MinIO alternately, rep by rep (W,M / M,W / ...).
+- Every loop is bounded in count and time; every subprocess has a timeout; the run as a
+  whole stops starting new workloads after --max-minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ACCESS_KEY = "benchadmin"
+SECRET_KEY = "bench-secret-0123456789"
+REGION = "us-east-1"
+BUCKET = "bench"
+WARP_BUCKET = "warp-benchmark-bucket"
+MIB = 1 << 20
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PG_USER = "postgres"
+
+T_START = time.monotonic()
+
+
+def log(msg: str) -> None:
+    el = time.monotonic() - T_START
+    print(f"[{el:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def env_path(name: str) -> str:
+    v = os.environ.get(name, "")
+    if not v:
+        sys.exit(f"compare.py: {name} is not set (start me through benches/run.sh)")
+    return v
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def run(args, *, timeout: float, env=None, user: str | None = None, check=True, cwd=None,
+        capture=True) -> subprocess.CompletedProcess:
+    kw = {}
+    if user:
+        pw = pwd.getpwnam(user)
+        kw = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+    try:
+        cp = subprocess.run([str(a) for a in args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            capture_output=capture, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"{args[0]} {' '.join(map(str, args[1:4]))}… timed out after {timeout}s") from e
+    if check and cp.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} exited {cp.returncode}\n"
+                           f"stdout: {(cp.stdout or '')[-2000:]}\nstderr: {(cp.stderr or '')[-3000:]}")
+    return cp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("GET", path)
+        st = c.getresponse().status
+        c.close()
+        return st
+    except OSError:
+        return None
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS, kept by the kernel) of a process, in MiB."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0]) / 1024
+    except OSError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------------ load monitor
+
+class LoadMonitor(threading.Thread):
+    """Samples the load average and the CPU used by processes outside this run's process
+    tree every `interval` s, so the report can say when other work shared the machine."""
+
+    def __init__(self, interval: float = 2.0):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # (t, loadavg1, other cores)
+        self.stop_ev = threading.Event()
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _procs():
+        res = {}
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                s = Path(f"/proc/{p}/stat").read_text()
+            except OSError:
+                continue
+            rest = s[s.rfind(")") + 2:].split()
+            ppid = int(rest[1])
+            cpu = int(rest[11]) + int(rest[12])
+            res[int(p)] = (ppid, cpu)
+        return res
+
+    def _mine(self, procs):
+        me = os.getpid()
+        mine = set()
+        for pid in procs:
+            seen, q = 0, pid
+            while q and q in procs and seen < 64:
+                if q == me:
+                    mine.add(pid)
+                    break
+                q = procs[q][0]
+                seen += 1
+        return mine
+
+    def run(self):
+        prev = self._procs()
+        prev_t = time.monotonic()
+        while not self.stop_ev.wait(self.interval):
+            cur = self._procs()
+            now = time.monotonic()
+            mine = self._mine(cur)
+            other = 0
+            for pid, (_, cpu) in cur.items():
+                if pid in mine or pid not in prev:
+                    continue
+                other += max(0, cpu - prev[pid][1])
+            cores = other / self.hz / (now - prev_t)
+            load1 = float(Path("/proc/loadavg").read_text().split()[0])
+            self.samples.append((now - T_START, load1, cores))
+            prev, prev_t = cur, now
+
+    def window(self, t0: float, t1: float):
+        xs = [s for s in self.samples if t0 <= s[0] <= t1]
+        if not xs:
+            return None
+        return {"load1_max": max(s[1] for s in xs), "load1_mean": statistics.mean(s[1] for s in xs),
+                "other_cores_mean": statistics.mean(s[2] for s in xs),
+                "other_cores_max": max(s[2] for s in xs)}
+
+
+# ------------------------------------------------------------------------ servers
+
+class Server:
+    """One server process on 127.0.0.1 with its own data directory."""
+
+    def __init__(self, kind: str, exe: str, workdir: Path):
+        self.kind = kind
+        self.exe = exe
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.non_loopback: list[str] = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, data_dir: Path, timeout: float = 60.0, restart: bool = False) -> dict:
+        """Starts the server; returns seconds from spawn to ready and to the first
+        successful signed request."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        errlog = open(self.workdir / f"{self.kind}.log", "ab")
+        home = self.workdir / "home"
+        home.mkdir(exist_ok=True)
+        if self.kind == "walstore":
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "WALSTORE_ROOT_ACCESS_KEY": ACCESS_KEY,
+                   "WALSTORE_ROOT_SECRET_KEY": SECRET_KEY}
+            args = [self.exe, "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--region", REGION,
+                    "--bucket", BUCKET]
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen([str(a) for a in args], env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=errlog)
+            line = self._read_line(t0 + timeout)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line or "")
+            if not m:
+                self.stop()
+                raise RuntimeError(f"walstore did not print its address: {line!r}")
+            self.port = int(m.group(1))
+            threading.Thread(target=self._drain, daemon=True).start()
+            ready_path = "/health/ready"
+        else:
+            self.port, console = free_port(), free_port()
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "MINIO_ROOT_USER": ACCESS_KEY,
+                   "MINIO_ROOT_PASSWORD": SECRET_KEY,
+                   # No update checks, no call-home; everything else at its default.
+                   "MINIO_UPDATE": "off", "MINIO_CALLHOME_ENABLE": "off"}
+            args = [self.exe, "server", data_dir, "--address", f"127.0.0.1:{self.port}",
+                    "--console-address", f"127.0.0.1:{console}", "--certs-dir", home / "certs"]
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen([str(a) for a in args], env=env, stdin=subprocess.DEVNULL,
+                                         stdout=errlog, stderr=errlog)
+            ready_path = "/minio/health/ready"
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}; see {errlog.name}")
+            if http_status(self.port, ready_path, timeout=1.0) == 200:
+                break
+            time.sleep(0.005)
+        else:
+            self.stop()
+            raise RuntimeError(f"{self.kind} not ready after {timeout}s")
+        t_ready = time.monotonic() - t0
+        # MinIO answers /minio/health/ready before its object layer is up (S3 requests get
+        # 503 XMinioServerNotInitialized for a while), so "first successful request" is
+        # measured separately: a signed ListObjectsV2 on the bucket, retried every 5 ms.
+        if self.kind == "minio" and not restart:
+            s3load("mkbucket", "-endpoint", self.endpoint, "-bucket", BUCKET)
+        pr = s3load("probe", "-endpoint", self.endpoint, "-bucket", BUCKET, "-timeout", "30s")
+        t_first = time.monotonic() - t0
+        return {"ready_s": t_ready, "first_ok_s": t_first, "probe_tries": pr.get("tries")}
+
+    def _read_line(self, deadline: float) -> str | None:
+        import select
+        assert self.proc and self.proc.stdout
+        buf = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.05)
+            if r:
+                ch = os.read(self.proc.stdout.fileno(), 4096)
+                if not ch:
+                    break
+                buf += ch
+                if b"\n" in buf:
+                    return buf.decode(errors="replace")
+        return buf.decode(errors="replace") or None
+
+    def _drain(self):
+        try:
+            while self.proc and self.proc.stdout and self.proc.stdout.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def rss(self) -> dict[str, float]:
+        return proc_status(self.proc.pid) if self.proc else {}
+
+    def check_sockets(self):
+        """Records any socket of this process whose peer is not a loopback address."""
+        if not self.proc:
+            return
+        for proto in ("-tnpH", "-unpH"):
+            try:
+                out = run(["ss", proto], timeout=10, check=False).stdout
+            except (RuntimeError, FileNotFoundError):
+                return
+            for line in out.splitlines():
+                if f"pid={self.proc.pid}," not in line:
+                    continue
+                cols = line.split()
+                peer = cols[4] if len(cols) > 4 else ""
+                host = peer.rsplit(":", 1)[0].strip("[]")
+                if host not in ("127.0.0.1", "::1", "*", "0.0.0.0", "::", "::ffff:127.0.0.1") \
+                        and not host.startswith("127."):
+                    self.non_loopback.append(line.strip())
+
+    def stop(self, timeout: float = 40.0):
+        if not self.proc:
+            return
+        if self.kind == "minio":
+            self.check_sockets()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+S3LOAD = ""
+
+
+def s3load(*args: str, timeout: float = 900) -> dict:
+    env = {"PATH": "/usr/bin:/bin", "S3LOAD_ACCESS_KEY": ACCESS_KEY, "S3LOAD_SECRET_KEY": SECRET_KEY}
+    cp = run([S3LOAD, *args], timeout=timeout, env=env)
+    return json.loads(cp.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------ the benchmark
+
+class Bench:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        self.root = Path(a.data_root)
+        self.exe = {"walstore": env_path("WALSTORE_EXE"), "minio": env_path("MINIO_EXE")}
+        self.warp = env_path("WARP_EXE")
+        self.walg = os.environ.get("WALG_EXE", "")
+        self.seed_exe = env_path("SEED_EXE")
+        self.pg_bin = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+        self.pg_cache = Path(a.pg_cache)
+        self.results: dict = {"workloads": {}, "notes": [], "rss": {}}
+        self.deadline = T_START + a.max_minutes * 60
+        self.mon = LoadMonitor()
+        self.kinds = ["walstore", "minio"]
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def order(self, rep: int):
+        return self.kinds if rep % 2 == 0 else list(reversed(self.kinds))
+
+    def fresh(self, name: str) -> Path:
+        d = self.root / name
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        return d
+
+    def server(self, kind: str, name: str) -> Server:
+        return Server(kind, self.exe[kind], self.root / "logs" / name)
+
+    def out_of_time(self, what: str) -> bool:
+        if time.monotonic() > self.deadline:
+            self.results["notes"].append(f"{what}: not run, --max-minutes {self.a.max_minutes} reached")
+            log(f"SKIP {what}: time budget used up")
+            return True
+        return False
+
+    def record(self, key: str, per_server: dict, extra: dict | None = None, t0: float | None = None):
+        w = self.results["workloads"].setdefault(key, {})
+        w["runs"] = per_server
+        w["median"] = {k: {m: median([r.get(m) for r in v]) for m in v[0] if isinstance(v[0].get(m), (int, float))}
+                       for k, v in per_server.items() if v}
+        if extra:
+            w.update(extra)
+        if t0 is not None:
+            w["seconds"] = time.monotonic() - t0
+            w["load"] = self.mon.window(t0 - T_START, time.monotonic() - T_START)
+        self.save()
+
+    def save(self):
+        out = HERE / "results"
+        out.mkdir(exist_ok=True)
+        name = "quick.json" if self.a.quick else "latest.json"
+        (out / name).write_text(json.dumps(self.results, indent=1, default=str))
+
+    def walg_env(self, srv: Server, prefix: str, pgdata: Path, home: Path) -> dict:
+        home.mkdir(parents=True, exist_ok=True)
+        return {"PATH": f"{self.pg_bin}:/usr/bin:/bin", "HOME": str(home),
+                "WALG_S3_PREFIX": f"s3://{BUCKET}/{prefix}", "AWS_ENDPOINT": srv.endpoint,
+                "AWS_S3_FORCE_PATH_STYLE": "true", "AWS_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "WALG_DISABLE_S3_SSE": "true", "PGDATA": str(pgdata)}
+
+    # -- machine limits ---------------------------------------------------------------
+
+    def machine_limits(self) -> dict:
+        log("machine limits: single-core MD5 / SHA-256 (openssl speed), disk write+fdatasync")
+        res = {}
+        cp = run(["openssl", "speed", "-mr", "-seconds", "2", "-bytes", str(MIB), "md5", "sha256"], timeout=60)
+        for line in cp.stdout.splitlines():
+            # +F:<idx>:<alg>:<bytes/s for each size>
+            if line.startswith("+F:"):
+                parts = line.split(":")
+                res[parts[2].lower().replace("-", "")] = float(parts[3]) / MIB
+        d = self.fresh("disk-probe")
+        disk = [s3load("disk", "-dir", str(d), "-size", self.a.disk_size, "-sync-every", "16MiB", timeout=300)
+                for _ in range(2)]
+        res["disk_write_fdatasync_mib_s"] = median([x["mib_per_sec"] for x in disk])
+        res["disk_runs"] = [x["mib_per_sec"] for x in disk]
+        shutil.rmtree(d)
+        res["md5_mib_s"] = res.get("md5")
+        res["sha256_mib_s"] = res.get("sha256")
+        res["limit_mib_s"] = min(v for v in (res["md5_mib_s"], res["sha256_mib_s"],
+                                             res["disk_write_fdatasync_mib_s"]) if v)
+        log(f"  md5 {res['md5_mib_s']:.0f} MiB/s, sha256 {res['sha256_mib_s']:.0f} MiB/s, "
+            f"disk {res['disk_write_fdatasync_mib_s']:.0f} MiB/s")
+        return res
+
+    # -- PostgreSQL fixture -------------------------------------------------------------
+
+    def pg_fixture(self, scale: int, nseg: int) -> dict:
+        """A stopped PostgreSQL 15 cluster of pgbench scale `scale` and >= `nseg` real WAL
+        segments archived from it; built once, cached in --pg-cache."""
+        base = self.pg_cache / f"pg15-s{scale}-w{nseg}"
+        marker = base / "READY.json"
+        if marker.exists():
+            info = json.loads(marker.read_text())
+            pgdata = Path(info["pgdata"])
+            info["pgdata_bytes"] = sum(f.stat().st_size for f in pgdata.rglob("*")
+                                       if f.is_file() and "pg_wal" not in f.relative_to(pgdata).parts)
+            return info
+        log(f"building the PostgreSQL fixture {base} (once; pgbench scale {scale}, {nseg} WAL segments)")
+        if base.exists():
+            shutil.rmtree(base)
+        base.mkdir(parents=True)
+        for d in (self.pg_cache, base):
+            shutil.chown(d, PG_USER, PG_USER)
+            os.chmod(d, 0o755)
+        pgdata, wal, sock = base / "pgdata", base / "wal", base / "sock"
+        for d in (wal, sock):
+            d.mkdir()
+            shutil.chown(d, PG_USER, PG_USER)
+        pg = lambda *a, t=900: run([self.pg_bin / a[0], *a[1:]], timeout=t, user=PG_USER, cwd="/tmp",
+                                   env={"PATH": f"{self.pg_bin}:/usr/bin:/bin", "LANG": "C.UTF-8"})
+        pg("initdb", "-D", pgdata, "-U", PG_USER, "--auth=trust", t=300)
+        with open(pgdata / "postgresql.conf", "a") as f:
+            f.write(f"""
+listen_addresses = ''
+unix_socket_directories = '{sock}'
+wal_level = replica
+archive_mode = on
+archive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'
+max_wal_size = 2GB
+# Fixture generation only: the WAL content does not depend on these.
+fsync = off
+synchronous_commit = off
+""")
+        pg("pg_ctl", "-D", pgdata, "-l", base / "pg.log", "-w", "-t", "120", "start", t=180)
+        try:
+            psql = lambda sql: pg("psql", "-h", sock, "-d", "postgres", "-qAtc", sql, t=300)
+            pg("pgbench", "-h", sock, "-i", "-s", str(scale), "-q", "postgres", t=1500)
+            segs = lambda: sorted(p for p in os.listdir(wal) if re.fullmatch(r"[0-9A-F]{24}", p))
+            # TPC-B transactions write little WAL (~2 segments per 20 s here), so the
+            # segments come mostly from re-initialising (COPY, index builds, vacuum),
+            # with TPC-B runs in between; the last step leaves the cluster at `scale`.
+            for i in range(20):
+                if len(segs()) > nseg:
+                    break
+                pg("pgbench", "-h", sock, "-n", "-c", "2", "-j", "2", "-T", "10", "postgres", t=120)
+                pg("pgbench", "-h", sock, "-i", "-s", str(scale), "-q", "postgres", t=1500)
+                log(f"  {len(segs())} segments archived")
+            psql("select pg_switch_wal()")
+            psql("checkpoint")
+            time.sleep(2)
+        finally:
+            pg("pg_ctl", "-D", pgdata, "-w", "-t", "120", "-m", "fast", "stop", t=180)
+        names = segs()[:nseg]
+        if len(names) < nseg:
+            raise RuntimeError(f"only {len(names)} WAL segments were archived")
+        # What a base backup holds: pg_wal is left out of it (WAL-G skips its contents).
+        size = sum(f.stat().st_size for f in pgdata.rglob("*")
+                   if f.is_file() and "pg_wal" not in f.relative_to(pgdata).parts)
+        info = {"segments": names, "wal_dir": str(wal), "pgdata": str(pgdata), "sock": str(sock),
+                "pgdata_bytes": size, "scale": scale}
+        marker.write_text(json.dumps(info))
+        return info
+
+    # -- P1: WAL-G wal-push ------------------------------------------------------------
+
+    def p1_wal_push(self, fx: dict):
+        key = "P1"
+        if self.out_of_time(key):
+            return
+        if not self.walg:
+            self.results["notes"].append("P1/P6: WAL-G binary not found (set WALG_BIN); not run")
+            return
+        t0 = time.monotonic()
+        segs = fx["segments"]
+        pgdata = self.fresh("p1-pgdata")
+        (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
+        for s in segs:
+            os.link(Path(fx["wal_dir"]) / s, pgdata / "pg_wal" / s)
+        runs = {k: [] for k in self.kinds}
+        for rep in range(self.a.reps):
+            for kind in self.order(rep):
+                srv = self.server(kind, f"p1-{kind}-{rep}")
+                data = self.fresh(f"p1-{kind}-data")
+                srv.start(data)
+                env = self.walg_env(srv, "p1", pgdata, self.root / "walg-home")
+                ts = time.monotonic()
+                for s in segs:
+                    run([self.walg, "wal-push", pgdata / "pg_wal" / s], timeout=120, env=env)
+                wall = time.monotonic() - ts
+                r = {"wall_s": wall, "per_segment_ms": wall / len(segs) * 1000, **srv.rss()}
+                srv.stop()
+                shutil.rmtree(data)
+                runs[kind].append(r)
+                log(f"P1 {kind} rep {rep}: {wall:.2f}s for {len(segs)} wal-push")
+        shutil.rmtree(pgdata)
+        self.record(key, runs, {"segments": len(segs)}, t0)
+
+    # -- P2 / P5: warp put -------------------------------------------------------------
+
+    def run_warp(self, srv: Server, bench: str, extra: list[str], benchdata: Path) -> str:
+        args = [self.warp, bench, "--no-color", "--host", f"127.0.0.1:{srv.port}", "--access-key", ACCESS_KEY,
+                "--secret-key", SECRET_KEY, "--tls=false", "--lookup", "path", "--region", REGION,
+                "--bucket", WARP_BUCKET, "--noclear", "--benchdata", benchdata, *extra]
+        cp = run(args, timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(self.root)}, cwd=self.root)
+        return cp.stdout
+
+    def p2_put(self):
+        key = "P2"
+        if self.out_of_time(key):
+            return
+        t0 = time.monotonic()
+        runs = {k: [] for k in self.kinds}
+        idle = {k: [] for k in self.kinds}
+        for rep in range(self.a.reps):
+            for kind in self.order(rep):
+                srv = self.server(kind, f"p2-{kind}-{rep}")
+                data = self.fresh(f"p2-{kind}-data")
+                st = srv.start(data)
+                s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
+                time.sleep(2)  # idle after start
+                idle[kind].append({**{f"idle_{k}": v for k, v in srv.rss().items()}, **st})
+                bd = self.root / f"p2-{kind}-{rep}"
+                self.run_warp(srv, "put", ["--obj.size", "16MiB", "--concurrent", "8",
+                                       "--duration", f"{self.a.put_seconds}s"], bd)
+                rss = srv.rss()
+                srv.stop()
+                shutil.rmtree(data)
+                agg = warp_json(bd.with_suffix(".json.zst"))
+                op = agg["by_op_type"]["PUT"]
+                thr = op["throughput"]
+                secs = thr["measure_duration_millis"] / 1000
+                lat = op["requests_by_client"]
+                segs = [s["single_sized_requests"] for c in lat.values() for s in c if "single_sized_requests" in s]
+                r = {"mib_s": thr["bytes"] / secs / MIB, "obj_s": thr["objects"] / secs,
+                     "errors": op.get("total_errors", 0),
+                     "p50_ms": median([s["dur_median_millis"] for s in segs]),
+                     "p99_ms": max([s["dur_99_millis"] for s in segs], default=None), **rss}
+                runs[kind].append(r)
+                bd.with_suffix(".json.zst").unlink(missing_ok=True)
+                log(f"P2 {kind} rep {rep}: {r['mib_s']:.1f} MiB/s, peak RSS {rss.get('VmHWM', 0):.0f} MiB")
+        self.record(key, runs, None, t0)
+        self.record("P5idle", idle)
+
+    # -- P3: warp mixed ----------------------------------------------------------------
+
+    def p3_mixed(self):
+        key = "P3"
+        if self.out_of_time(key):
+            return
+        t0 = time.monotonic()
+        runs = {k: [] for k in self.kinds}
+        for rep in range(self.a.reps):
+            for kind in self.order(rep):
+                srv = self.server(kind, f"p3-{kind}-{rep}")
+                data = self.fresh(f"p3-{kind}-data")
+                srv.start(data)
+                s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
+                bd = self.root / f"p3-{kind}-{rep}"
+                text = self.run_warp(srv, "mixed", ["--obj.size", "4KiB", "--objects", str(self.a.mixed_objects),
+                                                "--concurrent", "8", "--duration", f"{self.a.mixed_seconds}s",
+                                                "--full"], bd)
+                rss = srv.rss()
+                srv.stop()
+                shutil.rmtree(data)
+                r = mixed_stats(bd.with_suffix(".csv.zst"))
+                m = re.search(r"Cluster Total: .*?([\d.]+) obj/s", text)
+                r["warp_total_obj_s"] = float(m.group(1)) if m else None
+                r.update(rss)
+                runs[kind].append(r)
+                bd.with_suffix(".csv.zst").unlink(missing_ok=True)
+                log(f"P3 {kind} rep {rep}: {r['ops_s']:.0f} op/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+        self.record(key, runs, None, t0)
+
+    # -- P4 + P7: listing and restart --------------------------------------------------
+
+    def p4_p7_list_restart(self):
+        if self.out_of_time("P4"):
+            return
+        t0 = time.monotonic()
+        n_cmp, n_big = self.a.list_keys, self.a.list_keys_walstore
+        srv = {k: self.server(k, f"p4-{k}") for k in self.kinds}
+        data = {k: self.fresh(f"p4-{k}-data") for k in self.kinds}
+        seeding = {}
+        for kind in self.kinds:
+            srv[kind].start(data[kind])
+            log(f"P4 seeding {n_cmp} empty objects into {kind} (HTTP PUT, 32 concurrent)")
+            seeding[kind] = s3load("seed", "-endpoint", srv[kind].endpoint, "-bucket", BUCKET, "-prefix", "wal_005/",
+                                   "-count", str(n_cmp), "-concurrency", "32", "-timeout", "15m", timeout=1000)
+            log(f"  {seeding[kind]['per_sec']:.0f} PUT/s")
+        runs = {k: [] for k in self.kinds}
+        for rep in range(self.a.reps):
+            for kind in self.order(rep):
+                r = s3load("list", "-endpoint", srv[kind].endpoint, "-bucket", BUCKET, "-prefix", "wal_005/",
+                           "-max-keys", "1000", "-timeout", "10m", timeout=700)
+                if r["keys"] != n_cmp:
+                    self.results["notes"].append(f"P4 {kind}: listed {r['keys']} keys, expected {n_cmp}")
+                runs[kind].append({**r, **srv[kind].rss()})
+                log(f"P4 {kind} rep {rep}: {r['keys']} keys in {r['seconds']:.2f}s = {r['keys_per_sec']:.0f} keys/s")
+        for kind in self.kinds:
+            srv[kind].stop()
+        self.record("P4", runs, {"keys": n_cmp, "seeding": seeding}, t0)
+
+        # walstore at the full count: the remaining keys through the Store API (server stopped).
+        t1 = time.monotonic()
+        big = {}
+        if n_big > n_cmp:
+            log(f"P4 seeding walstore up to {n_big} keys with walstore-bench-seed (server stopped)")
+            cp = run([self.seed_exe, data["walstore"], BUCKET, "wal_005/", n_cmp, n_big - n_cmp, 8], timeout=1200)
+            big["seeding"] = json.loads(cp.stdout.strip().splitlines()[-1])
+            log(f"  {big['seeding']['per_sec']:.0f} objects/s")
+        # P7: restart with everything stored; walstore at n_big, MinIO at n_cmp (reference).
+        restarts = {k: [] for k in self.kinds}
+        lists_big = []
+        for rep in range(self.a.reps):
+            for kind in self.order(rep):
+                s = self.server(kind, f"p7-{kind}-{rep}")
+                st = s.start(data[kind], restart=True)
+                st.update(s.rss())
+                restarts[kind].append(st)
+                if kind == "walstore":
+                    r = s3load("list", "-endpoint", s.endpoint, "-bucket", BUCKET, "-prefix", "wal_005/",
+                               "-max-keys", "1000", "-timeout", "10m", timeout=700)
+                    lists_big.append({**r, **s.rss()})
+                    log(f"P7 walstore rep {rep}: ready {st['ready_s']*1000:.0f} ms, first ok {st['first_ok_s']*1000:.0f} ms;"
+                        f" list {r['keys']} keys {r['keys_per_sec']:.0f} keys/s")
+                else:
+                    log(f"P7 minio rep {rep}: ready {st['ready_s']*1000:.0f} ms, first ok {st['first_ok_s']*1000:.0f} ms")
+                s.stop()
+        self.record("P4big", {"walstore": lists_big}, {"keys": n_big, **big}, t1)
+        self.record("P7", restarts, {"keys": {"walstore": n_big, "minio": n_cmp}})
+        for kind in self.kinds:
+            shutil.rmtree(data[kind])
+
+    # -- P6: backup-fetch + wal-fetch --------------------------------------------------
+
+    def p6_restore(self, fx: dict):
+        key = "P6"
+        if self.out_of_time(key):
+            return
+        if not self.walg:
+            return
+        t0 = time.monotonic()
+        segs = fx["segments"]
+        srv = {k: self.server(k, f"p6-{k}") for k in self.kinds}
+        data = {k: self.fresh(f"p6-{k}-data") for k in self.kinds}
+        pgdata, sock = Path(fx["pgdata"]), fx["sock"]
+        setup = {}
+        # A pg_wal holding the segments with an empty archive_status, for the setup pushes.
+        walsrc = self.fresh("p6-walsrc")
+        (walsrc / "pg_wal" / "archive_status").mkdir(parents=True)
+        for s in segs:
+            os.link(Path(fx["wal_dir"]) / s, walsrc / "pg_wal" / s)
+        pgenv = {"PATH": f"{self.pg_bin}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        run([self.pg_bin / "pg_ctl", "-D", pgdata, "-l", Path(fx["pgdata"]).parent / "pg.log", "-w", "-t", "120",
+             "-o", "-c archive_command=/bin/true", "start"], timeout=180, user=PG_USER, env=pgenv, cwd="/tmp")
+        try:
+            for kind in self.kinds:
+                srv[kind].start(data[kind])
+                env = self.walg_env(srv[kind], "p6", pgdata, self.root / "walg-home")
+                env.update({"PGHOST": sock, "PGUSER": PG_USER, "PGPORT": "5432", "PGDATABASE": "postgres"})
+                ts = time.monotonic()
+                run([self.walg, "backup-push", pgdata], timeout=1200, env=env)
+                tb = time.monotonic() - ts
+                env = self.walg_env(srv[kind], "p6", walsrc, self.root / "walg-home")
+                ts = time.monotonic()
+                # Setup only: four wal-push processes at a time.
+                procs: list[subprocess.Popen] = []
+                for s in segs:
+                    while len(procs) >= 4:
+                        procs[0].wait(120)
+                        if procs[0].returncode != 0:
+                            raise RuntimeError(f"setup wal-push failed on {kind}")
+                        procs.pop(0)
+                    procs.append(subprocess.Popen([self.walg, "wal-push", str(walsrc / "pg_wal" / s)], env=env,
+                                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL))
+                for p in procs:
+                    p.wait(120)
+                setup[kind] = {"backup_push_s": tb, "wal_push_4_parallel_s": time.monotonic() - ts}
+                log(f"P6 setup {kind}: backup-push {tb:.1f}s, {len(segs)} wal-push (4 parallel) "
+                    f"{setup[kind]['wal_push_4_parallel_s']:.1f}s")
+        finally:
+            run([self.pg_bin / "pg_ctl", "-D", pgdata, "-w", "-t", "120", "-m", "fast", "stop"], timeout=180,
+                user=PG_USER, env=pgenv, cwd="/tmp", check=False)
+        shutil.rmtree(walsrc)
+        runs = {k: [] for k in self.kinds}
+        for rep in range(self.a.reps):
+            for kind in self.order(rep):
+                target = self.fresh(f"p6-restore-{kind}")
+                env = self.walg_env(srv[kind], "p6", target, self.root / "walg-home")
+                ts = time.monotonic()
+                run([self.walg, "backup-fetch", target, "LATEST"], timeout=1200, env=env)
+                tb = time.monotonic() - ts
+                (target / "pg_wal").mkdir(exist_ok=True)
+                tw0 = time.monotonic()
+                for s in segs:  # as restore_command does: wal-g wal-fetch %f %p
+                    run([self.walg, "wal-fetch", s, target / "pg_wal" / "RECOVERYXLOG"], timeout=120, env=env)
+                tw = time.monotonic() - tw0
+                wall = time.monotonic() - ts
+                reap(str(target))
+                r = {"wall_s": wall, "backup_fetch_s": tb, "wal_fetch_s": tw, **srv[kind].rss()}
+                runs[kind].append(r)
+                shutil.rmtree(target, ignore_errors=True)
+                log(f"P6 {kind} rep {rep}: {wall:.1f}s (backup-fetch {tb:.1f}s, {len(segs)} wal-fetch {tw:.1f}s)")
+        for kind in self.kinds:
+            srv[kind].stop()
+            shutil.rmtree(data[kind])
+        self.record(key, runs, {"setup": setup, "backup_bytes": fx["pgdata_bytes"], "segments": len(segs)}, t0)
+
+    # -- the whole run -----------------------------------------------------------------
+
+    def main(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.mon.start()
+        r = self.results
+        r["started"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        r["uptime_before"] = run(["uptime"], timeout=10).stdout.strip()
+        r["machine"] = machine_info(self.root)
+        r["versions"] = versions(self)
+        r["command"] = os.environ.get("BENCH_COMMAND", " ".join(sys.argv))
+        r["params"] = vars(self.a)
+        fx = None
+        if self.walg:
+            # Outside the timed comparison: built once and cached.
+            fx = self.pg_fixture(self.a.pg_scale, self.a.segments)
+        if self.a.fixture_only:
+            return
+        t_cmp = time.monotonic()
+        self.deadline = t_cmp + self.a.max_minutes * 60
+        r["limits"] = self.machine_limits()
+        for step in self.a.only or ["P1", "P2", "P3", "P4", "P6"]:
+            try:
+                if step == "P1" and fx:
+                    self.p1_wal_push(fx)
+                elif step == "P2":
+                    self.p2_put()
+                elif step == "P3":
+                    self.p3_mixed()
+                elif step == "P4":
+                    self.p4_p7_list_restart()
+                elif step == "P6" and fx:
+                    self.p6_restore(fx)
+            except Exception as e:  # noqa: BLE001 - report and go on with the next workload
+                log(f"{step} FAILED: {e}")
+                r["notes"].append(f"{step} failed: {str(e)[:500]}")
+        r["comparison_seconds"] = time.monotonic() - t_cmp
+        r["uptime_after"] = run(["uptime"], timeout=10).stdout.strip()
+        self.mon.stop_ev.set()
+        r["load"] = self.mon.window(t_cmp - T_START, time.monotonic() - T_START)
+        r["non_loopback"] = []
+        self.save()
+        md = render(r)
+        name = "quick.md" if self.a.quick else "latest.md"
+        (HERE / "results" / name).write_text(md)
+        if not self.a.quick and not self.a.no_readme and not self.a.only:
+            update_readme(md)
+        print(md)
+
+
+def reap(marker: str, grace: float = 15.0):
+    """Waits (bounded) for wal-g processes whose command line names `marker` (wal-fetch's
+    detached prefetchers), then kills the rest by pid."""
+    def pids():
+        out = []
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if marker in cmd and int(p) != os.getpid():
+                    out.append(int(p))
+        return out
+    end = time.monotonic() + grace
+    while time.monotonic() < end and pids():
+        time.sleep(0.1)
+    for p in pids():
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def warp_json(path: Path) -> dict:
+    cp = run(["zstd", "-dc", path], timeout=60)
+    return json.loads(cp.stdout)
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def parse_ts(s: str) -> float:
+    # 2026-11-25T19:34:47.921982185Z -> seconds (sub-microsecond digits dropped)
+    base, _, frac = s.rstrip("Z").partition(".")
+    t = dt.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp()
+    return t + (float("0." + frac) if frac else 0.0)
+
+
+def mixed_stats(path: Path) -> dict:
+    """Exact ops/s and latency percentiles from warp's --full per-request records."""
+    cp = run(["zstd", "-dc", path], timeout=60)
+    lines = cp.stdout.splitlines()
+    hdr = lines[0].split("\t")
+    ix = {h: i for i, h in enumerate(hdr)}
+    lat, by_op, errors = [], {}, 0
+    t_first, t_last = None, None
+    for ln in lines[1:]:
+        c = ln.split("\t")
+        if len(c) < len(hdr):
+            continue
+        if c[ix["error"]]:
+            errors += 1
+            continue
+        ms = int(c[ix["duration_ns"]]) / 1e6
+        lat.append(ms)
+        by_op.setdefault(c[ix["op"]], []).append(ms)
+        st, en = parse_ts(c[ix["start"]]), parse_ts(c[ix["end"]])
+        t_first = st if t_first is None else min(t_first, st)
+        t_last = en if t_last is None else max(t_last, en)
+    span = (t_last - t_first) if lat else 1
+    r = {"ops": len(lat), "errors": errors, "ops_s": len(lat) / span, "p50_ms": pct(lat, 0.5),
+         "p99_ms": pct(lat, 0.99)}
+    for op, xs in by_op.items():
+        r[f"{op.lower()}_p50_ms"] = pct(xs, 0.5)
+        r[f"{op.lower()}_p99_ms"] = pct(xs, 0.99)
+    return r
+
+
+def machine_info(root: Path) -> dict:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    fs = run(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", "-T", root], timeout=10, check=False).stdout.strip()
+    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem, 1), "fs": fs,
+            "kernel": platform.release(), "data_root": str(root)}
+
+
+def versions(b: Bench) -> dict:
+    def first(args):
+        try:
+            cp = run(args, timeout=30, check=False)
+            return (cp.stdout or cp.stderr).strip().splitlines()[0]
+        except Exception:  # noqa: BLE001
+            return "?"
+    rev = run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], timeout=10, check=False).stdout.strip()
+    dirty = run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"], timeout=10,
+                check=False).stdout.strip()
+    return {
+        "walstore": f"{rev}{' + uncommitted changes' if dirty else ''}",
+        "walstore_binary": os.environ.get("WALSTORE_BUILD_NOTE", ""),
+        "minio": os.environ.get("MINIO_VERSION", "?") + " (" + first([b.exe["minio"], "--version"]) + ")",
+        "warp": os.environ.get("WARP_VERSION", "?"),
+        "walg": first([b.walg, "--version"]) if b.walg else "not found",
+        "postgres": first([b.pg_bin / "postgres", "--version"]),
+        "openssl": first(["openssl", "version"]),
+    }
+
+
+# ------------------------------------------------------------------------ report
+
+def fmt(x, nd=1):
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.{nd}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def render(r: dict) -> str:
+    W = r["workloads"]
+    lim = r.get("limits", {})
+
+    def med(key, kind, m):
+        return W.get(key, {}).get("median", {}).get(kind, {}).get(m)
+
+    def ratio(a, b):
+        return a / b if a is not None and b not in (None, 0) else None
+
+    def yes(cond):
+        return "–" if cond is None else ("**yes**" if cond else "**no**")
+
+    rows = []
+    # P1
+    w, m = med("P1", "walstore", "wall_s"), med("P1", "minio", "wall_s")
+    rt = ratio(w, m)
+    n = W.get("P1", {}).get("segments", "?")
+    rows.append(("P1", f"WAL-G wal-push, {n} segments one after another (wall s)", fmt(w, 2), fmt(m, 2),
+                 fmt(rt, 2), "≤ 0.6 × MinIO", yes(rt is not None and rt <= 0.6) if rt else "–"))
+    # P2
+    w, m = med("P2", "walstore", "mib_s"), med("P2", "minio", "mib_s")
+    rt = ratio(w, m)
+    limv = lim.get("limit_mib_s")
+    frac = ratio(w, limv)
+    met = None if rt is None else (rt >= 1.5 and frac is not None and frac >= 0.8)
+    rows.append(("P2", "warp put 16 MiB, 8 concurrent (MiB/s)", fmt(w), fmt(m), fmt(rt, 2),
+                 f"≥ 1.5 × MinIO and ≥ 0.8 × limit ({fmt(limv, 0)} MiB/s): {fmt(frac, 2)} × limit", yes(met)))
+    # P3
+    w, m = med("P3", "walstore", "ops_s"), med("P3", "minio", "ops_s")
+    rt = ratio(w, m)
+    wp99, mp50 = med("P3", "walstore", "p99_ms"), med("P3", "minio", "p50_ms")
+    met = None if rt is None else (rt >= 2 and wp99 is not None and mp50 is not None and wp99 <= mp50)
+    rows.append(("P3", "warp mixed 4 KiB, 8 concurrent (op/s; latency all ops)",
+                 f"{fmt(w, 0)} op/s, p50 {fmt(med('P3', 'walstore', 'p50_ms'), 2)} ms, p99 {fmt(wp99, 2)} ms",
+                 f"{fmt(m, 0)} op/s, p50 {fmt(mp50, 2)} ms, p99 {fmt(med('P3', 'minio', 'p99_ms'), 2)} ms",
+                 fmt(rt, 2), "≥ 2 × MinIO op/s; walstore p99 ≤ MinIO p50", yes(met)))
+    # P4
+    keys = W.get("P4", {}).get("keys")
+    w, m = med("P4", "walstore", "keys_per_sec"), med("P4", "minio", "keys_per_sec")
+    rt = ratio(w, m)
+    met = None if rt is None else (w >= 50000 and rt >= 20)
+    rows.append(("P4", f"ListObjectsV2 full scan, {fmt(keys)} keys in wal_005/, 1000/page (keys/s)", fmt(w, 0),
+                 fmt(m, 0), fmt(rt, 1), "≥ 50,000 keys/s and ≥ 20 × MinIO", yes(met)))
+    wb = med("P4big", "walstore", "keys_per_sec")
+    kb = W.get("P4big", {}).get("keys")
+    if wb is not None:
+        rows.append(("P4", f"… walstore alone at {fmt(kb)} keys (keys/s)", fmt(wb, 0), "–", "–",
+                     "≥ 50,000 keys/s", yes(wb >= 50000)))
+    # P5
+    wi, mi = med("P5idle", "walstore", "idle_VmHWM"), med("P5idle", "minio", "idle_VmHWM")
+    wp, mp = med("P2", "walstore", "VmHWM"), med("P2", "minio", "VmHWM")
+    met = None if wi is None else (wi <= 64 and (wp or 1e9) <= 256 and mi and wi <= mi / 4 and mp and wp <= mp / 4)
+    rows.append(("P5", "peak RSS idle after start / during P2 (MiB)", f"{fmt(wi, 0)} / {fmt(wp, 0)}",
+                 f"{fmt(mi, 0)} / {fmt(mp, 0)}", f"{fmt(ratio(wi, mi), 2)} / {fmt(ratio(wp, mp), 2)}",
+                 "≤ 64 idle, ≤ 256 under P2, ≤ ¼ of MinIO's", yes(met)))
+    # P6
+    w, m = med("P6", "walstore", "wall_s"), med("P6", "minio", "wall_s")
+    rt = ratio(w, m)
+    bb = W.get("P6", {}).get("backup_bytes")
+    nseg = W.get("P6", {}).get("segments", "?")
+    rows.append(("P6", f"WAL-G backup-fetch ({fmt((bb or 0) / 2**30, 2)} GiB cluster) + {nseg} wal-fetch (wall s)",
+                 f"{fmt(w, 1)} ({fmt(med('P6', 'walstore', 'backup_fetch_s'), 1)} + {fmt(med('P6', 'walstore', 'wal_fetch_s'), 1)})",
+                 f"{fmt(m, 1)} ({fmt(med('P6', 'minio', 'backup_fetch_s'), 1)} + {fmt(med('P6', 'minio', 'wal_fetch_s'), 1)})",
+                 fmt(rt, 2), "≤ 0.8 × MinIO", yes(rt <= 0.8) if rt else "–"))
+    # P7
+    w, m = med("P7", "walstore", "ready_s"), med("P7", "minio", "ready_s")
+    wf, mf = med("P7", "walstore", "first_ok_s"), med("P7", "minio", "first_ok_s")
+    k7 = W.get("P7", {}).get("keys", {})
+    rows.append(("P7", f"restart → /health/ready 200 / first signed request OK (ms); walstore {fmt(k7.get('walstore'))} objects, MinIO {fmt(k7.get('minio'))}",
+                 f"{fmt(w and w * 1000, 0)} / {fmt(wf and wf * 1000, 0)}", f"{fmt(m and m * 1000, 0)} / {fmt(mf and mf * 1000, 0)}",
+                 fmt(ratio(wf, mf), 2), "≤ 1 s", yes(wf <= 1.0) if wf is not None else "–"))
+
+    mach = r["machine"]
+    v = r["versions"]
+    load = r.get("load") or {}
+    out = []
+    out.append(f"Run of {r['started']}: {fmt(r.get('comparison_seconds', 0) / 60, 1)} min for the comparison "
+               f"({r['params']['reps']} repetitions, alternating; medians shown).\n")
+    out.append(f"- Machine: {mach['nproc']} cores, {mach['cpu']}, {mach['ram_gib']} GiB RAM, kernel {mach['kernel']}; "
+               f"data dir `{mach['data_root']}` on `{mach['fs']}`")
+    out.append(f"- Versions: walstore `{v['walstore']}`{(' (' + v['walstore_binary'] + ')') if v.get('walstore_binary') else ''}; "
+               f"MinIO {v['minio']}; warp {v['warp']}; WAL-G `{v['walg']}`; {v['postgres']}; {v['openssl']}")
+    out.append(f"- Command: `{r['command']}`")
+    out.append(f"- Load: `{r['uptime_before']}` before, `{r['uptime_after']}` after; during the comparison the "
+               f"1-min load average peaked at {fmt(load.get('load1_max'), 2)} (mean {fmt(load.get('load1_mean'), 2)}); "
+               f"processes outside this run used {fmt(load.get('other_cores_mean'), 2)} cores on average "
+               f"(max {fmt(load.get('other_cores_max'), 2)}) of {mach['nproc']}.")
+    out.append(f"- Machine limits (same run): single-core MD5 {fmt(lim.get('md5_mib_s'), 0)} MiB/s, SHA-256 "
+               f"{fmt(lim.get('sha256_mib_s'), 0)} MiB/s (`openssl speed`, 1 MiB blocks); sequential write with "
+               f"fdatasync every 16 MiB {fmt(lim.get('disk_write_fdatasync_mib_s'), 0)} MiB/s "
+               f"(runs: {', '.join(fmt(x, 0) for x in lim.get('disk_runs', []))}); limit = lower = {fmt(lim.get('limit_mib_s'), 0)} MiB/s.\n")
+    out.append("| # | workload | walstore | MinIO | walstore/MinIO | target | met |")
+    out.append("|---|---|---|---|---|---|---|")
+    for row in rows:
+        out.append("| " + " | ".join(str(c) for c in row) + " |")
+    out.append("")
+    # Per-workload detail: peak RSS, time, load.
+    out.append("| workload | walstore peak RSS (MiB) | MinIO peak RSS (MiB) | wall time of workload (s) | other processes' CPU (cores, mean / max) |")
+    out.append("|---|---|---|---|---|")
+    for key in ("P1", "P2", "P3", "P4", "P4big", "P6"):
+        if key not in W:
+            continue
+        ld = W[key].get("load") or {}
+        out.append(f"| {key} | {fmt(med(key, 'walstore', 'VmHWM'), 0)} | {fmt(med(key, 'minio', 'VmHWM'), 0)} | "
+                   f"{fmt(W[key].get('seconds'), 0)} | {fmt(ld.get('other_cores_mean'), 2)} / {fmt(ld.get('other_cores_max'), 2)} |")
+    out.append("")
+    extra = []
+    if "P4" in W:
+        sd = W["P4"].get("seeding", {})
+        extra.append("P4 seeding over HTTP (32 concurrent PUTs of empty objects): " + ", ".join(
+            f"{k} {fmt(v.get('per_sec'), 0)} PUT/s" for k, v in sd.items()))
+    if "P4big" in W and W["P4big"].get("seeding"):
+        extra.append(f"P4 walstore 1M: remaining keys seeded with walstore-bench-seed at "
+                     f"{fmt(W['P4big']['seeding'].get('per_sec'), 0)} objects/s")
+    if "P3" in W:
+        for kind in ("walstore", "minio"):
+            mm = W["P3"]["median"].get(kind, {})
+            extra.append(f"P3 {kind} per op p50/p99 ms: " + ", ".join(
+                f"{op} {fmt(mm.get(op + '_p50_ms'), 2)}/{fmt(mm.get(op + '_p99_ms'), 2)}"
+                for op in ("get", "stat", "put", "delete")))
+    if "P2" in W:
+        for kind in ("walstore", "minio"):
+            mm = W["P2"]["median"].get(kind, {})
+            extra.append(f"P2 {kind}: {fmt(mm.get('obj_s'), 1)} obj/s, request p50 {fmt(mm.get('p50_ms'), 0)} ms, "
+                         f"p99 {fmt(mm.get('p99_ms'), 0)} ms")
+    if "P6" in W:
+        for kind, s in W["P6"].get("setup", {}).items():
+            extra.append(f"P6 setup {kind} (not timed in the row): backup-push {fmt(s['backup_push_s'], 1)} s")
+    for n in r.get("notes", []):
+        extra.append("NOTE: " + n)
+    out.extend(f"- {e}" for e in extra)
+    return "\n".join(out) + "\n"
+
+
+def update_readme(md: str):
+    p = HERE / "README.md"
+    text = p.read_text() if p.exists() else ""
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    block = f"{begin}\n{md}{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n" + block + "\n"
+    p.write_text(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5, help="repetitions per workload (default 5)")
+    ap.add_argument("--quick", action="store_true", help="short smoke run: 1 rep, small sizes, README untouched")
+    ap.add_argument("--data-root", default="/var/tmp/walstore-bench", help="data dirs of both servers")
+    ap.add_argument("--pg-cache", default="/var/tmp/walstore-bench-cache",
+                    help="cached PostgreSQL fixture (must be reachable by the postgres user)")
+    ap.add_argument("--max-minutes", type=float, default=25, help="start no workload after this")
+    ap.add_argument("--only", nargs="*", choices=["P1", "P2", "P3", "P4", "P6"], help="run only these")
+    ap.add_argument("--fixture-only", action="store_true", help="only build the cached PostgreSQL fixture")
+    ap.add_argument("--no-readme", action="store_true", help="do not rewrite benches/README.md")
+    a = ap.parse_args()
+    a.segments, a.pg_scale = 200, 70
+    a.put_seconds, a.mixed_seconds, a.mixed_objects = 8, 8, 1000
+    a.list_keys, a.list_keys_walstore = 100_000, 1_000_000
+    a.disk_size = "1GiB"
+    if a.quick:
+        a.reps = min(a.reps, 1) if "--reps" not in sys.argv else a.reps
+        a.segments, a.pg_scale = 20, 10
+        a.put_seconds, a.mixed_seconds, a.mixed_objects = 4, 4, 500
+        a.list_keys, a.list_keys_walstore = 5_000, 20_000
+        a.disk_size = "256MiB"
+    if os.geteuid() != 0:
+        sys.exit("compare.py runs PostgreSQL as the postgres user and must start as root")
+    global S3LOAD
+    S3LOAD = env_path("S3LOAD_EXE")
+    Bench(a).main()
+
+
+if __name__ == "__main__":
+    main()

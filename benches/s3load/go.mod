@@ -1,0 +1,3 @@
+module walstore.local/benches/s3load
+
+go 1.22

@@ -1,0 +1,432 @@
+//! The admin API (`/_walstore/…`, JSON, SigV4 with an unscoped admin key):
+//! repository status and restorable windows, retention plans and runs,
+//! policies, access keys, GC, consistency check, audit log and quarantine.
+//! `_walstore` can never be a bucket name, so these paths never shadow S3.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{Method, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use storage::units::{format_duration, parse_duration, parse_size};
+use storage::wal::{DeleteProtection, SegmentSize, StoredPolicy};
+use storage::{BucketName, KeyRole, Store};
+
+use crate::authz::Principal;
+use crate::body::{read_small, BodySpec, ResponseBody};
+use crate::error::{S3Code, S3Error, S3Result};
+use crate::router::Query;
+use crate::state::AppState;
+
+/// Path prefix of the admin API.
+pub const PREFIX: &str = "/_walstore/";
+
+/// A policy as the admin API and CLI read and write it (durations as `7d`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    /// `allow`, `protect-required` or `deny-all`.
+    pub protection: Option<String>,
+    /// Recovery window.
+    pub recovery_window: Option<String>,
+    /// Number of full backups to keep (0 = off).
+    pub full_count: Option<u32>,
+    /// Minimum backups.
+    pub min_backups: Option<u32>,
+    /// Keep permanent backups.
+    pub keep_permanent: Option<bool>,
+    /// Branch grace.
+    pub branch_grace: Option<String>,
+    /// Incomplete-backup grace.
+    pub incomplete_grace: Option<String>,
+    /// Minimum object age.
+    pub min_object_age: Option<String>,
+    /// Archive lag grace.
+    pub archive_lag_grace: Option<String>,
+    /// Branch quiet period.
+    pub branch_quiet_period: Option<String>,
+    /// Clock skew allowance.
+    pub clock_skew: Option<String>,
+    /// WAL segment size (`16MiB`), or `auto`.
+    pub segment_size: Option<String>,
+    /// Whether the retention worker deletes what the horizon releases.
+    pub enforce: Option<bool>,
+    /// Split-brain guard on WAL uploads.
+    pub split_brain_guard: Option<bool>,
+}
+
+impl PolicyDoc {
+    /// The full document of a policy.
+    pub fn of(p: &StoredPolicy) -> Self {
+        let d = |v: Duration| Some(format_duration(v));
+        let r = &p.policy;
+        PolicyDoc {
+            protection: Some(r.protection.name().into()),
+            recovery_window: d(r.recovery_window),
+            full_count: Some(r.full_count),
+            min_backups: Some(r.min_backups),
+            keep_permanent: Some(r.keep_permanent),
+            branch_grace: d(r.branch_grace),
+            incomplete_grace: d(r.incomplete_grace),
+            min_object_age: d(r.min_object_age),
+            archive_lag_grace: d(r.archive_lag_grace),
+            branch_quiet_period: d(r.branch_quiet_period),
+            clock_skew: d(r.clock_skew),
+            segment_size: Some(r.segment_size.map_or("auto".into(), |s| format!("{}MiB", s.bytes() >> 20))),
+            enforce: Some(r.enforce),
+            split_brain_guard: Some(p.split_brain_guard),
+        }
+    }
+
+    /// Applies the fields that are set onto `base`.
+    pub fn apply(&self, mut base: StoredPolicy) -> Result<StoredPolicy, String> {
+        let r = &mut base.policy;
+        let dur = |name: &str, v: &Option<String>, into: &mut Duration| -> Result<(), String> {
+            if let Some(v) = v {
+                *into = parse_duration(v).map_err(|e| format!("{name}: {e}"))?;
+            }
+            Ok(())
+        };
+        if let Some(p) = &self.protection {
+            r.protection = DeleteProtection::from_name(p)
+                .ok_or_else(|| format!("protection: {p:?} is not allow, protect-required or deny-all"))?;
+        }
+        dur("recovery_window", &self.recovery_window, &mut r.recovery_window)?;
+        dur("branch_grace", &self.branch_grace, &mut r.branch_grace)?;
+        dur("incomplete_grace", &self.incomplete_grace, &mut r.incomplete_grace)?;
+        dur("min_object_age", &self.min_object_age, &mut r.min_object_age)?;
+        dur("archive_lag_grace", &self.archive_lag_grace, &mut r.archive_lag_grace)?;
+        dur("branch_quiet_period", &self.branch_quiet_period, &mut r.branch_quiet_period)?;
+        dur("clock_skew", &self.clock_skew, &mut r.clock_skew)?;
+        if let Some(n) = self.full_count {
+            r.full_count = n;
+        }
+        if let Some(n) = self.min_backups {
+            if n == 0 {
+                return Err("min_backups: must be at least 1 (the newest backup is always kept)".into());
+            }
+            r.min_backups = n;
+        }
+        if let Some(b) = self.keep_permanent {
+            r.keep_permanent = b;
+        }
+        if let Some(s) = &self.segment_size {
+            r.segment_size = if s == "auto" {
+                None
+            } else {
+                let bytes = parse_size(s).map_err(|e| format!("segment_size: {e}"))?;
+                Some(SegmentSize::new(bytes).map_err(|e| format!("segment_size: {e}"))?)
+            };
+        }
+        if let Some(b) = self.enforce {
+            r.enforce = b;
+        }
+        if let Some(b) = self.split_brain_guard {
+            base.split_brain_guard = b;
+        }
+        Ok(base)
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(serde_json::to_vec_pretty(v).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn bad(msg: impl Into<String>) -> S3Error {
+    S3Error::new(S3Code::InvalidArgument, msg)
+}
+
+fn bucket_arg(q: &Query) -> S3Result<BucketName> {
+    let b = q.get("bucket").ok_or_else(|| bad("the bucket parameter is required"))?;
+    Ok(BucketName::parse(b)?)
+}
+
+/// Status of one repository as JSON.
+pub fn repo_status(ev: &storage::wal::Evaluation) -> Value {
+    let h = &ev.horizon;
+    json!({
+        "bucket": ev.bucket.as_str(),
+        "prefix": ev.prefix,
+        "policy": PolicyDoc::of(&ev.policy),
+        "frozen": h.frozen,
+        "alerts": h.alerts,
+        "segment_size": h.segment_size,
+        "head_timeline": h.head,
+        "lineage": h.lineage.iter().map(|(tl, b, e)| json!({"timeline": tl, "begin": b.to_string(), "end": e.map(|e| e.to_string())})).collect::<Vec<_>>(),
+        "fallback": h.fallback,
+        "backups": h.backups,
+        "required_wal": h.required,
+        "deletable": { "units": h.deletable.len(), "objects": h.deletable.iter().map(|u| u.paths().len()).sum::<usize>() },
+        "report": h.report,
+    })
+}
+
+/// One admin operation, independent of transport: the HTTP API parses requests
+/// into this, and the CLI executes it directly on a stopped server's data dir.
+#[derive(Debug, Clone)]
+pub enum AdminRequest {
+    /// Status of a bucket's repositories (or of one).
+    Status {
+        /// Bucket.
+        bucket: BucketName,
+        /// Repository prefix (`None` = all of the bucket).
+        prefix: Option<String>,
+    },
+    /// What retention would delete now, and why.
+    Plan {
+        /// Bucket.
+        bucket: BucketName,
+        /// Repository prefix.
+        prefix: Option<String>,
+    },
+    /// Delete what retention releases now.
+    Run {
+        /// Bucket.
+        bucket: BucketName,
+        /// Repository prefix.
+        prefix: Option<String>,
+    },
+    /// Stored and effective policies of a bucket.
+    PolicyGet {
+        /// Bucket.
+        bucket: BucketName,
+    },
+    /// Set (merge) a policy.
+    PolicySet {
+        /// Bucket.
+        bucket: BucketName,
+        /// Prefix (empty = the bucket).
+        prefix: String,
+        /// Fields to change.
+        doc: Box<PolicyDoc>,
+    },
+    /// Remove a stored policy.
+    PolicyRemove {
+        /// Bucket.
+        bucket: BucketName,
+        /// Prefix.
+        prefix: String,
+    },
+    /// List access keys (no secrets).
+    KeysList,
+    /// Create an access key.
+    KeyCreate {
+        /// Role.
+        role: KeyRole,
+        /// Scope `bucket[/prefix]`.
+        scope: Option<String>,
+        /// Free text.
+        description: String,
+    },
+    /// Revoke an access key.
+    KeyRevoke {
+        /// Key id.
+        id: String,
+    },
+    /// Run GC now.
+    Gc,
+    /// Consistency check.
+    Check,
+    /// Audit log.
+    Audit {
+        /// Newest records to return.
+        limit: usize,
+    },
+    /// Quarantined uploads.
+    Quarantine,
+}
+
+fn repos_of(store: &Store, bucket: &BucketName, prefix: &Option<String>) -> storage::Result<Vec<String>> {
+    match prefix {
+        Some(p) => Ok(vec![p.clone()]),
+        None => store.wal_repositories(bucket),
+    }
+}
+
+/// Executes an admin operation (blocking). Returns whether it "succeeded"
+/// (a failed check is reported with `false`) and the JSON answer.
+pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool, Value)> {
+    Ok(match req {
+        AdminRequest::Status { bucket, prefix } => {
+            let evs: Vec<_> = repos_of(store, &bucket, &prefix)?
+                .iter()
+                .map(|r| store.evaluate(&bucket, r))
+                .collect::<Result<_, _>>()?;
+            let quarantined = store.quarantine()?;
+            (
+                true,
+                json!({
+                    "bucket": bucket.as_str(),
+                    "repositories": evs.iter().map(|e| repo_status(e)).collect::<Vec<_>>(),
+                    "refused_deletes": store.refused_deletes(),
+                    "quarantined": quarantined.len(),
+                }),
+            )
+        }
+        AdminRequest::Plan { bucket, prefix } => {
+            let mut plans = Vec::new();
+            for r in repos_of(store, &bucket, &prefix)? {
+                let e = store.evaluate(&bucket, &r)?;
+                plans.push(json!({"prefix": e.prefix, "frozen": e.horizon.frozen, "enforce": e.policy.policy.enforce, "units": e.horizon.deletable}));
+            }
+            (true, json!({ "bucket": bucket.as_str(), "plans": plans }))
+        }
+        AdminRequest::Run { bucket, prefix } => {
+            let mut runs = Vec::new();
+            for r in repos_of(store, &bucket, &prefix)? {
+                let (objects, bytes) = store.retention_run(&bucket, &r, usize::MAX)?;
+                runs.push(json!({"prefix": r, "deleted_objects": objects, "deleted_bytes": bytes}));
+            }
+            (true, json!({ "bucket": bucket.as_str(), "runs": runs }))
+        }
+        AdminRequest::PolicyGet { bucket } => {
+            let stored = store.policies(&bucket)?;
+            let eff = store.policy_for(&bucket, "")?;
+            let list: Vec<Value> =
+                stored.iter().map(|(p, pol)| json!({"prefix": p, "policy": PolicyDoc::of(pol)})).collect();
+            (true, json!({"bucket": bucket.as_str(), "policies": list, "bucket_effective": PolicyDoc::of(&eff)}))
+        }
+        AdminRequest::PolicySet { bucket, prefix, doc } => {
+            let current = store.policy_for(&bucket, &prefix)?;
+            let new = doc.apply(current).map_err(bad)?;
+            store.set_policy(&bucket, &prefix, &new, actor)?;
+            (true, json!({"bucket": bucket.as_str(), "prefix": prefix, "policy": PolicyDoc::of(&new)}))
+        }
+        AdminRequest::PolicyRemove { bucket, prefix } => {
+            store.remove_policy(&bucket, &prefix, actor)?;
+            (true, json!({"removed": true}))
+        }
+        AdminRequest::KeysList => {
+            let keys = store.access_keys()?;
+            let list: Vec<Value> = keys
+                .iter()
+                .map(|k| json!({"id": k.id, "role": k.role.name(), "scope": k.scope, "description": k.description, "created": storage_time(k.created)}))
+                .collect();
+            (true, json!({ "keys": list }))
+        }
+        AdminRequest::KeyCreate { role, scope, description } => {
+            let k = store.create_key(role, scope, &description)?;
+            (true, json!({"id": k.id, "secret": k.secret, "role": k.role.name(), "scope": k.scope}))
+        }
+        AdminRequest::KeyRevoke { id } => {
+            store.revoke_key(&id)?;
+            (true, json!({"revoked": id}))
+        }
+        AdminRequest::Gc => {
+            let now = SystemTime::now();
+            let mut total = storage::GcReport::default();
+            loop {
+                let gc = store.gc_pass(now, 10_000)?;
+                total.reclaimed_blobs += gc.reclaimed_blobs;
+                total.reclaimed_bytes += gc.reclaimed_bytes;
+                total.waiting = gc.waiting;
+                if gc.reclaimed_blobs == 0 {
+                    break;
+                }
+            }
+            let orphans = store.sweep_orphans(now)?;
+            let expired = store.expire_uploads(now)?;
+            (
+                true,
+                json!({"reclaimed_blobs": total.reclaimed_blobs, "reclaimed_bytes": total.reclaimed_bytes, "waiting": total.waiting, "orphan_files": orphans, "expired_uploads": expired}),
+            )
+        }
+        AdminRequest::Check => {
+            let r = store.check()?;
+            (
+                r.problems.is_empty(),
+                json!({"objects": r.objects, "blobs": r.blobs, "orphan_files": r.orphan_files, "problems": r.problems}),
+            )
+        }
+        AdminRequest::Audit { limit } => (true, json!({ "records": store.audit_log(limit)? })),
+        AdminRequest::Quarantine => (true, json!({ "quarantined": store.quarantine()? })),
+    })
+}
+
+/// Handles an admin request over HTTP.
+pub async fn handle(
+    state: &Arc<AppState>,
+    who: &Principal,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    body: Incoming,
+    spec: BodySpec,
+) -> S3Result<Response<ResponseBody>> {
+    if !who.is_admin() {
+        return Err(S3Error::new(S3Code::AccessDenied, "the admin API needs an unscoped admin key"));
+    }
+    let route = path.trim_start_matches(PREFIX).trim_end_matches('/');
+    let req = match (method.clone(), route) {
+        (Method::GET, "status") => AdminRequest::Status { bucket: bucket_arg(q)?, prefix: prefix_arg(q) },
+        (Method::GET, "retention/plan") => AdminRequest::Plan { bucket: bucket_arg(q)?, prefix: prefix_arg(q) },
+        (Method::POST, "retention/run") => AdminRequest::Run { bucket: bucket_arg(q)?, prefix: prefix_arg(q) },
+        (Method::GET, "policy") => AdminRequest::PolicyGet { bucket: bucket_arg(q)? },
+        (Method::PUT, "policy") => {
+            let bucket = bucket_arg(q)?;
+            let raw = read_small(body, spec, 64 << 10).await?;
+            let doc: PolicyDoc = serde_json::from_slice(&raw).map_err(|e| bad(format!("policy document: {e}")))?;
+            AdminRequest::PolicySet { bucket, prefix: prefix_arg(q).unwrap_or_default(), doc: Box::new(doc) }
+        }
+        (Method::DELETE, "policy") => {
+            AdminRequest::PolicyRemove { bucket: bucket_arg(q)?, prefix: prefix_arg(q).unwrap_or_default() }
+        }
+        (Method::GET, "keys") => AdminRequest::KeysList,
+        (Method::POST, "keys") => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewKey {
+                role: String,
+                scope: Option<String>,
+                #[serde(default)]
+                description: String,
+            }
+            let raw = read_small(body, spec, 64 << 10).await?;
+            let k: NewKey = serde_json::from_slice(&raw).map_err(|e| bad(format!("key request: {e}")))?;
+            let role = KeyRole::from_name(&k.role)
+                .ok_or_else(|| bad(format!("role {:?} is not admin, writer, wal-writer or reader", k.role)))?;
+            AdminRequest::KeyCreate { role, scope: k.scope, description: k.description }
+        }
+        (Method::DELETE, "keys") => {
+            AdminRequest::KeyRevoke { id: q.get("id").ok_or_else(|| bad("the id parameter is required"))?.to_owned() }
+        }
+        (Method::POST, "gc") => AdminRequest::Gc,
+        (Method::GET, "check") => AdminRequest::Check,
+        (Method::GET, "audit") => {
+            AdminRequest::Audit { limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100) }
+        }
+        (Method::GET, "quarantine") => AdminRequest::Quarantine,
+        _ => return Err(S3Error::new(S3Code::NotImplemented, format!("unknown admin endpoint {method} {path}"))),
+    };
+    let store = state.store.clone();
+    let actor = who.access_key.clone();
+    let (ok, v) = match tokio::task::spawn_blocking(move || execute(&store, &actor, req)).await {
+        Ok(r) => r?,
+        Err(e) => return Err(S3Error::internal("admin task", &e)),
+    };
+    Ok(json_response(if ok { StatusCode::OK } else { StatusCode::CONFLICT }, &v))
+}
+
+/// Normalises a repository prefix argument (`spilo/c1` → `spilo/c1/`).
+pub fn prefix_arg(q: &Query) -> Option<String> {
+    q.get("prefix").map(normalize_prefix)
+}
+
+/// `spilo/c1` → `spilo/c1/`, `` → ``.
+pub fn normalize_prefix(p: &str) -> String {
+    let p = p.trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
+    }
+}
+
+fn storage_time(t: storage::Timestamp) -> String {
+    crate::xml::iso8601(t)
+}

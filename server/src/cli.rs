@@ -1,0 +1,689 @@
+//! The admin commands of the `walstore` binary. Each runs against the running
+//! server's admin API (signed with an admin key), or — with `--data-dir` —
+//! directly on a stopped server's data directory.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use s3api::admin::{execute, normalize_prefix, AdminRequest, PolicyDoc};
+use serde_json::Value;
+use storage::{BucketName, KeyRole, Store, StoreConfig};
+
+use crate::client::Client;
+
+/// How to reach the store.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Server endpoint [env: WALSTORE_ENDPOINT] [default: http://127.0.0.1:9000]
+    #[arg(long, env = "WALSTORE_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Work directly on this data directory (the server must be stopped)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Admin access key [env: WALSTORE_ROOT_ACCESS_KEY; default: from ./walstore-data/root-credentials]
+    #[arg(long, env = "WALSTORE_ROOT_ACCESS_KEY", hide_env_values = true)]
+    pub access_key: Option<String>,
+    /// Admin secret key [env: WALSTORE_ROOT_SECRET_KEY]
+    #[arg(long, env = "WALSTORE_ROOT_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Print JSON instead of tables
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `retention` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RetentionCmd {
+    /// Show what retention would delete now, and why (dry run).
+    Plan {
+        /// BUCKET or BUCKET/PREFIX
+        target: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete now what the retention policy releases (even if the policy does not enforce).
+    Run {
+        /// BUCKET or BUCKET/PREFIX
+        target: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `policy` subcommands.
+// Parsed once per process; boxing clap's flattened fields would only obscure them.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Show the stored policies of a bucket and the effective default.
+    Show {
+        /// BUCKET
+        bucket: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Set fields of the policy of a bucket or repository prefix (others keep their value).
+    Set {
+        /// BUCKET or BUCKET/PREFIX
+        target: String,
+        /// allow | protect-required | deny-all
+        #[arg(long)]
+        protection: Option<String>,
+        /// e.g. 7d
+        #[arg(long)]
+        recovery_window: Option<String>,
+        /// keep the N newest full backups (0 = off)
+        #[arg(long)]
+        full_count: Option<u32>,
+        /// never fewer backups than this
+        #[arg(long)]
+        min_backups: Option<u32>,
+        /// keep backups marked permanent
+        #[arg(long)]
+        keep_permanent: Option<bool>,
+        /// e.g. 7d
+        #[arg(long)]
+        branch_grace: Option<String>,
+        /// e.g. 3d
+        #[arg(long)]
+        incomplete_grace: Option<String>,
+        /// e.g. 1d
+        #[arg(long)]
+        min_object_age: Option<String>,
+        /// e.g. 15m
+        #[arg(long)]
+        clock_skew: Option<String>,
+        /// e.g. 1h
+        #[arg(long)]
+        archive_lag_grace: Option<String>,
+        /// e.g. 16MiB, or auto
+        #[arg(long)]
+        segment_size: Option<String>,
+        /// let the server delete what the policy releases
+        #[arg(long)]
+        enforce: Option<bool>,
+        /// refuse a different upload for an existing WAL file
+        #[arg(long)]
+        split_brain_guard: Option<bool>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove the stored policy of a bucket or prefix.
+    Remove {
+        /// BUCKET or BUCKET/PREFIX
+        target: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `key` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create an access key; prints its secret once.
+    Create {
+        /// admin | writer | wal-writer | reader
+        #[arg(long)]
+        role: String,
+        /// Limit to BUCKET or BUCKET/PREFIX
+        #[arg(long)]
+        scope: Option<String>,
+        /// Free text
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List access keys (without secrets).
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke an access key.
+    Revoke {
+        /// Access key id
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `bucket` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum BucketCmd {
+    /// Create a bucket.
+    Create {
+        /// Name
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List buckets.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete an empty bucket.
+    Delete {
+        /// Name
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn split_target(t: &str) -> Result<(BucketName, Option<String>), String> {
+    let (b, p) = match t.split_once('/') {
+        Some((b, p)) => (b, Some(normalize_prefix(p))),
+        None => (t, None),
+    };
+    Ok((BucketName::parse(b).map_err(|e| e.to_string())?, p))
+}
+
+fn credentials(conn: &Conn) -> Result<(String, String), String> {
+    if let (Some(a), Some(s)) = (&conn.access_key, &conn.secret_key) {
+        return Ok((a.clone(), s.clone()));
+    }
+    let file = PathBuf::from("./walstore-data/root-credentials");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let v: toml::Value = toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        if let (Some(a), Some(s)) =
+            (v.get("access_key").and_then(|x| x.as_str()), v.get("secret_key").and_then(|x| x.as_str()))
+        {
+            return Ok((a.to_owned(), s.to_owned()));
+        }
+    }
+    Err("no admin credentials: pass --access-key/--secret-key or set WALSTORE_ROOT_ACCESS_KEY/WALSTORE_ROOT_SECRET_KEY"
+        .into())
+}
+
+fn client(conn: &Conn) -> Result<Client, String> {
+    let (a, s) = credentials(conn)?;
+    Client::new(conn.endpoint.as_deref().unwrap_or("http://127.0.0.1:9000"), &a, &s)
+}
+
+fn offline(conn: &Conn) -> Result<Option<Store>, String> {
+    offline_with(conn, None)
+}
+
+fn offline_with(conn: &Conn, grace: Option<std::time::Duration>) -> Result<Option<Store>, String> {
+    let Some(dir) = &conn.data_dir else { return Ok(None) };
+    if !dir.join("index").is_dir() {
+        return Err(format!("{} is not a walstore data directory", dir.display()));
+    }
+    let mut cfg = StoreConfig::new(dir);
+    if let Some(g) = grace {
+        cfg.gc_grace = g;
+    }
+    Store::open(cfg).map(Some).map_err(|e| {
+        let m = e.to_string();
+        if m.contains("lock") {
+            format!(
+                "the data directory {} is in use by a running server; omit --data-dir to use its admin API",
+                dir.display()
+            )
+        } else {
+            format!("cannot open {}: {m}", dir.display())
+        }
+    })
+}
+
+/// Runs an admin operation online or offline; returns (ok, json).
+fn run(
+    conn: &Conn,
+    req: AdminRequest,
+    http: (&str, &str, Vec<(&str, String)>, Vec<u8>),
+) -> Result<(bool, Value), String> {
+    if let Some(store) = offline(conn)? {
+        return execute(&store, "cli", req).map_err(|e| format!("{}: {}", e.code.as_str(), e.message));
+    }
+    let (method, path, query, body) = http;
+    let q: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, bytes) = client(conn)?.request(method, path, &q, &body)?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if status == 200 => Ok((true, v)),
+        Ok(v) if status == 409 => Ok((false, v)),
+        _ => Err(server_error(status, &bytes)),
+    }
+}
+
+fn server_error(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let pick = |tag: &str| {
+        text.split(&format!("<{tag}>")).nth(1).and_then(|r| r.split(&format!("</{tag}>")).next()).map(str::to_owned)
+    };
+    match (pick("Code"), pick("Message")) {
+        (Some(c), Some(m)) => format!("server refused ({status} {c}): {m}"),
+        _ => format!("server answered {status}"),
+    }
+}
+
+fn target_query(bucket: &BucketName, prefix: &Option<String>) -> Vec<(&'static str, String)> {
+    let mut q = vec![("bucket", bucket.as_str().to_owned())];
+    if let Some(p) = prefix {
+        q.push(("prefix", p.clone()));
+    }
+    q
+}
+
+fn print(conn: &Conn, v: &Value, text: impl FnOnce(&Value) -> String) {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        print!("{}", text(v));
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn ms_to_text(v: &Value) -> String {
+    match v.as_i64() {
+        Some(ms) => s3api::xml::iso8601(storage::Timestamp::from_millis(ms)).replace(".000Z", "Z"),
+        None => "-".into(),
+    }
+}
+
+fn status_text(v: &Value) -> String {
+    let mut out = String::new();
+    let repos = v["repositories"].as_array().cloned().unwrap_or_default();
+    if repos.is_empty() {
+        out.push_str(&format!("bucket {}: no WAL-G repositories\n", s(&v["bucket"])));
+    }
+    for r in repos {
+        let rep = &r["report"];
+        out.push_str(&format!("repository {}/{}\n", s(&r["bucket"]), s(&r["prefix"])));
+        let p = &r["policy"];
+        out.push_str(&format!(
+            "  policy: protection {}, window {}, min backups {}, full count {}, enforce {}\n",
+            s(&p["protection"]),
+            s(&p["recovery_window"]),
+            s(&p["min_backups"]),
+            s(&p["full_count"]),
+            s(&p["enforce"])
+        ));
+        for f in r["frozen"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  FROZEN: {}\n", s(f)));
+        }
+        for a in r["alerts"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  ALERT: {}\n", s(a)));
+        }
+        out.push_str(&format!(
+            "  head timeline {}, segment size {} bytes\n",
+            s(&r["head_timeline"]),
+            s(&r["segment_size"])
+        ));
+        match rep["last_segment"].as_array() {
+            Some(ls) if ls.len() == 3 => out.push_str(&format!(
+                "  last WAL segment: {} received {} (up to LSN {})\n",
+                s(&ls[0]),
+                ms_to_text(&ls[1]),
+                s(&ls[2])
+            )),
+            _ => out.push_str("  last WAL segment: none\n"),
+        }
+        let windows = rep["windows"].as_array().cloned().unwrap_or_default();
+        if windows.is_empty() {
+            out.push_str("  restorable window: none\n");
+        }
+        for w in windows {
+            out.push_str(&format!(
+                "  restorable window: {} .. {} (from backup {}, WAL continuous to {})\n",
+                ms_to_text(&w["from"]),
+                ms_to_text(&w["to"]),
+                s(&w["backup"]),
+                s(&w["to_lsn"])
+            ));
+        }
+        for g in rep["gaps"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  gap ({}): timeline {} segments {}..{} ({} missing)\n",
+                if g["pending"].as_bool() == Some(true) { "pending" } else { "LOST" },
+                s(&g["timeline"]),
+                s(&g["first"]),
+                s(&g["last"]),
+                s(&g["segments"])
+            ));
+        }
+        out.push_str(&format!("  WAL segments stored: {}, bytes {}\n", s(&rep["wal_segments"]), s(&rep["bytes"])));
+        out.push_str(&format!("  {:<60} {:<12} {:<11} {:<21} reason\n", "backup", "status", "role", "finished"));
+        for b in r["backups"].as_array().into_iter().flatten() {
+            let status = match &b["status"] {
+                Value::String(st) => st.clone(),
+                Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+                other => other.to_string(),
+            };
+            let reasons: Vec<String> = b["reasons"].as_array().into_iter().flatten().map(s).collect();
+            out.push_str(&format!(
+                "  {:<60} {:<12} {:<11} {:<21} {}\n",
+                s(&b["name"]),
+                status,
+                s(&b["role"]),
+                ms_to_text(&b["finished_at"]),
+                reasons.join("; ")
+            ));
+        }
+        out.push_str(&format!("  deletable now: {} units\n", s(&r["deletable"]["units"])));
+    }
+    let refused = v["refused_deletes"].as_array().map(|a| a.len()).unwrap_or(0);
+    out.push_str(&format!(
+        "refused client deletes (recent): {refused}; quarantined uploads: {}\n",
+        s(&v["quarantined"])
+    ));
+    out
+}
+
+/// `walstore status BUCKET[/PREFIX]`.
+pub fn status(target: &str, conn: &Conn) -> Result<(), String> {
+    let (bucket, prefix) = split_target(target)?;
+    let q = target_query(&bucket, &prefix);
+    let (_, v) = run(conn, AdminRequest::Status { bucket, prefix }, ("GET", "/_walstore/status", q, Vec::new()))?;
+    print(conn, &v, status_text);
+    Ok(())
+}
+
+/// `walstore retention plan|run`.
+pub fn retention(cmd: RetentionCmd) -> Result<(), String> {
+    match cmd {
+        RetentionCmd::Plan { target, conn } => {
+            let (bucket, prefix) = split_target(&target)?;
+            let q = target_query(&bucket, &prefix);
+            let (_, v) =
+                run(&conn, AdminRequest::Plan { bucket, prefix }, ("GET", "/_walstore/retention/plan", q, Vec::new()))?;
+            print(&conn, &v, |v| {
+                let mut out = String::new();
+                for p in v["plans"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("repository {}: enforce {}\n", s(&p["prefix"]), s(&p["enforce"])));
+                    for f in p["frozen"].as_array().into_iter().flatten() {
+                        out.push_str(&format!("  FROZEN (nothing would be deleted): {}\n", s(f)));
+                    }
+                    let units = p["units"].as_array().cloned().unwrap_or_default();
+                    if units.is_empty() {
+                        out.push_str("  nothing to delete\n");
+                    }
+                    for u in units {
+                        if let Some(b) = u.get("Backup") {
+                            out.push_str(&format!(
+                                "  delete backup {} ({} objects): {}\n",
+                                s(&b["name"]),
+                                b["paths"].as_array().map_or(0, |a| a.len()),
+                                s(&b["reason"])
+                            ));
+                        } else if let Some(w) = u.get("Wal") {
+                            out.push_str(&format!("  delete {}: {}\n", s(&w["path"]), s(&w["reason"])));
+                        }
+                    }
+                }
+                out
+            });
+            Ok(())
+        }
+        RetentionCmd::Run { target, conn } => {
+            let (bucket, prefix) = split_target(&target)?;
+            let q = target_query(&bucket, &prefix);
+            let (_, v) =
+                run(&conn, AdminRequest::Run { bucket, prefix }, ("POST", "/_walstore/retention/run", q, Vec::new()))?;
+            print(&conn, &v, |v| {
+                v["runs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "repository {}: deleted {} objects ({} bytes)\n",
+                            s(&r["prefix"]),
+                            s(&r["deleted_objects"]),
+                            s(&r["deleted_bytes"])
+                        )
+                    })
+                    .collect()
+            });
+            Ok(())
+        }
+    }
+}
+
+fn policy_text(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+/// `walstore policy …`.
+pub fn policy(cmd: PolicyCmd) -> Result<(), String> {
+    match cmd {
+        PolicyCmd::Show { bucket, conn } => {
+            let b = BucketName::parse(&bucket).map_err(|e| e.to_string())?;
+            let q = vec![("bucket", bucket.clone())];
+            let (_, v) =
+                run(&conn, AdminRequest::PolicyGet { bucket: b }, ("GET", "/_walstore/policy", q, Vec::new()))?;
+            print(&conn, &v, policy_text);
+            Ok(())
+        }
+        PolicyCmd::Set {
+            target,
+            protection,
+            recovery_window,
+            full_count,
+            min_backups,
+            keep_permanent,
+            branch_grace,
+            incomplete_grace,
+            min_object_age,
+            clock_skew,
+            archive_lag_grace,
+            segment_size,
+            enforce,
+            split_brain_guard,
+            conn,
+        } => {
+            let (bucket, prefix) = split_target(&target)?;
+            let doc = PolicyDoc {
+                protection,
+                recovery_window,
+                full_count,
+                min_backups,
+                keep_permanent,
+                branch_grace,
+                incomplete_grace,
+                min_object_age,
+                clock_skew,
+                archive_lag_grace,
+                segment_size,
+                enforce,
+                split_brain_guard,
+                ..PolicyDoc::default()
+            };
+            let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+            let q = target_query(&bucket, &prefix);
+            let req = AdminRequest::PolicySet { bucket, prefix: prefix.unwrap_or_default(), doc: Box::new(doc) };
+            let (_, v) = run(&conn, req, ("PUT", "/_walstore/policy", q, body))?;
+            print(&conn, &v, policy_text);
+            Ok(())
+        }
+        PolicyCmd::Remove { target, conn } => {
+            let (bucket, prefix) = split_target(&target)?;
+            let q = target_query(&bucket, &prefix);
+            let req = AdminRequest::PolicyRemove { bucket, prefix: prefix.unwrap_or_default() };
+            let (_, v) = run(&conn, req, ("DELETE", "/_walstore/policy", q, Vec::new()))?;
+            print(&conn, &v, |_| "policy removed\n".into());
+            Ok(())
+        }
+    }
+}
+
+/// `walstore key …`.
+pub fn key(cmd: KeyCmd) -> Result<(), String> {
+    match cmd {
+        KeyCmd::Create { role, scope, description, conn } => {
+            let r = KeyRole::from_name(&role)
+                .ok_or_else(|| format!("role {role:?} is not admin, writer, wal-writer or reader"))?;
+            let body =
+                serde_json::to_vec(&serde_json::json!({"role": role, "scope": scope, "description": description}))
+                    .map_err(|e| e.to_string())?;
+            let req = AdminRequest::KeyCreate { role: r, scope, description };
+            let (_, v) = run(&conn, req, ("POST", "/_walstore/keys", Vec::new(), body))?;
+            print(&conn, &v, |v| {
+                format!(
+                    "created {} key (scope {}); the secret is shown only now:\n  AWS_ACCESS_KEY_ID={}\n  AWS_SECRET_ACCESS_KEY={}\n",
+                    s(&v["role"]), s(&v["scope"]), s(&v["id"]), s(&v["secret"])
+                )
+            });
+            Ok(())
+        }
+        KeyCmd::List { conn } => {
+            let (_, v) = run(&conn, AdminRequest::KeysList, ("GET", "/_walstore/keys", Vec::new(), Vec::new()))?;
+            print(&conn, &v, |v| {
+                let mut out = format!("{:<22} {:<11} {:<30} {:<22} description\n", "id", "role", "scope", "created");
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "{:<22} {:<11} {:<30} {:<22} {}\n",
+                        s(&k["id"]),
+                        s(&k["role"]),
+                        s(&k["scope"]),
+                        s(&k["created"]),
+                        s(&k["description"])
+                    ));
+                }
+                out
+            });
+            Ok(())
+        }
+        KeyCmd::Revoke { id, conn } => {
+            let q = vec![("id", id.clone())];
+            let (_, v) = run(&conn, AdminRequest::KeyRevoke { id }, ("DELETE", "/_walstore/keys", q, Vec::new()))?;
+            print(&conn, &v, |v| format!("revoked {}\n", s(&v["revoked"])));
+            Ok(())
+        }
+    }
+}
+
+/// `walstore gc`. `grace` (offline only) overrides the 1 h default grace period.
+pub fn gc(grace: Option<&str>, conn: &Conn) -> Result<(), String> {
+    let v = match grace {
+        Some(g) => {
+            if conn.data_dir.is_none() {
+                return Err("--grace applies to --data-dir only; a running server uses its --gc-grace".into());
+            }
+            let g = storage::units::parse_duration(g).or_else(|e| {
+                if g.trim() == "0" {
+                    Ok(std::time::Duration::ZERO)
+                } else {
+                    Err(e)
+                }
+            })?;
+            let store = offline_with(conn, Some(g))?.ok_or("no data dir")?;
+            execute(&store, "cli", AdminRequest::Gc).map_err(|e| e.message)?.1
+        }
+        None => run(conn, AdminRequest::Gc, ("POST", "/_walstore/gc", Vec::new(), Vec::new()))?.1,
+    };
+    print(conn, &v, |v| {
+        format!(
+            "reclaimed {} blobs ({} bytes), {} orphan files, {} expired uploads; {} blobs still in their grace period\n",
+            s(&v["reclaimed_blobs"]), s(&v["reclaimed_bytes"]), s(&v["orphan_files"]), s(&v["expired_uploads"]), s(&v["waiting"])
+        )
+    });
+    Ok(())
+}
+
+/// `walstore check`: exit status 1 when inconsistencies are found.
+pub fn check(conn: &Conn) -> Result<(), String> {
+    let (ok, v) = run(conn, AdminRequest::Check, ("GET", "/_walstore/check", Vec::new(), Vec::new()))?;
+    print(conn, &v, |v| {
+        let mut out = format!(
+            "objects: {}  blobs referenced: {}  orphan blob files: {}\n",
+            s(&v["objects"]),
+            s(&v["blobs"]),
+            s(&v["orphan_files"])
+        );
+        for p in v["problems"].as_array().into_iter().flatten() {
+            out.push_str(&format!("problem: {}\n", s(p)));
+        }
+        if ok {
+            out.push_str("consistent\n");
+        }
+        out
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{} inconsistencies found", v["problems"].as_array().map_or(0, |a| a.len())))
+    }
+}
+
+/// `walstore audit`.
+pub fn audit(limit: usize, conn: &Conn) -> Result<(), String> {
+    let q = vec![("limit", limit.to_string())];
+    let (_, v) = run(conn, AdminRequest::Audit { limit }, ("GET", "/_walstore/audit", q, Vec::new()))?;
+    print(conn, &v, |v| {
+        v["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}/{} {}\n",
+                    ms_to_text(&r["time"]),
+                    s(&r["actor"]),
+                    s(&r["action"]),
+                    s(&r["bucket"]),
+                    s(&r["key"]),
+                    s(&r["reason"])
+                )
+            })
+            .collect()
+    });
+    Ok(())
+}
+
+/// `walstore bucket …` (through the S3 API, or the data dir).
+pub fn bucket(cmd: BucketCmd) -> Result<(), String> {
+    let (method, name, conn) = match &cmd {
+        BucketCmd::Create { name, conn } => ("PUT", Some(name.clone()), conn),
+        BucketCmd::List { conn } => ("GET", None, conn),
+        BucketCmd::Delete { name, conn } => ("DELETE", Some(name.clone()), conn),
+    };
+    if let Some(n) = &name {
+        BucketName::parse(n).map_err(|e| e.to_string())?;
+    }
+    if let Some(store) = offline(conn)? {
+        match (&cmd, name) {
+            (BucketCmd::Create { .. }, Some(n)) => {
+                store.create_bucket(&BucketName::parse(&n).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                println!("created bucket {n}");
+            }
+            (BucketCmd::Delete { .. }, Some(n)) => {
+                store.delete_bucket(&BucketName::parse(&n).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+                println!("deleted bucket {n}");
+            }
+            _ => {
+                for b in store.list_buckets().map_err(|e| e.to_string())? {
+                    println!("{}", b.name);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let path = match &name {
+        Some(n) => format!("/{n}"),
+        None => "/".into(),
+    };
+    let (status, body) = client(conn)?.request(method, &path, &[], &[])?;
+    if !(200..300).contains(&status) {
+        return Err(server_error(status, &body));
+    }
+    match (method, name) {
+        ("PUT", Some(n)) => println!("created bucket {n}"),
+        ("DELETE", Some(n)) => println!("deleted bucket {n}"),
+        _ => {
+            let text = String::from_utf8_lossy(&body);
+            for part in text.split("<Name>").skip(1) {
+                println!("{}", part.split("</Name>").next().unwrap_or(""));
+            }
+        }
+    }
+    Ok(())
+}
