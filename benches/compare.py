@@ -17,6 +17,7 @@ Rules this script keeps:
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import http.client
 import json
@@ -336,6 +337,8 @@ class Bench:
         self.deadline = T_START + a.max_minutes * 60
         self.mon = LoadMonitor()
         self.kinds = ["walstore", "minio"]
+        self.started: list[Server] = []
+        atexit.register(self.servers_alive)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -349,8 +352,28 @@ class Bench:
         d.mkdir(parents=True)
         return d
 
+    def trash(self, d: Path) -> None:
+        """Moves a data directory aside; it is deleted after the comparison, outside its
+        time (unlinking MinIO's 100,000 object directories takes minutes on a busy disk)."""
+        t = self.root / ".trash"
+        t.mkdir(exist_ok=True)
+        if d.exists():
+            d.rename(t / f"{d.name}-{time.monotonic_ns()}")
+
     def server(self, kind: str, name: str) -> Server:
-        return Server(kind, self.exe[kind], self.root / "logs" / name)
+        srv = Server(kind, self.exe[kind], self.root / "logs" / name)
+        self.started.append(srv)
+        return srv
+
+    def servers_alive(self) -> list[str]:
+        """Stops every server this run started that is still running (a workload that
+        failed half-way); returns their names."""
+        alive = []
+        for srv in self.started:
+            if srv.proc and srv.proc.poll() is None:
+                alive.append(f"{srv.kind} ({srv.workdir.name})")
+                srv.stop()
+        return alive
 
     def out_of_time(self, what: str) -> bool:
         if time.monotonic() > self.deadline:
@@ -495,23 +518,45 @@ synchronous_commit = off
         for s in segs:
             os.link(Path(fx["wal_dir"]) / s, pgdata / "pg_wal" / s)
         runs = {k: [] for k in self.kinds}
-        for rep in range(self.a.reps):
-            for kind in self.order(rep):
-                srv = self.server(kind, f"p1-{kind}-{rep}")
-                data = self.fresh(f"p1-{kind}-data")
-                srv.start(data)
-                env = self.walg_env(srv, "p1", pgdata, self.root / "walg-home")
-                ts = time.monotonic()
-                for s in segs:
-                    run([self.walg, "wal-push", pgdata / "pg_wal" / s], timeout=120, env=env)
-                wall = time.monotonic() - ts
-                r = {"wall_s": wall, "per_segment_ms": wall / len(segs) * 1000, **srv.rss()}
-                srv.stop()
-                shutil.rmtree(data)
-                runs[kind].append(r)
-                log(f"P1 {kind} rep {rep}: {wall:.2f}s for {len(segs)} wal-push")
+
+        def one(kind: str, rep: int, srv: Server) -> dict:
+            data = self.fresh(f"p1-{kind}-data")
+            srv.start(data)
+            env = self.walg_env(srv, "p1", pgdata, self.root / "walg-home")
+            ts = time.monotonic()
+            for s in segs:
+                run([self.walg, "wal-push", pgdata / "pg_wal" / s], timeout=120, env=env)
+            wall = time.monotonic() - ts
+            r = {"wall_s": wall, "per_segment_ms": wall / len(segs) * 1000, **srv.rss()}
+            log(f"P1 {kind} rep {rep}: {wall:.2f}s for {len(segs)} wal-push")
+            return r
+
+        self.repeat(key, runs, one)
         shutil.rmtree(pgdata)
         self.record(key, runs, {"segments": len(segs)}, t0)
+
+    def repeat(self, key: str, runs: dict, one) -> None:
+        """Runs `one(kind, rep, server)` for every repetition, servers alternating. A failed
+        repetition is retried once (a fresh server, a fresh directory); a second failure is
+        recorded as a note and that repetition is left out of the medians."""
+        for rep in range(self.a.reps):
+            for kind in self.order(rep):
+                for attempt in (1, 2):
+                    srv = self.server(kind, f"{key.lower()}-{kind}-{rep}-{attempt}")
+                    try:
+                        runs[kind].append(one(kind, rep, srv))
+                        break
+                    except Exception as e:  # noqa: BLE001 - recorded, retried once
+                        msg = f"{key} {kind} rep {rep} attempt {attempt} failed: {str(e)[:300]}"
+                        log(msg)
+                        self.results["notes"].append(msg)
+                    finally:
+                        srv.stop()
+                        d = self.root / f"{key.lower()}-{kind}-data"
+                        if key == "P3":  # thousands of small files: delete after the run
+                            self.trash(d)
+                        else:  # few large files: delete now, the disk may be small
+                            shutil.rmtree(d, ignore_errors=True)
 
     # -- P2 / P5: warp put -------------------------------------------------------------
 
@@ -529,33 +574,33 @@ synchronous_commit = off
         t0 = time.monotonic()
         runs = {k: [] for k in self.kinds}
         idle = {k: [] for k in self.kinds}
-        for rep in range(self.a.reps):
-            for kind in self.order(rep):
-                srv = self.server(kind, f"p2-{kind}-{rep}")
-                data = self.fresh(f"p2-{kind}-data")
-                st = srv.start(data)
-                s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
-                time.sleep(2)  # idle after start
-                idle[kind].append({**{f"idle_{k}": v for k, v in srv.rss().items()}, **st})
-                bd = self.root / f"p2-{kind}-{rep}"
-                self.run_warp(srv, "put", ["--obj.size", "16MiB", "--concurrent", "8",
+
+        def one(kind: str, rep: int, srv: Server) -> dict:
+            data = self.fresh(f"p2-{kind}-data")
+            st = srv.start(data)
+            s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
+            time.sleep(2)  # idle after start
+            idle_rss = {**{f"idle_{k}": v for k, v in srv.rss().items()}, **st}
+            bd = self.root / f"p2-{kind}-{rep}"
+            self.run_warp(srv, "put", ["--obj.size", "16MiB", "--concurrent", "8",
                                        "--duration", f"{self.a.put_seconds}s"], bd)
-                rss = srv.rss()
-                srv.stop()
-                shutil.rmtree(data)
-                agg = warp_json(bd.with_suffix(".json.zst"))
-                op = agg["by_op_type"]["PUT"]
-                thr = op["throughput"]
-                secs = thr["measure_duration_millis"] / 1000
-                lat = op["requests_by_client"]
-                segs = [s["single_sized_requests"] for c in lat.values() for s in c if "single_sized_requests" in s]
-                r = {"mib_s": thr["bytes"] / secs / MIB, "obj_s": thr["objects"] / secs,
-                     "errors": op.get("total_errors", 0),
-                     "p50_ms": median([s["dur_median_millis"] for s in segs]),
-                     "p99_ms": max([s["dur_99_millis"] for s in segs], default=None), **rss}
-                runs[kind].append(r)
-                bd.with_suffix(".json.zst").unlink(missing_ok=True)
-                log(f"P2 {kind} rep {rep}: {r['mib_s']:.1f} MiB/s, peak RSS {rss.get('VmHWM', 0):.0f} MiB")
+            rss = srv.rss()
+            agg = warp_json(bd.with_suffix(".json.zst"))
+            bd.with_suffix(".json.zst").unlink(missing_ok=True)
+            op = agg["by_op_type"]["PUT"]
+            thr = op["throughput"]
+            secs = thr["measure_duration_millis"] / 1000
+            lat = op["requests_by_client"]
+            segs = [s["single_sized_requests"] for c in lat.values() for s in c if "single_sized_requests" in s]
+            r = {"mib_s": thr["bytes"] / secs / MIB, "obj_s": thr["objects"] / secs,
+                 "errors": op.get("total_errors", 0),
+                 "p50_ms": median([s["dur_median_millis"] for s in segs]),
+                 "p99_ms": max([s["dur_99_millis"] for s in segs], default=None), **rss}
+            idle[kind].append(idle_rss)
+            log(f"P2 {kind} rep {rep}: {r['mib_s']:.1f} MiB/s, peak RSS {rss.get('VmHWM', 0):.0f} MiB")
+            return r
+
+        self.repeat(key, runs, one)
         self.record(key, runs, None, t0)
         self.record("P5idle", idle)
 
@@ -567,26 +612,25 @@ synchronous_commit = off
             return
         t0 = time.monotonic()
         runs = {k: [] for k in self.kinds}
-        for rep in range(self.a.reps):
-            for kind in self.order(rep):
-                srv = self.server(kind, f"p3-{kind}-{rep}")
-                data = self.fresh(f"p3-{kind}-data")
-                srv.start(data)
-                s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
-                bd = self.root / f"p3-{kind}-{rep}"
-                text = self.run_warp(srv, "mixed", ["--obj.size", "4KiB", "--objects", str(self.a.mixed_objects),
+
+        def one(kind: str, rep: int, srv: Server) -> dict:
+            data = self.fresh(f"p3-{kind}-data")
+            srv.start(data)
+            s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
+            bd = self.root / f"p3-{kind}-{rep}"
+            text = self.run_warp(srv, "mixed", ["--obj.size", "4KiB", "--objects", str(self.a.mixed_objects),
                                                 "--concurrent", "8", "--duration", f"{self.a.mixed_seconds}s",
                                                 "--full"], bd)
-                rss = srv.rss()
-                srv.stop()
-                shutil.rmtree(data)
-                r = mixed_stats(bd.with_suffix(".csv.zst"))
-                m = re.search(r"Cluster Total: .*?([\d.]+) obj/s", text)
-                r["warp_total_obj_s"] = float(m.group(1)) if m else None
-                r.update(rss)
-                runs[kind].append(r)
-                bd.with_suffix(".csv.zst").unlink(missing_ok=True)
-                log(f"P3 {kind} rep {rep}: {r['ops_s']:.0f} op/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+            rss = srv.rss()
+            r = mixed_stats(bd.with_suffix(".csv.zst"))
+            bd.with_suffix(".csv.zst").unlink(missing_ok=True)
+            m = re.search(r"Cluster Total: .*?([\d.]+) obj/s", text)
+            r["warp_total_obj_s"] = float(m.group(1)) if m else None
+            r.update(rss)
+            log(f"P3 {kind} rep {rep}: {r['ops_s']:.0f} op/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+            return r
+
+        self.repeat(key, runs, one)
         self.record(key, runs, None, t0)
 
     # -- P4 + P7: listing and restart --------------------------------------------------
@@ -647,7 +691,7 @@ synchronous_commit = off
         self.record("P4big", {"walstore": lists_big}, {"keys": n_big, **big}, t1)
         self.record("P7", restarts, {"keys": {"walstore": n_big, "minio": n_cmp}})
         for kind in self.kinds:
-            shutil.rmtree(data[kind])
+            self.trash(data[kind])
 
     # -- P6: backup-fetch + wal-fetch --------------------------------------------------
 
@@ -728,7 +772,9 @@ synchronous_commit = off
     # -- the whole run -----------------------------------------------------------------
 
     def main(self):
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists():  # leftovers of an interrupted run
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
         self.mon.start()
         r = self.results
         r["started"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -762,6 +808,9 @@ synchronous_commit = off
                 log(f"{step} FAILED: {e}")
                 r["notes"].append(f"{step} failed: {str(e)[:500]}")
         r["comparison_seconds"] = time.monotonic() - t_cmp
+        if self.servers_alive():
+            r["notes"].append("servers still running at the end were stopped: " + ", ".join(self.servers_alive()))
+        shutil.rmtree(self.root / ".trash", ignore_errors=True)
         r["uptime_after"] = run(["uptime"], timeout=10).stdout.strip()
         self.mon.stop_ev.set()
         r["load"] = self.mon.window(t_cmp - T_START, time.monotonic() - T_START)

@@ -5,6 +5,7 @@
 #                             the results block of benches/README.md
 #   benches/run.sh --quick    smoke run (1 repetition, small sizes), README untouched
 #   benches/run.sh --reps 7   more repetitions; see `benches/run.sh --help` for the rest
+#   benches/run.sh --no-build reuse the walstore binaries the last run built
 #
 # Installs or builds, idempotently, everything it runs, pinned, under $WALSTORE_CACHE
 # (default ~/.cache/walstore):
@@ -26,8 +27,13 @@ PEERS="$WALSTORE_CACHE/peers"
 BENCH_BIN="$WALSTORE_CACHE/bench/bin"
 mkdir -p "$PEERS" "$BENCH_BIN"
 
+# --no-build: reuse the walstore binaries the last run copied to $BENCH_BIN (when the shared
+# target directory is locked by other builds, or to rerun exactly the same binary).
+NO_BUILD=0
+args=()
 for a in "$@"; do
   if [ "$a" = "-h" ] || [ "$a" = "--help" ]; then exec python3 "$REPO_ROOT/benches/compare.py" --help; fi
+  if [ "$a" = "--no-build" ]; then NO_BUILD=1; else args+=("$a"); fi
 done
 [ "$(id -u)" = 0 ] || { echo "run.sh must run as root (PostgreSQL runs as the postgres user)" >&2; exit 1; }
 
@@ -36,11 +42,16 @@ apt_install zstd iproute2 openssl util-linux
 if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then apt_install postgresql-15 postgresql-contrib; fi
 
 # walstore and the seeding tool, from this work tree.
-ensure_build_deps
-log "building walstore and walstore-bench-seed (release)"
-(cd "$REPO_ROOT" && cargo build --release -p walstore -p walstore-benches --bins >&2)
-install -m 0755 "$CARGO_TARGET_DIR/release/walstore" "$BENCH_BIN/walstore"
-install -m 0755 "$CARGO_TARGET_DIR/release/walstore-bench-seed" "$BENCH_BIN/walstore-bench-seed"
+if [ "$NO_BUILD" = 1 ] && [ -x "$BENCH_BIN/walstore" ] && [ -x "$BENCH_BIN/walstore-bench-seed" ]; then
+  WALSTORE_BUILD_NOTE="--no-build: binary copied $(date -u -r "$BENCH_BIN/walstore" '+%Y-%m-%d %H:%M UTC') from the work tree of then"
+else
+  ensure_build_deps
+  log "building walstore and walstore-bench-seed (release)"
+  (cd "$REPO_ROOT" && cargo build --release -p walstore -p walstore-benches --bins >&2)
+  install -m 0755 "$CARGO_TARGET_DIR/release/walstore" "$BENCH_BIN/walstore"
+  install -m 0755 "$CARGO_TARGET_DIR/release/walstore-bench-seed" "$BENCH_BIN/walstore-bench-seed"
+  WALSTORE_BUILD_NOTE="built $(date -u '+%Y-%m-%d %H:%M UTC')"
+fi
 
 # MinIO, pinned to the final commit of minio/minio.
 MINIO_EXE="$PEERS/minio-$MINIO_VERSION/minio"
@@ -87,5 +98,5 @@ fi
 export WALSTORE_EXE="$BENCH_BIN/walstore" SEED_EXE="$BENCH_BIN/walstore-bench-seed" MINIO_EXE WARP_EXE \
   S3LOAD_EXE="$BENCH_BIN/s3load" WALG_EXE PG_BIN=/usr/lib/postgresql/15/bin MINIO_VERSION \
   WARP_VERSION="$WARP_VERSION (minio-go v7.2.1, madmin-go v3.0.109 as /v4: see README)" \
-  BENCH_COMMAND="benches/run.sh $*"
-exec python3 "$REPO_ROOT/benches/compare.py" "$@"
+  BENCH_COMMAND="benches/run.sh $*" WALSTORE_BUILD_NOTE
+exec python3 "$REPO_ROOT/benches/compare.py" ${args[@]+"${args[@]}"}

@@ -43,3 +43,45 @@ if ! { [ -x "$walg" ] && "$walg" --version 2>/dev/null | grep -q "$WALG_VERSION"
     log "WARNING: Go is not installed; WAL-G tests will be reported as skipped"
   fi
 fi
+
+# Deployment validators for tests/test_deploy.py (pinned; each skipped with a
+# reason by the tests if it cannot be installed): helm, promtool and kustomize
+# built with `go install` from the Go module proxy, crdcheck and
+# dockerfilecheck built from deploy/tools, kubernetes-validate (bundled
+# Kubernetes JSON schemas) from PyPI, systemd-analyze and strace from Debian.
+export HELM_VERSION="v3.22.0"
+export PROMETHEUS_MODULE_VERSION="v0.316.0"   # Prometheus 3.16.0's promtool
+export KUSTOMIZE_VERSION="v5.8.2"
+apt_install systemd strace
+"$WALSTORE_VENV/bin/python" -c "import kubernetes_validate" 2>/dev/null \
+  || "$WALSTORE_VENV/bin/pip" install -q kubernetes-validate >/dev/null
+go_install_pinned() {  # BINARY PACKAGE VERSION: $WALSTORE_BIN_DIR/BINARY, reused while its version matches
+  local name=$1 pkg=$2 version=$3 bin="$WALSTORE_BIN_DIR/$1" gobin
+  if [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | awk '$1 == "mod" {print $3}' | grep -qx "$version"; then
+    return 0
+  fi
+  log "installing $name $version with go install (once; cached in $WALSTORE_BIN_DIR)"
+  gobin="$(mktemp -d)"
+  if GOBIN="$gobin" GOTOOLCHAIN=local go install "$pkg@$version" >"$WALSTORE_CACHE/$name-install.log" 2>&1; then
+    install -m 0755 "$gobin/$name" "$bin"
+  else
+    log "WARNING: could not install $name $version (see $WALSTORE_CACHE/$name-install.log); its deploy checks will be skipped"
+  fi
+  rm -rf "$gobin"
+}
+if command -v go >/dev/null; then
+  go_install_pinned helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+  go_install_pinned promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_MODULE_VERSION"
+  go_install_pinned kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
+  # crdcheck and dockerfilecheck: rebuilt when a source under deploy/tools changes.
+  tools_src="$REPO_ROOT/deploy/tools"
+  if [ ! -x "$WALSTORE_BIN_DIR/crdcheck" ] || [ ! -x "$WALSTORE_BIN_DIR/dockerfilecheck" ] \
+     || [ -n "$(find "$tools_src" -type f -newer "$WALSTORE_BIN_DIR/crdcheck")" ]; then
+    log "building crdcheck and dockerfilecheck (deploy/tools)"
+    (cd "$tools_src" && GOTOOLCHAIN=local go build -o "$WALSTORE_BIN_DIR/" ./crdcheck ./dockerfilecheck) \
+      >"$WALSTORE_CACHE/deploy-tools-build.log" 2>&1 \
+      || log "WARNING: could not build deploy/tools (see $WALSTORE_CACHE/deploy-tools-build.log); CRD and Dockerfile checks will be skipped"
+  fi
+else
+  log "WARNING: Go is not installed; helm, promtool, kustomize, CRD and Dockerfile checks will be skipped"
+fi

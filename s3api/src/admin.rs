@@ -239,12 +239,23 @@ pub enum AdminRequest {
     },
     /// Quarantined uploads.
     Quarantine,
+    /// Start a scrub in the background (if none runs).
+    ScrubStart,
+    /// Progress and last report of scrubs.
+    ScrubStatus,
 }
 
+/// The repositories a target names: all of the bucket's, those under a prefix
+/// (`spilo/c1/` holds `spilo/c1/wal/15/`), or the prefix itself when nothing
+/// is stored under it yet.
 fn repos_of(store: &Store, bucket: &BucketName, prefix: &Option<String>) -> storage::Result<Vec<String>> {
+    let all = store.wal_repositories(bucket)?;
     match prefix {
-        Some(p) => Ok(vec![p.clone()]),
-        None => store.wal_repositories(bucket),
+        Some(p) => {
+            let under: Vec<String> = all.into_iter().filter(|r| r.starts_with(p.as_str())).collect();
+            Ok(if under.is_empty() { vec![p.clone()] } else { under })
+        }
+        None => Ok(all),
     }
 }
 
@@ -345,6 +356,8 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
         }
         AdminRequest::Audit { limit } => (true, json!({ "records": store.audit_log(limit)? })),
         AdminRequest::Quarantine => (true, json!({ "quarantined": store.quarantine()? })),
+        AdminRequest::ScrubStart => (true, json!({"started": true})),
+        AdminRequest::ScrubStatus => (true, scrub_status(store)),
     })
 }
 
@@ -401,6 +414,17 @@ pub async fn handle(
             AdminRequest::Audit { limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100) }
         }
         (Method::GET, "quarantine") => AdminRequest::Quarantine,
+        (Method::GET, "scrub") => AdminRequest::ScrubStatus,
+        (Method::POST, "scrub") => {
+            let store = state.store.clone();
+            if !store.scrub_stats().running.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::task::spawn_blocking(move || match store.scrub(&mut |_, _| {}) {
+                    Ok(r) => tracing::info!(blobs = r.blobs, corrupt = r.corrupt.len(), "scrub finished"),
+                    Err(e) => tracing::error!(error = %e, "scrub failed"),
+                });
+            }
+            AdminRequest::ScrubStart
+        }
         _ => return Err(S3Error::new(S3Code::NotImplemented, format!("unknown admin endpoint {method} {path}"))),
     };
     let store = state.store.clone();
@@ -425,6 +449,18 @@ pub fn normalize_prefix(p: &str) -> String {
     } else {
         format!("{p}/")
     }
+}
+
+/// Progress and last report of scrubs.
+pub fn scrub_status(store: &Store) -> Value {
+    let st = store.scrub_stats();
+    use std::sync::atomic::Ordering;
+    json!({
+        "running": st.running.load(Ordering::SeqCst),
+        "progress": st.progress_permille.load(Ordering::Relaxed) as f64 / 1000.0,
+        "last_completion": st.last_completion.load(Ordering::Relaxed),
+        "last_report": *st.last_report.lock(),
+    })
 }
 
 fn storage_time(t: storage::Timestamp) -> String {

@@ -24,10 +24,11 @@ impl Principal {
         Self { access_key: access_key.to_owned(), role: KeyRole::Admin, scope: None }
     }
 
-    /// Parses a stored scope `bucket[/prefix]`.
+    /// Parses a stored scope `bucket[/prefix]`. The prefix is a folder, as for
+    /// policies: `bkt/spilo/c1` covers `spilo/c1/…`, never the sibling `spilo/c10/…`.
     pub fn with_scope(access_key: &str, role: KeyRole, scope: Option<&str>) -> Self {
         let scope = scope.map(|s| match s.split_once('/') {
-            Some((b, p)) => (b.to_owned(), p.to_owned()),
+            Some((b, p)) => (b.to_owned(), crate::admin::normalize_prefix(p)),
             None => (s.to_owned(), String::new()),
         });
         Self { access_key: access_key.to_owned(), role, scope }
@@ -195,5 +196,13 @@ mod tests {
         assert!(check(&w, Operation::GetBucketVersioning, "bkt", None, "versioning"));
         let b = Principal::with_scope("B", KeyRole::Reader, Some("bkt"));
         assert!(check(&b, Operation::ListObjectsV2, "bkt", None, "list-type=2"));
+        // Without the trailing slash the prefix is still a folder: siblings are outside.
+        let c = Principal::with_scope("C", KeyRole::WalWriter, Some("bkt/spilo/c1"));
+        assert!(check(&c, Operation::PutObject, "bkt", Some("spilo/c1/wal_005/x"), ""));
+        assert!(!check(&c, Operation::PutObject, "bkt", Some("spilo/c10/wal_005/x"), ""));
+        assert!(!check(&c, Operation::ListObjectsV2, "bkt", None, "list-type=2&prefix=spilo%2Fc1"));
+        assert!(!key_in_scope(&c, &BucketName::parse("bkt").expect("bucket"), "spilo/c10/x"));
+        let d = Principal::with_scope("D", KeyRole::Reader, Some("bkt/"));
+        assert!(check(&d, Operation::ListObjectsV2, "bkt", None, "list-type=2"));
     }
 }

@@ -11,10 +11,12 @@ pub mod authz;
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod metrics;
 pub mod ops;
 pub mod router;
 pub mod service;
 pub mod state;
+pub mod tls;
 pub mod xml;
 
 use std::future::Future;
@@ -37,11 +39,13 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Time allowed to receive a request's headers.
     pub header_read_timeout: Duration,
+    /// Serve HTTPS with this (reloadable) configuration.
+    pub tls: Option<Arc<tls::TlsReloader>>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { drain_timeout: Duration::from_secs(30), header_read_timeout: Duration::from_secs(30) }
+        Self { drain_timeout: Duration::from_secs(30), header_read_timeout: Duration::from_secs(30), tls: None }
     }
 }
 
@@ -74,13 +78,39 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let st = state.clone();
                 let svc = service_fn(move |req| service::handle(st.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                match &opts.tls {
+                    None => {
+                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        let handshake_timeout = opts.header_read_timeout;
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }

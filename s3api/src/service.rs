@@ -33,11 +33,20 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    state.metrics.in_flight.inc();
     let (op, result) = process(&state, req).await;
+    state.metrics.in_flight.dec();
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => error_response(&e, &path, &id, method == Method::HEAD),
     };
+    if method != Method::HEAD {
+        use http_body::Body;
+        state.metrics.sent.inc_by(resp.body().size_hint().exact().unwrap_or(0));
+    }
+    if op != "Health" && op != "Metrics" {
+        state.metrics.observe(op, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    }
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert("x-amz-request-id", v.clone());
@@ -76,20 +85,63 @@ fn error_response(e: &S3Error, resource: &str, id: &str, head: bool) -> Response
     r
 }
 
+/// Health and metrics endpoints: requests without SigV4 authentication.
 fn is_probe(req: &Request<Incoming>) -> bool {
-    req.headers().get(http::header::AUTHORIZATION).is_none()
+    let sigv4 = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.starts_with("Bearer "));
+    !sigv4
         && !req.uri().query().unwrap_or("").contains("X-Amz-Algorithm")
-        && matches!(req.uri().path(), "/health/live" | "/health/ready")
+        && req.method() == Method::GET
+        && matches!(req.uri().path(), "/health/live" | "/health/ready" | "/metrics")
 }
 
-async fn probe(state: &AppState, path: &str) -> Response<ResponseBody> {
+async fn probe(state: &AppState, req: &Request<Incoming>) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    if path == "/metrics" {
+        if let Some(token) = &state.config.metrics_token {
+            let given = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ok = given.strip_prefix("Bearer ").is_some_and(|t| {
+                use subtle::ConstantTimeEq;
+                t.as_bytes().ct_eq(token.as_bytes()).into()
+            });
+            if !ok {
+                let mut r = Response::new(ResponseBody::full("metrics need the bearer token\n"));
+                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                return r;
+            }
+        }
+        state.metrics.refresh_counters(&state.store);
+        let mut r = Response::new(ResponseBody::full(state.metrics.render()));
+        r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        return r;
+    }
     let ok = match path {
         "/health/live" => true,
-        _ => !state.is_shutting_down() && state.store.probe_writable().is_ok(),
+        _ => {
+            let store = state.store.clone();
+            !state.is_shutting_down()
+                && tokio::task::spawn_blocking(move || store.probe_writable().is_ok()).await.unwrap_or(false)
+        }
     };
     let mut r = Response::new(ResponseBody::full(if ok { "ok\n" } else { "not ready\n" }));
     *r.status_mut() = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     r
+}
+
+fn auth_reason(e: &sigv4::AuthError) -> &'static str {
+    use sigv4::AuthError as A;
+    match e {
+        A::SignatureMismatch => "signature_mismatch",
+        A::UnknownAccessKey => "unknown_access_key",
+        A::TimeSkewed => "time_skewed",
+        A::Expired | A::NotYetValid => "expired",
+        A::WrongRegion { .. } => "wrong_region",
+        A::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+        _ => "malformed",
+    }
 }
 
 async fn process(
@@ -97,8 +149,8 @@ async fn process(
     mut req: Request<Incoming>,
 ) -> (&'static str, Result<Response<ResponseBody>, S3Error>) {
     if is_probe(&req) {
-        let path = req.uri().path().to_owned();
-        return ("Health", Ok(probe(state, &path).await));
+        let op = if req.uri().path() == "/metrics" { "Metrics" } else { "Health" };
+        return (op, Ok(probe(state, &req).await));
     }
     // HTTP/2 carries the host in the URI authority; SigV4 signs it as `host`.
     if !req.headers().contains_key(http::header::HOST) {
@@ -115,13 +167,15 @@ async fn process(
     let verified = match sigv4::verify(&rp, &settings, state.keys.as_ref()) {
         Ok(Some(v)) => v,
         Ok(None) => {
+            state.metrics.auth_failures.with_label_values(&["anonymous"]).inc();
             return (
                 "Anonymous",
                 Err(S3Error::new(S3Code::AccessDenied, "Anonymous access is not allowed; sign requests with SigV4")),
-            )
+            );
         }
         Err(e) => {
             tracing::debug!(error = %e, "authentication failed");
+            state.metrics.auth_failures.with_label_values(&[auth_reason(&e)]).inc();
             return ("Unauthenticated", Err(S3Error::from(e)));
         }
     };
@@ -140,6 +194,7 @@ async fn process(
         chunk_signer: verified.chunk_signer,
     };
     let Some(principal) = state.keys.principal(&verified.access_key_id) else {
+        state.metrics.auth_failures.with_label_values(&["unknown_access_key"]).inc();
         return ("Unauthenticated", Err(S3Error::code(S3Code::InvalidAccessKeyId)));
     };
     if raw_path.starts_with(crate::admin::PREFIX) {

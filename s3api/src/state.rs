@@ -23,6 +23,8 @@ pub struct ApiConfig {
     pub max_skew: Duration,
     /// Owner id shown in listings.
     pub owner_id: String,
+    /// Bearer token required for `GET /metrics` (`None` = open).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -33,6 +35,7 @@ impl Default for ApiConfig {
             max_xml_body: 4 << 20,
             max_skew: Duration::from_secs(15 * 60),
             owner_id: "walstore".into(),
+            metrics_token: None,
         }
     }
 }
@@ -84,13 +87,21 @@ pub struct AppState {
     pub config: ApiConfig,
     /// Credentials.
     pub keys: Arc<Credentials>,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
     /// New state.
     pub fn new(store: Arc<Store>, config: ApiConfig, keys: Arc<Credentials>) -> Self {
-        Self { store, config, keys, shutting_down: AtomicBool::new(false) }
+        Self {
+            store,
+            config,
+            keys,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            shutting_down: AtomicBool::new(false),
+        }
     }
 
     /// Marks the server as draining (readiness turns false).

@@ -687,3 +687,73 @@ pub fn bucket(cmd: BucketCmd) -> Result<(), String> {
     }
     Ok(())
 }
+
+fn progress_bar(done: f64) {
+    let width = 40;
+    let filled = ((done.clamp(0.0, 1.0)) * width as f64) as usize;
+    eprint!("\r[{}{}] {:5.1}%", "#".repeat(filled), ".".repeat(width - filled), done * 100.0);
+}
+
+/// `walstore scrub`: re-hashes every blob (progress bar on stderr); exit
+/// status 1 when corruption is found, listing the affected objects.
+pub fn scrub(conn: &Conn) -> Result<(), String> {
+    let report: Value = if let Some(store) = offline(conn)? {
+        let r = store
+            .scrub(&mut |done, total| {
+                if !conn.json && (done % 64 == 0 || done == total) {
+                    progress_bar(done as f64 / total.max(1) as f64);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        serde_json::to_value(&r).map_err(|e| e.to_string())?
+    } else {
+        let c = client(conn)?;
+        let status = |c: &Client| -> Result<Value, String> {
+            let (st, body) = c.request("GET", "/_walstore/scrub", &[], &[])?;
+            if st != 200 {
+                return Err(server_error(st, &body));
+            }
+            serde_json::from_slice(&body).map_err(|e| e.to_string())
+        };
+        let before = status(&c)?["last_completion"].as_u64().unwrap_or(0);
+        let (st, body) = c.request("POST", "/_walstore/scrub", &[], &[])?;
+        if st != 200 {
+            return Err(server_error(st, &body));
+        }
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let v = status(&c)?;
+            if !conn.json {
+                progress_bar(v["progress"].as_f64().unwrap_or(0.0));
+            }
+            let done = v["running"] == false
+                && v["last_completion"].as_u64().unwrap_or(0) >= before
+                && v["last_report"].is_object();
+            if done && (v["last_completion"].as_u64().unwrap_or(0) > before || v["progress"].as_f64() == Some(1.0)) {
+                break v["last_report"].clone();
+            }
+        }
+    };
+    if !conn.json {
+        eprintln!();
+    }
+    let corrupt = report["corrupt"].as_array().cloned().unwrap_or_default();
+    print(conn, &report, |r| {
+        let mut out = format!("checked {} blobs ({} bytes)\n", s(&r["blobs"]), s(&r["bytes"]));
+        for c in &corrupt {
+            out.push_str(&format!("CORRUPT blob {}: {}\n", s(&c["hash"]), s(&c["problem"])));
+            for o in c["objects"].as_array().into_iter().flatten() {
+                out.push_str(&format!("  affects object {}\n", s(o)));
+            }
+        }
+        if corrupt.is_empty() {
+            out.push_str("no corruption found\n");
+        }
+        out
+    });
+    if corrupt.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} corrupt blob(s) found", corrupt.len()))
+    }
+}

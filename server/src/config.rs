@@ -43,6 +43,12 @@ pub struct Config {
     pub default_policy: storage::wal::StoredPolicy,
     /// How often repositories are evaluated (and retention enforced). Default `5m`.
     pub retention_interval: Duration,
+    /// TLS certificate chain and key (PEM); HTTPS when both are set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Bearer token for `/metrics` (open when unset).
+    pub metrics_token: Option<String>,
+    /// How often every blob is re-hashed (`0s` = never). Default `7d`.
+    pub scrub_interval: Duration,
 }
 
 /// Log output format.
@@ -115,6 +121,18 @@ pub struct Settings {
     /// How often repositories are evaluated and retention enforced, e.g. 5m [env: WALSTORE_RETENTION_INTERVAL] [default: 5m]
     #[arg(long, env = "WALSTORE_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key the server speaks HTTPS and reloads both on SIGHUP or change [env: WALSTORE_TLS_CERT]
+    #[arg(long, env = "WALSTORE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) [env: WALSTORE_TLS_KEY]
+    #[arg(long, env = "WALSTORE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token required by GET /metrics [env: WALSTORE_METRICS_TOKEN] [default: none, open]
+    #[arg(long, env = "WALSTORE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// How often every blob is re-hashed, e.g. 7d; 0s disables [env: WALSTORE_SCRUB_INTERVAL] [default: 7d]
+    #[arg(long, env = "WALSTORE_SCRUB_INTERVAL")]
+    pub scrub_interval: Option<String>,
 }
 
 impl Settings {
@@ -145,6 +163,10 @@ impl Settings {
             retention_enforce: self.retention_enforce.or(lower.retention_enforce),
             split_brain_guard: self.split_brain_guard.or(lower.split_brain_guard),
             retention_interval: self.retention_interval.or(lower.retention_interval),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+            scrub_interval: self.scrub_interval.or(lower.scrub_interval),
         }
     }
 
@@ -192,6 +214,15 @@ impl Settings {
                 p
             },
             retention_interval: dur(self.retention_interval, "5m", "retention-interval")?,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => return Err("tls-cert and tls-key: set both or neither".into()),
+            },
+            metrics_token: self.metrics_token.filter(|t| !t.is_empty()),
+            scrub_interval: parse_duration(self.scrub_interval.as_deref().unwrap_or("7d"))
+                .or_else(|e| if self.scrub_interval.as_deref() == Some("0") { Ok(Duration::ZERO) } else { Err(e) })
+                .map_err(|e| format!("scrub-interval: {e}"))?,
         };
         if cfg.gc_interval.is_zero() {
             return Err("gc-interval: must be greater than zero".into());

@@ -69,6 +69,11 @@ enum Command {
         #[command(flatten)]
         conn: cli::Conn,
     },
+    /// Re-hash every blob and report corruption by object (exit status 1 if any).
+    Scrub {
+        #[command(flatten)]
+        conn: cli::Conn,
+    },
     /// Verify index ↔ blob consistency (exit status 1 on problems).
     Check {
         #[command(flatten)]
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         Command::Bucket { cmd } => cli::bucket(cmd),
         Command::Gc { grace, conn } => cli::gc(grace.as_deref(), &conn),
         Command::Check { conn } => cli::check(&conn),
+        Command::Scrub { conn } => cli::scrub(&conn),
         Command::Audit { limit, conn } => cli::audit(limit, &conn),
     };
     match result {
@@ -162,7 +168,16 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
         }
     }
 
-    let api = ApiConfig { region: cfg.region.clone(), max_object_size: cfg.max_object_size, ..ApiConfig::default() };
+    let api = ApiConfig {
+        region: cfg.region.clone(),
+        max_object_size: cfg.max_object_size,
+        metrics_token: cfg.metrics_token.clone(),
+        ..ApiConfig::default()
+    };
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(Arc::new(s3api::tls::TlsReloader::new(cert.clone(), key.clone())?)),
+        None => None,
+    };
     let keys = Arc::new(Credentials::new(creds.access_key.clone(), creds.secret_key.clone(), store.clone()));
     let state = Arc::new(AppState::new(store.clone(), api, keys));
 
@@ -176,12 +191,21 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), region = %cfg.region, "walstore is serving S3");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), region = %cfg.region, scheme, "walstore is serving S3");
         // Scripts wait for this line to learn the port when listening on :0.
-        println!("walstore: listening on http://{addr}");
+        println!("walstore: listening on {scheme}://{addr}");
+        if let Some(t) = &tls {
+            t.spawn_watcher(Duration::from_secs(10));
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let worker = tokio::spawn(maintenance(store.clone(), cfg.gc_interval, cfg.retention_interval, stop_rx));
-        let opts = ServeOptions { drain_timeout: cfg.drain_timeout, ..ServeOptions::default() };
+        let jobs = Jobs {
+            gc_interval: cfg.gc_interval,
+            retention_every: cfg.retention_interval,
+            scrub_every: cfg.scrub_interval,
+        };
+        let worker = tokio::spawn(maintenance(store.clone(), state.metrics.clone(), jobs, stop_rx));
+        let opts = ServeOptions { drain_timeout: cfg.drain_timeout, tls, ..ServeOptions::default() };
         s3api::serve(listener, state, opts, shutdown_signal()).await.map_err(|e| e.to_string())?;
         let _ = stop_tx.send(true);
         let _ = worker.await;
@@ -210,28 +234,83 @@ async fn shutdown_signal() {
     }
 }
 
-/// The maintenance worker: GC of unreferenced blobs (bounded per pass),
-/// expiry of abandoned uploads, an hourly orphan sweep, and the retention pass
-/// (every repository is evaluated; those whose policy enforces retention get
-/// what the horizon releases deleted, journaled).
+/// Intervals of the maintenance jobs.
+struct Jobs {
+    gc_interval: Duration,
+    retention_every: Duration,
+    scrub_every: Duration,
+}
+
+/// The maintenance worker, one small step per tick: GC of unreferenced blobs
+/// (bounded per pass), expiry of abandoned uploads, an hourly orphan sweep,
+/// usage metrics, the retention pass (every repository is evaluated; those
+/// whose policy enforces retention get what the horizon releases deleted,
+/// journaled) and the periodic scrub. Each job's last success and failures are
+/// exported as metrics.
 async fn maintenance(
     store: Arc<Store>,
-    interval: Duration,
-    retention_every: Duration,
+    metrics: Arc<s3api::metrics::Metrics>,
+    jobs: Jobs,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut last_sweep: Option<std::time::Instant> = None;
-    let mut last_retention: Option<std::time::Instant> = None;
+    let mut last: std::collections::HashMap<&'static str, std::time::Instant> = std::collections::HashMap::new();
+    let due = |last: &std::collections::HashMap<&'static str, std::time::Instant>, job: &str, every: Duration| {
+        !every.is_zero() && last.get(job).is_none_or(|t| t.elapsed() >= every)
+    };
+    // The first scrub waits a full interval: a restart must not re-read everything.
+    last.insert("scrub", std::time::Instant::now());
+    let mut first = true;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(jobs.gc_interval) => {}
+                _ = stop.changed() => return,
+            }
         }
-        let s = store.clone();
-        let sweep = last_sweep.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
-        let retention = last_retention.is_none_or(|t| t.elapsed() >= retention_every);
-        let r = tokio::task::spawn_blocking(move || -> storage::Result<()> {
-            let now = SystemTime::now();
+        first = false;
+        let plan: Vec<&'static str> = [
+            ("gc", jobs.gc_interval),
+            ("orphans", Duration::from_secs(3600)),
+            ("usage", Duration::from_secs(60)),
+            ("retention", jobs.retention_every),
+            ("scrub", jobs.scrub_every),
+        ]
+        .into_iter()
+        .filter(|(job, every)| due(&last, job, *every))
+        .map(|(job, _)| job)
+        .collect();
+        for job in plan {
+            let (s, m) = (store.clone(), metrics.clone());
+            let r = tokio::task::spawn_blocking(move || run_job(job, &s, &m)).await;
+            match r {
+                Ok(Ok(())) => {
+                    last.insert(job, std::time::Instant::now());
+                    let now = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    metrics.job_success.with_label_values(&[job]).set(now);
+                }
+                Ok(Err(e)) => {
+                    metrics.job_errors.with_label_values(&[job]).inc();
+                    tracing::error!(job, error = %e, "maintenance job failed");
+                }
+                Err(e) => {
+                    metrics.job_errors.with_label_values(&[job]).inc();
+                    tracing::error!(job, error = %e, "maintenance job panicked");
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+fn run_job(job: &str, s: &Store, m: &s3api::metrics::Metrics) -> storage::Result<()> {
+    let now = SystemTime::now();
+    match job {
+        "gc" => {
             let gc = s.gc_pass(now, 10_000)?;
             if gc.reclaimed_blobs > 0 {
                 tracing::info!(blobs = gc.reclaimed_blobs, bytes = gc.reclaimed_bytes, "GC reclaimed space");
@@ -240,35 +319,37 @@ async fn maintenance(
             if expired > 0 {
                 tracing::info!(uploads = expired, "expired abandoned multipart uploads");
             }
-            if sweep {
-                let orphans = s.sweep_orphans(now)?;
-                if orphans > 0 {
-                    tracing::info!(files = orphans, "removed orphan blob files");
-                }
-            }
-            if retention {
-                retention_pass(&s)?;
-            }
-            Ok(())
-        })
-        .await;
-        match r {
-            Ok(Ok(())) => {
-                if sweep {
-                    last_sweep = Some(std::time::Instant::now());
-                }
-                if retention {
-                    last_retention = Some(std::time::Instant::now());
-                }
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "maintenance pass failed"),
-            Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
         }
+        "orphans" => {
+            let orphans = s.sweep_orphans(now)?;
+            if orphans > 0 {
+                tracing::info!(files = orphans, "removed orphan blob files");
+            }
+        }
+        "usage" => m.refresh_storage(s)?,
+        "retention" => {
+            let evals = retention_pass(s)?;
+            m.refresh_wal(&evals);
+        }
+        "scrub" => {
+            let r = s.scrub(&mut |_, _| {})?;
+            if r.corrupt.is_empty() {
+                tracing::info!(blobs = r.blobs, bytes = r.bytes, "scrub found no corruption");
+            } else {
+                for c in &r.corrupt {
+                    tracing::error!(blob = %c.hash, problem = %c.problem, objects = ?c.objects, "scrub: corrupt blob");
+                }
+            }
+        }
+        _ => {}
     }
+    Ok(())
 }
 
-/// Evaluates every repository of every bucket; enforces where the policy says so.
-fn retention_pass(s: &Store) -> storage::Result<()> {
+/// Evaluates every repository of every bucket; enforces where the policy says
+/// so. Returns the evaluations (for the WAL metrics).
+fn retention_pass(s: &Store) -> storage::Result<Vec<Arc<storage::wal::Evaluation>>> {
+    let mut out = Vec::new();
     for b in s.list_buckets()? {
         for repo in s.wal_repositories(&b.name)? {
             let policy = s.policy_for(&b.name, &repo)?;
@@ -277,10 +358,9 @@ fn retention_pass(s: &Store) -> storage::Result<()> {
                 if objects > 0 {
                     tracing::info!(bucket = %b.name, repo, objects, bytes, "retention deleted what the policy releases");
                 }
-            } else {
-                s.evaluate(&b.name, &repo)?;
             }
+            out.push(s.evaluate(&b.name, &repo)?);
         }
     }
-    Ok(())
+    Ok(out)
 }

@@ -26,6 +26,7 @@ mod multipart;
 mod store;
 pub mod types;
 pub mod units;
+mod usage;
 pub mod wal;
 mod writer;
 
@@ -40,4 +41,5 @@ pub use store::{
     WriteCondition,
 };
 pub use types::*;
+pub use usage::{CorruptBlob, ScrubReport, ScrubStats, Usage};
 pub use writer::{block_crcs, BlobWriter, StagedBlob, BLOCK_SIZE};

@@ -194,6 +194,7 @@ pub struct Store {
     pub(crate) stats: Arc<StoreStats>,
     read_only: AtomicBool,
     pub(crate) guard: crate::wal::guard::WalGuard,
+    pub(crate) scrub: crate::usage::ScrubStats,
 }
 
 impl Store {
@@ -221,6 +222,7 @@ impl Store {
             stats: Arc::new(StoreStats::default()),
             read_only: AtomicBool::new(false),
             guard: crate::wal::guard::WalGuard::default(),
+            scrub: crate::usage::ScrubStats::default(),
         })
     }
 

@@ -83,6 +83,7 @@ pub async fn upload_part(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     }
     let (incoming, spec) = ctx.take_body()?;
     let received = body::receive(&ctx.state.store, incoming, spec, checks.algorithms(), MAX_PART_SIZE).await?;
+    ctx.state.metrics.received.inc_by(received.blob.size);
     let checksum = checks.verify(&received.blob, &received.trailers)?;
     let store = ctx.state.store.clone();
     let part = blocking(move || store.upload_part(&bucket, &key, &id, number, received.blob, checksum)).await?;

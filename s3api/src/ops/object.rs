@@ -50,6 +50,7 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     }
     let (incoming, spec) = ctx.take_body()?;
     let received = body::receive(&ctx.state.store, incoming, spec, checks.algorithms(), limit).await?;
+    ctx.state.metrics.received.inc_by(received.blob.size);
     let checksum = checks.verify(&received.blob, &received.trailers)?;
     let store = ctx.state.store.clone();
     let actor = ctx.principal.access_key.clone();
