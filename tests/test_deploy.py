@@ -443,7 +443,7 @@ tests:
         values: '0 0 0 0 0 0'
       - series: 'walstore_checksum_failures_total{instance="w"}'
         values: '0 0 2 2 2 2'
-      - series: 'walstore_maintenance_errors_total{instance="w", job="walstore", exported_job="gc"}'
+      - series: 'walstore_maintenance_errors_total{instance="w", job="walstore", task="gc"}'
         values: '0+1x30'
     alert_rule_test:
       - eval_time: 5m
@@ -460,7 +460,7 @@ tests:
       - eval_time: 20m
         alertname: WalstoreMaintenanceErrors
         exp_alerts:
-          - exp_labels: {severity: warning, instance: w, job: walstore, exported_job: gc}
+          - exp_labels: {severity: warning, instance: w, job: walstore, task: gc}
   - name: disk and scrub
     interval: 1m
     input_series:

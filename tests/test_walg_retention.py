@@ -397,7 +397,7 @@ def test_retention_plan_and_run(scenario: Scenario, store: Walstore, s3):
     time.sleep(2.0)
     _, v, out = cli(store, "policy", "set", TARGET, "--recovery-window", "1s", "--min-backups", "2",
                     "--min-object-age", "0s", "--clock-skew", "0s", "--branch-grace", "1s",
-                    "--archive-lag-grace", "0s")
+                    "--archive-lag-grace", "0s", "--gc-delay", "0s")
     assert v["prefix"] == f"spilo/{CLUSTER}/", out
     assert v["policy"]["protection"] == "protect-required" and v["policy"]["enforce"] is False, out
 

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use storage::units::{format_duration, parse_duration, parse_size};
-use storage::wal::{DeleteProtection, SegmentSize, StoredPolicy};
+use storage::wal::{DeleteProtection, Keep, SegmentSize, StoredPolicy};
 use storage::{BucketName, KeyRole, Store};
 
 use crate::authz::Principal;
@@ -49,6 +49,8 @@ pub struct PolicyDoc {
     pub branch_quiet_period: Option<String>,
     /// Clock skew allowance.
     pub clock_skew: Option<String>,
+    /// Dwell time before the retention worker deletes what became deletable.
+    pub gc_delay: Option<String>,
     /// WAL segment size (`16MiB`), or `auto`.
     pub segment_size: Option<String>,
     /// Whether the retention worker deletes what the horizon releases.
@@ -74,6 +76,7 @@ impl PolicyDoc {
             archive_lag_grace: d(r.archive_lag_grace),
             branch_quiet_period: d(r.branch_quiet_period),
             clock_skew: d(r.clock_skew),
+            gc_delay: d(r.gc_delay),
             segment_size: Some(r.segment_size.map_or("auto".into(), |s| format!("{}MiB", s.bytes() >> 20))),
             enforce: Some(r.enforce),
             split_brain_guard: Some(p.split_brain_guard),
@@ -100,6 +103,7 @@ impl PolicyDoc {
         dur("archive_lag_grace", &self.archive_lag_grace, &mut r.archive_lag_grace)?;
         dur("branch_quiet_period", &self.branch_quiet_period, &mut r.branch_quiet_period)?;
         dur("clock_skew", &self.clock_skew, &mut r.clock_skew)?;
+        dur("gc_delay", &self.gc_delay, &mut r.gc_delay)?;
         if let Some(n) = self.full_count {
             r.full_count = n;
         }
@@ -239,6 +243,13 @@ pub enum AdminRequest {
     },
     /// Quarantined uploads.
     Quarantine,
+    /// Resolve a quarantined conflict.
+    QuarantineResolve {
+        /// Record id.
+        id: String,
+        /// Which copy stays visible.
+        keep: Keep,
+    },
     /// Start a scrub in the background (if none runs).
     ScrubStart,
     /// Progress and last report of scrubs.
@@ -356,6 +367,9 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
         }
         AdminRequest::Audit { limit } => (true, json!({ "records": store.audit_log(limit)? })),
         AdminRequest::Quarantine => (true, json!({ "quarantined": store.quarantine()? })),
+        AdminRequest::QuarantineResolve { id, keep } => {
+            (true, json!({ "resolved": store.resolve_quarantine(&id, keep, actor)? }))
+        }
         AdminRequest::ScrubStart => (true, json!({"started": true})),
         AdminRequest::ScrubStatus => (true, scrub_status(store)),
     })
@@ -414,6 +428,10 @@ pub async fn handle(
             AdminRequest::Audit { limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100) }
         }
         (Method::GET, "quarantine") => AdminRequest::Quarantine,
+        (Method::POST, "quarantine/resolve") => AdminRequest::QuarantineResolve {
+            id: q.get("id").ok_or_else(|| bad("the id parameter is required"))?.to_owned(),
+            keep: parse_keep(q.get("keep").unwrap_or(""))?,
+        },
         (Method::GET, "scrub") => AdminRequest::ScrubStatus,
         (Method::POST, "scrub") => {
             let store = state.store.clone();
@@ -434,6 +452,15 @@ pub async fn handle(
         Err(e) => return Err(S3Error::internal("admin task", &e)),
     };
     Ok(json_response(if ok { StatusCode::OK } else { StatusCode::CONFLICT }, &v))
+}
+
+/// Parses `first` / `second` (which copy a quarantine resolution keeps).
+pub fn parse_keep(s: &str) -> S3Result<Keep> {
+    match s {
+        "first" => Ok(Keep::First),
+        "second" => Ok(Keep::Second),
+        _ => Err(bad(format!("keep must be first (the stored copy) or second (the quarantined upload), not {s:?}"))),
+    }
 }
 
 /// Normalises a repository prefix argument (`spilo/c1` → `spilo/c1/`).

@@ -39,15 +39,15 @@ pub struct Metrics {
     blobs: IntGauge,
     dedup: Gauge,
     gc_queue: IntGauge,
-    gc_bytes: IntGauge,
-    gc_blobs: IntGauge,
+    gc_bytes: IntCounter,
+    gc_blobs: IntCounter,
     disk_free: IntGauge,
     disk_total: IntGauge,
     index_bytes: IntGauge,
-    blocks_verified: IntGauge,
-    checksum_failures: IntGauge,
-    scrub_checked: IntGauge,
-    scrub_corrupt: IntGauge,
+    blocks_verified: IntCounter,
+    checksum_failures: IntCounter,
+    scrub_checked: IntCounter,
+    scrub_corrupt: IntCounter,
     scrub_progress: Gauge,
     scrub_last: IntGauge,
     wal_last_received: GaugeVec,
@@ -60,9 +60,10 @@ pub struct Metrics {
     oldest_age: GaugeVec,
     backups: IntGaugeVec,
     frozen: IntGaugeVec,
-    retention_deletions: IntGauge,
-    refused: IntGauge,
-    conflicts: IntGauge,
+    alerts: IntGaugeVec,
+    retention_deletions: IntCounter,
+    refused: IntCounter,
+    conflicts: IntCounter,
     /// Last successful run of a maintenance job (unix seconds).
     pub job_success: GaugeVec,
     /// Maintenance job failures.
@@ -78,6 +79,18 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     reg(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    reg(r, IntCounter::new(name, help).expect("valid metric"))
+}
+
+/// Advances a counter to a monotonic total kept elsewhere (an atomic of the store).
+fn follow(c: &IntCounter, total: u64) {
+    let seen = c.get();
+    if total > seen {
+        c.inc_by(total - seen);
+    }
 }
 
 fn fgauge(r: &Registry, name: &str, help: &str) -> Gauge {
@@ -103,7 +116,9 @@ fn now_secs() -> f64 {
 /// Maps a freeze reason to a bounded label value.
 fn freeze_category(reason: &str) -> &'static str {
     let r = reason.to_ascii_lowercase();
-    if r.contains("clock") {
+    if r.contains("history-timeline-collision") {
+        "history_collision"
+    } else if r.contains("clock") {
         "clock"
     } else if r.contains("split brain") {
         "split_brain"
@@ -176,23 +191,23 @@ impl Metrics {
             blobs: gauge(&r, "walstore_blobs", "Distinct blobs stored."),
             dedup: fgauge(&r, "walstore_dedup_ratio", "Logical bytes over physical bytes."),
             gc_queue: gauge(&r, "walstore_gc_queue_blobs", "Blobs waiting for garbage collection."),
-            gc_bytes: gauge(&r, "walstore_gc_reclaimed_bytes_total", "Bytes reclaimed by GC since start."),
-            gc_blobs: gauge(&r, "walstore_gc_reclaimed_blobs_total", "Blobs reclaimed by GC since start."),
+            gc_bytes: counter(&r, "walstore_gc_reclaimed_bytes_total", "Bytes reclaimed by GC since start."),
+            gc_blobs: counter(&r, "walstore_gc_reclaimed_blobs_total", "Blobs reclaimed by GC since start."),
             disk_free: gauge(&r, "walstore_data_dir_free_bytes", "Free bytes on the data directory's filesystem."),
             disk_total: gauge(&r, "walstore_data_dir_total_bytes", "Size of the data directory's filesystem."),
             index_bytes: gauge(&r, "walstore_index_bytes", "Size of the RocksDB index."),
-            blocks_verified: gauge(
+            blocks_verified: counter(
                 &r,
                 "walstore_blocks_verified_total",
                 "Blocks whose CRC was verified on read since start.",
             ),
-            checksum_failures: gauge(
+            checksum_failures: counter(
                 &r,
                 "walstore_checksum_failures_total",
                 "Blocks that failed verification on read since start (never served).",
             ),
-            scrub_checked: gauge(&r, "walstore_scrub_blobs_checked_total", "Blobs re-hashed by scrubs since start."),
-            scrub_corrupt: gauge(
+            scrub_checked: counter(&r, "walstore_scrub_blobs_checked_total", "Blobs re-hashed by scrubs since start."),
+            scrub_corrupt: counter(
                 &r,
                 "walstore_scrub_corrupt_blobs_total",
                 "Corrupt blobs found by scrubs since start.",
@@ -262,17 +277,23 @@ impl Metrics {
                 "1 while retention of a repository is frozen, by reason.",
                 &["bucket", "repo", "reason"],
             ),
-            retention_deletions: gauge(
+            alerts: gauge_vec(
+                &r,
+                "walstore_alerts",
+                "Open alerts of a repository (lost WAL, broken backups, split brain suspected, ...).",
+                &["bucket", "repo"],
+            ),
+            retention_deletions: counter(
                 &r,
                 "walstore_retention_deletions_total",
                 "Objects deleted by the retention worker since start.",
             ),
-            refused: gauge(
+            refused: counter(
                 &r,
                 "walstore_refused_deletes_total",
                 "Client deletes refused by delete protection since start.",
             ),
-            conflicts: gauge(
+            conflicts: counter(
                 &r,
                 "walstore_split_brain_conflicts_total",
                 "Uploads refused by the split-brain guard since start.",
@@ -280,14 +301,14 @@ impl Metrics {
             job_success: fgauge_vec(
                 &r,
                 "walstore_maintenance_last_success_timestamp_seconds",
-                "Unix time of the last successful run of a maintenance job.",
-                &["job"],
+                "Unix time of the last successful run of a maintenance task.",
+                &["task"],
             ),
             job_errors: counter_vec(
                 &r,
                 "walstore_maintenance_errors_total",
-                "Failed runs of maintenance jobs.",
-                &["job"],
+                "Failed runs of maintenance tasks.",
+                &["task"],
             ),
             registry: r,
         };
@@ -333,19 +354,33 @@ impl Metrics {
     /// Copies the store's monotonic counters (cheap; also called at scrape time).
     pub fn refresh_counters(&self, store: &Store) {
         let st = store.stats();
-        self.gc_bytes.set(st.gc_reclaimed_bytes.load(Ordering::Relaxed) as i64);
-        self.gc_blobs.set(st.gc_reclaimed_blobs.load(Ordering::Relaxed) as i64);
-        self.blocks_verified.set(st.blocks_verified.load(Ordering::Relaxed) as i64);
-        self.checksum_failures.set(st.checksum_failures.load(Ordering::Relaxed) as i64);
+        follow(&self.gc_bytes, st.gc_reclaimed_bytes.load(Ordering::Relaxed));
+        follow(&self.gc_blobs, st.gc_reclaimed_blobs.load(Ordering::Relaxed));
+        follow(&self.blocks_verified, st.blocks_verified.load(Ordering::Relaxed));
+        follow(&self.checksum_failures, st.checksum_failures.load(Ordering::Relaxed));
         let sc = store.scrub_stats();
-        self.scrub_checked.set(sc.blobs_checked.load(Ordering::Relaxed) as i64);
-        self.scrub_corrupt.set(sc.corrupt_blobs.load(Ordering::Relaxed) as i64);
+        follow(&self.scrub_checked, sc.blobs_checked.load(Ordering::Relaxed));
+        follow(&self.scrub_corrupt, sc.corrupt_blobs.load(Ordering::Relaxed));
         self.scrub_progress.set(sc.progress_permille.load(Ordering::Relaxed) as f64 / 1000.0);
         self.scrub_last.set(sc.last_completion.load(Ordering::Relaxed) as i64);
         let g = &store.wal_guard().stats;
-        self.retention_deletions.set(g.retention_deletions.load(Ordering::Relaxed) as i64);
-        self.refused.set(g.refused_deletes.load(Ordering::Relaxed) as i64);
-        self.conflicts.set(g.conflicts.load(Ordering::Relaxed) as i64);
+        follow(&self.retention_deletions, g.retention_deletions.load(Ordering::Relaxed));
+        follow(&self.refused, g.refused_deletes.load(Ordering::Relaxed));
+        follow(&self.conflicts, g.conflicts.load(Ordering::Relaxed));
+    }
+
+    /// Refreshes the WAL gauges at scrape time (blocking: call off the async
+    /// runtime). Evaluations are cached and recomputed only for repositories
+    /// written to since, so a scrape reports the segment that just arrived.
+    pub fn refresh_wal_now(&self, store: &Store) -> storage::Result<()> {
+        let mut evals = Vec::new();
+        for b in store.list_buckets()? {
+            for repo in store.wal_repositories(&b.name)? {
+                evals.push(store.evaluation(&b.name, &repo)?);
+            }
+        }
+        self.refresh_wal(&evals);
+        Ok(())
     }
 
     /// Refreshes the WAL gauges of the given evaluations (all repositories).
@@ -364,6 +399,7 @@ impl Metrics {
         self.wal_gaps.reset();
         self.backups.reset();
         self.frozen.reset();
+        self.alerts.reset();
         let now = now_secs();
         for ev in evals {
             let (b, r) = (ev.bucket.as_str(), ev.prefix.as_str());
@@ -391,6 +427,7 @@ impl Metrics {
             for kind in ["full", "delta", "permanent", "in_progress", "incomplete", "broken"] {
                 self.backups.with_label_values(&[b, r, kind]).set(*rep.counts.get(kind).unwrap_or(&0) as i64);
             }
+            self.alerts.with_label_values(&[b, r]).set(ev.horizon.alerts.len() as i64);
             for f in &ev.horizon.frozen {
                 self.frozen.with_label_values(&[b, r, freeze_category(f)]).set(1);
             }

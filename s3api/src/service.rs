@@ -113,8 +113,17 @@ async fn probe(state: &AppState, req: &Request<Incoming>) -> Response<ResponseBo
                 return r;
             }
         }
-        state.metrics.refresh_counters(&state.store);
-        let mut r = Response::new(ResponseBody::full(state.metrics.render()));
+        let (store, metrics) = (state.store.clone(), state.metrics.clone());
+        let body = tokio::task::spawn_blocking(move || {
+            metrics.refresh_counters(&store);
+            if let Err(e) = metrics.refresh_wal_now(&store) {
+                tracing::warn!(error = %e, "refreshing WAL metrics for a scrape failed; serving the previous values");
+            }
+            metrics.render()
+        })
+        .await
+        .unwrap_or_default();
+        let mut r = Response::new(ResponseBody::full(body));
         r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
         return r;
     }

@@ -99,6 +99,9 @@ pub enum PolicyCmd {
         /// e.g. 16MiB, or auto
         #[arg(long)]
         segment_size: Option<String>,
+        /// how long an object stays deletable before the retention worker deletes it, e.g. 1d
+        #[arg(long)]
+        gc_delay: Option<String>,
         /// let the server delete what the policy releases
         #[arg(long)]
         enforce: Option<bool>,
@@ -143,6 +146,26 @@ pub enum KeyCmd {
     Revoke {
         /// Access key id
         id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `quarantine` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCmd {
+    /// List uploads refused by the split-brain guard.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Resolve a conflict: keep the stored copy (first) or replace it with the quarantined upload (second).
+    Resolve {
+        /// Record id (from `walstore quarantine list`)
+        id: String,
+        /// first | second
+        #[arg(long)]
+        keep: String,
         #[command(flatten)]
         conn: Conn,
     },
@@ -476,6 +499,7 @@ pub fn policy(cmd: PolicyCmd) -> Result<(), String> {
             clock_skew,
             archive_lag_grace,
             segment_size,
+            gc_delay,
             enforce,
             split_brain_guard,
             conn,
@@ -493,6 +517,7 @@ pub fn policy(cmd: PolicyCmd) -> Result<(), String> {
                 clock_skew,
                 archive_lag_grace,
                 segment_size,
+                gc_delay,
                 enforce,
                 split_brain_guard,
                 ..PolicyDoc::default()
@@ -612,6 +637,47 @@ pub fn check(conn: &Conn) -> Result<(), String> {
     } else {
         Err(format!("{} inconsistencies found", v["problems"].as_array().map_or(0, |a| a.len())))
     }
+}
+
+fn quarantine_text(v: &Value) -> String {
+    let list = v["quarantined"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "quarantine is empty\n".into();
+    }
+    list.iter()
+        .map(|r| {
+            format!(
+                "{} {} {}/{} by {} ({} bytes){}\n    {}\n",
+                s(&r["id"]),
+                ms_to_text(&r["time"]),
+                s(&r["bucket"]),
+                s(&r["key"]),
+                s(&r["principal"]),
+                r["size"],
+                if r["resolved"] == true { " [resolved]" } else { "" },
+                s(&r["reason"])
+            )
+        })
+        .collect()
+}
+
+/// `walstore quarantine …`.
+pub fn quarantine(cmd: QuarantineCmd) -> Result<(), String> {
+    match cmd {
+        QuarantineCmd::List { conn } => {
+            let (_, v) =
+                run(&conn, AdminRequest::Quarantine, ("GET", "/_walstore/quarantine", Vec::new(), Vec::new()))?;
+            print(&conn, &v, quarantine_text);
+        }
+        QuarantineCmd::Resolve { id, keep, conn } => {
+            let k = s3api::admin::parse_keep(&keep).map_err(|e| e.message)?;
+            let q = vec![("id", id.clone()), ("keep", keep)];
+            let req = AdminRequest::QuarantineResolve { id, keep: k };
+            let (_, v) = run(&conn, req, ("POST", "/_walstore/quarantine/resolve", q, Vec::new()))?;
+            print(&conn, &v, |v| format!("resolved {}\n", s(&v["resolved"]["id"])));
+        }
+    }
+    Ok(())
 }
 
 /// `walstore audit`.

@@ -115,6 +115,9 @@ pub struct Settings {
     /// Let the server delete what the default retention policy releases [env: WALSTORE_RETENTION_ENFORCE] [default: false]
     #[arg(long, env = "WALSTORE_RETENTION_ENFORCE")]
     pub retention_enforce: Option<bool>,
+    /// Default dwell time between an object becoming deletable and the retention worker deleting it, e.g. 1d [env: WALSTORE_GC_DELAY] [default: 1d]
+    #[arg(long, env = "WALSTORE_GC_DELAY")]
+    pub gc_delay: Option<String>,
     /// Refuse a different upload for an existing WAL segment or history file [env: WALSTORE_SPLIT_BRAIN_GUARD] [default: true]
     #[arg(long, env = "WALSTORE_SPLIT_BRAIN_GUARD")]
     pub split_brain_guard: Option<bool>,
@@ -161,6 +164,7 @@ impl Settings {
             recovery_window: self.recovery_window.or(lower.recovery_window),
             min_backups: self.min_backups.or(lower.min_backups),
             retention_enforce: self.retention_enforce.or(lower.retention_enforce),
+            gc_delay: self.gc_delay.or(lower.gc_delay),
             split_brain_guard: self.split_brain_guard.or(lower.split_brain_guard),
             retention_interval: self.retention_interval.or(lower.retention_interval),
             tls_cert: self.tls_cert.or(lower.tls_cert),
@@ -209,6 +213,7 @@ impl Settings {
                     }
                     p.policy.min_backups = n;
                 }
+                p.policy.gc_delay = dur(self.gc_delay, "1d", "gc-delay")?;
                 p.policy.enforce = self.retention_enforce.unwrap_or(false);
                 p.split_brain_guard = self.split_brain_guard.unwrap_or(true);
                 p

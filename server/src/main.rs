@@ -79,6 +79,11 @@ enum Command {
         #[command(flatten)]
         conn: cli::Conn,
     },
+    /// Uploads refused by the split-brain guard, and their resolution.
+    Quarantine {
+        #[command(subcommand)]
+        cmd: cli::QuarantineCmd,
+    },
     /// Show the audit log (overrides, retention deletions, quarantines, policy and key changes).
     Audit {
         /// Newest records to show.
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Check { conn } => cli::check(&conn),
         Command::Scrub { conn } => cli::scrub(&conn),
         Command::Audit { limit, conn } => cli::audit(limit, &conn),
+        Command::Quarantine { cmd } => cli::quarantine(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,6 +197,9 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // Handlers are installed before the "listening" line: a supervisor that
+        // stops the server right after it started must get a clean shutdown.
+        let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), region = %cfg.region, scheme, "walstore is serving S3");
         // Scripts wait for this line to learn the port when listening on :0.
@@ -206,7 +215,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
         };
         let worker = tokio::spawn(maintenance(store.clone(), state.metrics.clone(), jobs, stop_rx));
         let opts = ServeOptions { drain_timeout: cfg.drain_timeout, tls, ..ServeOptions::default() };
-        s3api::serve(listener, state, opts, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        s3api::serve(listener, state, opts, shutdown).await.map_err(|e| e.to_string())?;
         let _ = stop_tx.send(true);
         let _ = worker.await;
         Ok::<(), String>(())
@@ -218,20 +227,17 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install a SIGTERM handler");
-            std::future::pending::<()>().await;
-            return;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-    }
+    })
 }
 
 /// Intervals of the maintenance jobs.

@@ -255,6 +255,8 @@ async fn delete_protection_roles_override_and_retention() {
             "0s",
             "--clock-skew",
             "0s",
+            "--gc-delay",
+            "0s",
         ],
     );
     assert!(ok, "{out}");

@@ -19,9 +19,6 @@
 //!
 //! Each scenario is its own `#[tokio::test]` with its own server, so they run
 //! in parallel (`--test-threads 4`).
-//!
-//! Tests marked `#[ignore]` are written to Part B where the implementation
-//! keeps less (or accepts more) than Part B requires; the reason names the gap.
 
 mod common;
 
@@ -495,9 +492,13 @@ impl Repo {
         assert!(ok, "policy set {flags:?}: {out}");
     }
 
-    /// The scaled base policy of Part C: min_object_age 0, clock skew 0.
+    /// The scaled base policy of Part C: min_object_age 0, clock skew 0, and
+    /// gc.delay 0 unless the scenario sets it.
     fn base_policy(&self, flags: &[&str]) {
         let mut all = vec!["--min-object-age", "0s", "--clock-skew", "0s"];
+        if !flags.contains(&"--gc-delay") {
+            all.extend(["--gc-delay", "0s"]);
+        }
         all.extend_from_slice(flags);
         self.policy(&all);
     }
@@ -1153,8 +1154,6 @@ async fn c09_permanent_backup_is_standalone() {
 /// false → true flip of `is_permanent` takes effect immediately, and B9
 /// protects objects written since the last evaluation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: client deletes are decided on an evaluation cached for 30 s that writes do not invalidate; a backup \
-            marked permanent (metadata.json rewritten) after that evaluation is still deleted as 'not needed'"]
 async fn c09_backup_mark_protects_at_once() {
     let r = Repo::new("c09b", 300);
     r.base_policy(&["--min-backups", "1", "--recovery-window", "1ms", "--archive-lag-grace", "1s"]);
@@ -1365,8 +1364,6 @@ async fn c16_incomplete_backups_collected_as_units() {
 /// stop sentinel must be refused (`412 backup-incomplete`, B8.4) so that
 /// `backup-list` never shows a backup whose tar parts are gone (I6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: B8.4 not implemented — a late stop sentinel for a backup whose objects retention collected is \
-            accepted (200); the listing then shows a sentinel without tar parts and status calls it Complete"]
 async fn c16_late_sentinel_after_collection_is_refused() {
     let r = Repo::new("c16b", 300);
     let grace = r.ms(1.0);
@@ -1425,6 +1422,35 @@ async fn c20_split_brain_same_timeline() {
             .any(|x| x["action"] == "quarantine" && x["key"] == key.as_str()),
         "{out}"
     );
+    let st = r.status();
+    assert!(st["alerts"].to_string().contains("split brain suspected"), "{st}");
+    assert!(frozen(&st).is_empty(), "a WAL conflict alerts, it does not freeze: {st}");
+
+    // The operator decides node B was right: B's bytes become the segment and
+    // A's move into the quarantine (resolved), never destroyed.
+    let b = lz4(&bytes_of(21, 8192));
+    let (ok, v, out) = r.cli(&["quarantine", "list"]);
+    assert!(ok, "{out}");
+    let id = v["quarantined"][0]["id"].as_str().expect("id").to_owned();
+    let (ok, _, out) = r.cli(&["quarantine", "resolve", &id, "--keep", "second"]);
+    assert!(ok, "{out}");
+    assert_eq!(r.get(&key).await, b, "GET returns node B's bytes after the resolution");
+    let (_, v, _) = r.cli(&["quarantine", "list"]);
+    let l = v["quarantined"].as_array().cloned().unwrap_or_default();
+    assert_eq!(l.len(), 1, "{v}");
+    assert_eq!(l[0]["resolved"], true);
+    assert_eq!(l[0]["size"].as_u64(), Some(a.len() as u64), "node A's copy is kept");
+    let st = r.status();
+    assert!(!st["alerts"].to_string().contains("split brain suspected"), "{st}");
+    let (ok, _, out) = r.cli(&["quarantine", "resolve", &id, "--keep", "first"]);
+    assert!(!ok && out.contains("no quarantine record"), "the record is gone: {out}");
+    let id2 = l[0]["id"].as_str().expect("id").to_owned();
+    let (ok, _, out) = r.cli(&["quarantine", "resolve", &id2, "--keep", "second"]);
+    assert!(!ok && out.contains("already resolved"), "{out}");
+    let (ok, _, out) = r.cli(&["quarantine", "resolve", &id2, "--keep", "first"]);
+    assert!(ok, "releasing the resolved copy: {out}");
+    let (_, v, _) = r.cli(&["quarantine", "list"]);
+    assert_eq!(v["quarantined"].as_array().map(Vec::len), Some(0), "{v}");
 }
 
 /// #21 — archive retry with identical bytes: 200, same ETag, no new version,
@@ -1488,8 +1514,6 @@ async fn c24_history_collision_refused() {
 /// until an operator resolves it (the second node's lineage may need WAL that
 /// the first history calls abandoned).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a refused history-timeline collision neither raises an alert nor freezes retention; GC keeps \
-            deleting by the first history while the second node's lineage (switch at 0/6000000) needs TL1 segment 5"]
 async fn c24_history_collision_freezes_retention() {
     let r = Repo::new("c24b", 300);
     let quiet = r.ms(0.5);
@@ -1509,6 +1533,25 @@ async fn c24_history_collision_freezes_retention() {
     let plan = r.plan();
     assert!(!plan.frozen.is_empty(), "GC frozen until resolved");
     assert!(plan.wal.is_empty() && plan.backups.is_empty());
+    assert_eq!(r.run(), 0, "a frozen repository loses nothing");
+
+    // The operator keeps the first history (the collision was a stray node):
+    // retention resumes; the refused copy stays listed as resolved.
+    let (ok, v, out) = r.cli(&["quarantine", "list"]);
+    assert!(ok, "{out}");
+    let rec = v["quarantined"]
+        .as_array()
+        .and_then(|l| l.iter().find(|q| q["key"] == r.key(&history_path(2)).as_str()))
+        .cloned()
+        .expect("the refused history is quarantined");
+    assert_eq!(rec["resolved"], false);
+    let id = rec["id"].as_str().expect("id");
+    let (ok, _, out) = r.cli(&["quarantine", "resolve", id, "--keep", "third"]);
+    assert!(!ok && out.contains("keep must be first"), "{out}");
+    let (ok, _, out) = r.cli(&["quarantine", "resolve", id, "--keep", "first"]);
+    assert!(ok, "{out}");
+    assert!(r.plan().frozen.is_empty(), "unfrozen once resolved");
+    assert!(!r.plan().wal.is_empty());
 }
 
 /// #26 — `wal-g delete everything FORCE --confirm`: DeleteObjects batches of
@@ -1683,17 +1726,25 @@ async fn c39_only_wal_nothing_collected() {
 /// #39, second half — after the first sentinel, WAL before its start becomes
 /// collectable only after `gc.delay` (B5 default 24 h, B7.1 dwell time).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: gc.delay (B5/B7.1) is not implemented — `retention run` (and the enforcing worker) delete WAL the \
-            moment it stops being required, with no dwell time and no re-evaluation after it"]
 async fn c39_first_sentinel_releases_wal_only_after_gc_delay() {
     let r = Repo::new("c39b", 100);
-    r.base_policy(&["--recovery-window", "1ms", "--min-backups", "1", "--archive-lag-grace", "1s"]);
+    let delay = r.ms(3.0);
+    let flags = ["--recovery-window", "1ms", "--min-backups", "1", "--archive-lag-grace", "1s", "--gc-delay", &delay];
+    r.base_policy(&flags);
     r.segs(1, 0..=9).await;
     let _first = r.backup(1, 5, 6, None, false).await;
+    let plan = r.plan();
+    assert_eq!(plan.wal_set(), wal_paths(1, 0..=4), "candidates right after the first sentinel");
     assert_eq!(r.run(), 0, "nothing is deleted before gc.delay has passed");
     for n in 0..=4 {
         assert!(r.exists(&r.wal(1, n)).await, "segment {n}");
     }
+    tokio::time::sleep(Duration::from_millis(3 * 100 + 50)).await;
+    assert_eq!(r.run(), 5, "after gc.delay, re-evaluated, the candidates go");
+    for n in 0..=4 {
+        assert!(!r.exists(&r.wal(1, n)).await, "segment {n}");
+    }
+    assert!(r.exists(&r.wal(1, 5)).await);
 }
 
 /// #40 — backups stop (the window slides past all of them) while WAL keeps

@@ -266,6 +266,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let verdict = self.wal_conflict(bucket, key, NewBytes::Stored { blobs: &entry.blobs, size: entry.size })?;
         match &verdict {
+            Verdict::Refuse(reason) => return Err(Error::PreconditionFailed(reason.clone())),
             Verdict::Proceed => {
                 batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()), codec::encode(&entry));
             }
@@ -280,6 +281,7 @@ impl Store {
                     reason: reason.clone(),
                     blobs: entry.blobs.clone(),
                     size: entry.size,
+                    resolved: false,
                 };
                 self.quarantine_into(&mut batch, &q)?;
             }
@@ -305,6 +307,7 @@ impl Store {
             self.unref(&mut batch, &old.blobs, now)?;
         }
         self.commit(Vec::new(), batch)?;
+        self.wal_written(bucket, key.as_str());
         match verdict {
             Verdict::Proceed => Ok(info_of(bucket, key, entry)),
             Verdict::Identical(existing) => {
@@ -312,7 +315,7 @@ impl Store {
                 let e = self.entry(bucket, &existing)?.ok_or(Error::NoSuchKey)?;
                 Ok(info_of(bucket, &k, e))
             }
-            Verdict::Conflict(reason) => Err(Error::PreconditionFailed(reason)),
+            Verdict::Conflict(reason) | Verdict::Refuse(reason) => Err(Error::PreconditionFailed(reason)),
         }
     }
 

@@ -416,10 +416,16 @@ impl Store {
                     reason: reason.clone(),
                     size: req.blob.size,
                     blobs,
+                    resolved: false,
                 };
                 let mut batch = WriteBatch::default();
                 self.quarantine_into(&mut batch, &q)?;
                 self.commit(vec![req.blob], batch)?;
+                self.wal_written(req.bucket, req.key.as_str());
+                tracing::warn!(bucket = %req.bucket, key = %req.key, principal = req.actor, "{reason}");
+                return Err(Error::PreconditionFailed(reason));
+            }
+            Verdict::Refuse(reason) => {
                 tracing::warn!(bucket = %req.bucket, key = %req.key, principal = req.actor, "{reason}");
                 return Err(Error::PreconditionFailed(reason));
             }
@@ -441,6 +447,7 @@ impl Store {
             self.unref(&mut batch, &old.blobs, now)?;
         }
         self.commit(vec![req.blob], batch)?;
+        self.wal_written(req.bucket, req.key.as_str());
         Ok(info_of(req.bucket, req.key, entry))
     }
 
@@ -472,6 +479,7 @@ impl Store {
         batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
         self.unref(&mut batch, &old.blobs, Timestamp::now())?;
         self.commit(Vec::new(), batch)?;
+        self.wal_written(bucket, key.as_str());
         Ok(true)
     }
 
@@ -512,6 +520,11 @@ impl Store {
             }
         }
         self.commit(Vec::new(), batch)?;
+        for (key, e) in keys.iter().zip(&existed) {
+            if e == &Ok(true) {
+                self.wal_written(bucket, key.as_str());
+            }
+        }
         Ok(existed)
     }
 
@@ -551,6 +564,7 @@ impl Store {
             self.unref(&mut batch, &old.blobs, now)?;
         }
         self.commit(Vec::new(), batch)?;
+        self.wal_written(dst_bucket, dst_key.as_str());
         Ok(info_of(dst_bucket, dst_key, entry))
     }
 

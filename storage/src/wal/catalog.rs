@@ -124,6 +124,8 @@ pub struct RepoSnapshot {
     pub backups: BTreeMap<BackupName, BackupObjects>,
     /// WAL metadata, delta files and foreign keys.
     pub other: Vec<OtherFile>,
+    /// Unresolved split-brain conflicts (from the quarantine).
+    pub conflicts: Vec<super::guard::OpenConflict>,
 }
 
 impl RepoSnapshot {

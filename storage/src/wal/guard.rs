@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::index::{object_key, prefix_end, CF_AUDIT, CF_JOURNAL, CF_OBJECTS, CF_POLICIES, CF_QUARANTINE};
+use crate::index::{object_key, prefix_end, ObjectEntry, CF_AUDIT, CF_JOURNAL, CF_OBJECTS, CF_POLICIES, CF_QUARANTINE};
 use crate::locks::lock_id;
 use crate::store::{object_lock, Store};
 use crate::types::{BlobRef, BucketName, ObjectKey, Timestamp};
@@ -61,6 +61,9 @@ pub struct Evaluation {
     pub horizon: Horizon,
     /// When it was computed (monotonic).
     pub at: Instant,
+    /// Write generation of the repository when the snapshot was taken; a later
+    /// write makes the evaluation stale at once.
+    generation: u64,
 }
 
 /// A refused client delete, kept for the status report (WAL-G ignores per-key errors).
@@ -95,6 +98,29 @@ pub struct Quarantined {
     pub blobs: Vec<BlobRef>,
     /// Size.
     pub size: u64,
+    /// An operator resolved the conflict; the record stays for inspection and
+    /// no longer freezes retention or raises an alert.
+    pub resolved: bool,
+}
+
+/// A quarantine record with its id (for `walstore quarantine resolve`).
+#[derive(Clone, Debug, Serialize)]
+pub struct QuarantineEntry {
+    /// Stable id of the record.
+    pub id: String,
+    /// The record.
+    #[serde(flatten)]
+    pub record: Quarantined,
+}
+
+/// Which copy an operator keeps when resolving a quarantined conflict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The object already stored stays; the quarantined bytes are released.
+    First,
+    /// The quarantined bytes replace the stored object, which moves into the
+    /// quarantine (marked resolved) instead of being destroyed.
+    Second,
 }
 
 /// An audit record.
@@ -155,6 +181,7 @@ pub enum DeleteAuth<'a> {
 pub struct WalGuard {
     default: Mutex<StoredPolicy>,
     cache: Mutex<HashMap<(String, String), Arc<Evaluation>>>,
+    generations: Mutex<HashMap<(String, String), u64>>,
     compute_lock: Mutex<()>,
     last_pass: Mutex<HashMap<(String, String), Timestamp>>,
     refused: Mutex<VecDeque<RefusedDelete>>,
@@ -168,6 +195,7 @@ impl Default for WalGuard {
         Self {
             default: Mutex::new(StoredPolicy::default()),
             cache: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
             compute_lock: Mutex::new(()),
             last_pass: Mutex::new(HashMap::new()),
             refused: Mutex::new(VecDeque::new()),
@@ -179,6 +207,14 @@ impl Default for WalGuard {
 
 fn policy_key(bucket: &BucketName, prefix: &str) -> Vec<u8> {
     object_key(bucket, prefix)
+}
+
+/// Where `gc.delay` candidates of a repository are remembered (journal CF; the
+/// leading 0xFF cannot start a bucket name, so it never meets a journal key).
+fn pending_key(bucket: &BucketName, prefix: &str) -> Vec<u8> {
+    let mut k = vec![0xFF];
+    k.extend_from_slice(&object_key(bucket, prefix));
+    k
 }
 
 /// Identity of a WAL file for the split-brain guard: the key without codec.
@@ -255,8 +291,10 @@ impl Store {
     pub fn evaluate(&self, bucket: &BucketName, repo: &str) -> Result<Arc<Evaluation>> {
         let _one = self.guard.compute_lock.lock();
         let policy = self.policy_for(bucket, repo)?;
-        let snap = self.wal_snapshot(bucket, repo)?;
         let k = (bucket.as_str().to_owned(), repo.to_owned());
+        let generation = self.generation(&k);
+        let mut snap = self.wal_snapshot(bucket, repo)?;
+        snap.conflicts = self.open_conflicts(bucket, repo)?;
         let last = self.guard.last_pass.lock().get(&k).copied();
         let horizon = compute(&snap, &policy.policy, SystemTime::now(), last);
         self.guard.last_pass.lock().insert(k.clone(), Timestamp::now());
@@ -269,6 +307,7 @@ impl Store {
             policy,
             horizon,
             at: Instant::now(),
+            generation,
         });
         self.guard.cache.lock().insert(k, ev.clone());
         Ok(ev)
@@ -278,11 +317,25 @@ impl Store {
     pub fn evaluation(&self, bucket: &BucketName, repo: &str) -> Result<Arc<Evaluation>> {
         let k = (bucket.as_str().to_owned(), repo.to_owned());
         if let Some(e) = self.guard.cache.lock().get(&k) {
-            if e.at.elapsed() < REFRESH {
+            if e.at.elapsed() < REFRESH && e.generation == self.generation(&k) {
                 return Ok(e.clone());
             }
         }
         self.evaluate(bucket, repo)
+    }
+
+    fn generation(&self, k: &(String, String)) -> u64 {
+        self.guard.generations.lock().get(k).copied().unwrap_or(0)
+    }
+
+    /// Notes a committed write or delete of `key`: a cached evaluation of its
+    /// repository no longer describes it (a `backup-mark` just made a backup
+    /// permanent, a sentinel just completed one), so the next decision takes a
+    /// fresh snapshot.
+    pub(crate) fn wal_written(&self, bucket: &BucketName, key: &str) {
+        if let Some((repo, _)) = split_repo(key) {
+            *self.guard.generations.lock().entry((bucket.as_str().to_owned(), repo.to_owned())).or_insert(0) += 1;
+        }
     }
 
     /// Decides, per key, whether a delete may proceed (`None`) or is refused
@@ -405,14 +458,130 @@ impl Store {
         Ok(all.split_off(skip))
     }
 
-    /// Quarantined uploads.
-    pub fn quarantine(&self) -> Result<Vec<Quarantined>> {
+    /// Quarantined uploads, oldest first.
+    pub fn quarantine(&self) -> Result<Vec<QuarantineEntry>> {
         let mut out = Vec::new();
         for item in self.index.range(CF_QUARANTINE, b"", None)? {
-            let (_, v) = item?;
-            out.push(codec::decode(&v, CF_QUARANTINE)?);
+            let (k, v) = item?;
+            out.push(QuarantineEntry { id: hex::encode(&k), record: codec::decode(&v, CF_QUARANTINE)? });
         }
         Ok(out)
+    }
+
+    /// Unresolved conflicts inside a repository, for the horizon: a history
+    /// collision freezes retention, a WAL conflict raises an alert.
+    fn open_conflicts(&self, bucket: &BucketName, repo: &str) -> Result<Vec<OpenConflict>> {
+        let mut out = Vec::new();
+        for q in self.quarantine()? {
+            let r = q.record;
+            if r.resolved || r.bucket != bucket.as_str() {
+                continue;
+            }
+            let Some((r_repo, path)) = split_repo(&r.key) else { continue };
+            if r_repo != repo {
+                continue;
+            }
+            out.push(OpenConflict {
+                id: q.id,
+                path: path.to_owned(),
+                history: matches!(classify(path), WalObject::History { .. }),
+                time: r.time,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Resolves a quarantined conflict (audited). See [`Keep`].
+    pub fn resolve_quarantine(&self, id: &str, keep: Keep, actor: &str) -> Result<QuarantineEntry> {
+        let qkey = hex::decode(id).map_err(|_| Error::InvalidArgument(format!("{id:?} is not a quarantine id")))?;
+        let _b = self.bucket_lock.read();
+        let rec: Quarantined = self
+            .index
+            .get_decoded(CF_QUARANTINE, &qkey)?
+            .ok_or_else(|| Error::InvalidArgument(format!("no quarantine record {id}")))?;
+        let bucket = BucketName::parse(&rec.bucket)?;
+        let key = ObjectKey::parse(&rec.key)?;
+        let mut locks = vec![object_lock(&bucket, &key)];
+        locks.extend(Store::identity_lock(&bucket, &key));
+        let _k = self.key_locks.lock_all(&locks);
+        let now = Timestamp::now();
+        let mut batch = WriteBatch::default();
+        let qcf = self.index.cf(CF_QUARANTINE)?;
+        match keep {
+            Keep::First => {
+                batch.delete_cf(qcf, &qkey);
+                self.unref(&mut batch, &rec.blobs, now)?;
+                self.audit_into(
+                    &mut batch,
+                    actor,
+                    "quarantine-discard",
+                    &rec.bucket,
+                    &rec.key,
+                    "kept the stored copy",
+                )?;
+            }
+            Keep::Second => {
+                if rec.resolved {
+                    return Err(Error::InvalidArgument(format!(
+                        "quarantine record {id} is already resolved; resolve it with keep=first to release it"
+                    )));
+                }
+                // The stored copy may carry another codec extension (same identity).
+                let stored = match split_repo(key.as_str()).and_then(|(repo, path)| identity(repo, &classify(path))) {
+                    Some((_, candidates, _)) => {
+                        let mut found = None;
+                        for c in candidates {
+                            if let Some(e) = self.entry(&bucket, &c)? {
+                                found = Some((c, e));
+                                break;
+                            }
+                        }
+                        found
+                    }
+                    None => self.entry(&bucket, key.as_str())?.map(|e| (key.as_str().to_owned(), e)),
+                };
+                let bytes = self.read_refs(&rec.blobs, rec.size)?;
+                let md5: [u8; 16] = md5::Md5::digest(&bytes).into();
+                let entry = ObjectEntry {
+                    size: rec.size,
+                    etag: crate::types::ETag::from_md5(&md5),
+                    last_modified: now,
+                    meta: Default::default(),
+                    checksum: None,
+                    parts_count: None,
+                    blobs: rec.blobs.clone(),
+                };
+                batch.delete_cf(qcf, &qkey);
+                if let Some((old_key, old)) = stored {
+                    batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, &old_key));
+                    let moved = Quarantined {
+                        time: now,
+                        bucket: rec.bucket.clone(),
+                        key: old_key,
+                        principal: actor.to_owned(),
+                        reason: format!("replaced by the quarantined upload of {} on resolution", rec.key),
+                        blobs: old.blobs,
+                        size: old.size,
+                        resolved: true,
+                    };
+                    let mut k = (now.as_millis() as u64).to_be_bytes().to_vec();
+                    k.extend_from_slice(&rand::random::<[u8; 8]>());
+                    batch.put_cf(qcf, k, codec::encode(&moved));
+                }
+                batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, key.as_str()), codec::encode(&entry));
+                self.audit_into(
+                    &mut batch,
+                    actor,
+                    "quarantine-restore",
+                    &rec.bucket,
+                    &rec.key,
+                    "the quarantined upload replaced the stored copy",
+                )?;
+            }
+        }
+        self.commit(Vec::new(), batch)?;
+        self.wal_written(&bucket, key.as_str());
+        Ok(QuarantineEntry { id: id.to_owned(), record: Quarantined { resolved: true, ..rec } })
     }
 
     // --------------------------------------------------------------- split-brain guard
@@ -430,6 +599,9 @@ impl Store {
     pub(crate) fn wal_conflict(&self, bucket: &BucketName, key: &ObjectKey, new: NewBytes<'_>) -> Result<Verdict> {
         let Some((repo, path)) = split_repo(key.as_str()) else { return Ok(Verdict::Proceed) };
         let class = classify(path);
+        if let WalObject::Sentinel(name) = &class {
+            return self.sentinel_check(bucket, repo, name.as_str());
+        }
         let Some((_, candidates, new_codec)) = identity(repo, &class) else { return Ok(Verdict::Proceed) };
         if !self.policy_for(bucket, repo)?.split_brain_guard {
             return Ok(Verdict::Proceed);
@@ -471,6 +643,23 @@ impl Store {
         Ok(Verdict::Proceed)
     }
 
+    /// A stop sentinel completes a backup whose data was uploaded before it.
+    /// With nothing stored under the backup's folder the sentinel would list a
+    /// backup that cannot be restored: either its parts never arrived or
+    /// retention collected them as an abandoned backup (a late sentinel must
+    /// not resurrect it).
+    fn sentinel_check(&self, bucket: &BucketName, repo: &str, name: &str) -> Result<Verdict> {
+        let folder = object_key(bucket, &format!("{repo}{}{name}/", super::names::BACKUP_DIR));
+        if self.index.range(CF_OBJECTS, &folder, prefix_end(&folder))?.next().is_some() {
+            return Ok(Verdict::Proceed);
+        }
+        Ok(Verdict::Refuse(format!(
+            "backup-incomplete: backup {name} has no data stored under {repo}{}{name}/ (never uploaded, or \
+             collected by retention as an abandoned backup); refusing its stop sentinel",
+            super::names::BACKUP_DIR
+        )))
+    }
+
     /// Reads whole objects (small WAL files) into memory.
     pub(crate) fn read_refs(&self, blobs: &[BlobRef], size: u64) -> Result<Vec<u8>> {
         if size as usize > MAX_COMPARE_BYTES {
@@ -506,7 +695,8 @@ impl Store {
         if ev.horizon.is_frozen() {
             return Ok((objects, bytes));
         }
-        for unit in ev.horizon.deletable.iter().take(max_units) {
+        let due = self.due_units(bucket, repo, &ev)?;
+        for unit in due.into_iter().take(max_units) {
             let paths: Vec<String> = unit.paths().iter().map(|p| format!("{repo}{p}")).collect();
             let reason = match unit {
                 Unit::Backup { reason, .. } | Unit::Wal { reason, .. } => reason.clone(),
@@ -517,6 +707,45 @@ impl Store {
         }
         self.guard.cache.lock().remove(&(bucket.as_str().to_owned(), repo.to_owned()));
         Ok((objects, bytes))
+    }
+
+    /// `gc.delay`: the units that have been deletable in every evaluation for
+    /// at least the policy's delay. Each path remembers when it first became a
+    /// candidate (durably, next to the journal); a path that stops being a
+    /// candidate forgets it, so a backup that is needed again starts over.
+    fn due_units<'e>(&self, bucket: &BucketName, repo: &str, ev: &'e Evaluation) -> Result<Vec<&'e Unit>> {
+        let delay = i64::try_from(ev.policy.policy.gc_delay.as_millis()).unwrap_or(i64::MAX);
+        let pkey = pending_key(bucket, repo);
+        let cf = self.index.cf(CF_JOURNAL)?;
+        if delay == 0 {
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(cf, &pkey);
+            self.index.write(batch)?;
+            return Ok(ev.horizon.deletable.iter().collect());
+        }
+        let since: HashMap<String, i64> = self.index.get_decoded(CF_JOURNAL, &pkey)?.unwrap_or_default();
+        let now = Timestamp::now().as_millis();
+        let mut next = HashMap::new();
+        let mut due = Vec::new();
+        for unit in &ev.horizon.deletable {
+            let mut newest = i64::MIN;
+            for p in unit.paths() {
+                let t = since.get(p).copied().unwrap_or(now);
+                newest = newest.max(t);
+                next.insert(p.to_owned(), t);
+            }
+            if now.saturating_sub(newest) >= delay {
+                due.push(unit);
+            }
+        }
+        let mut batch = WriteBatch::default();
+        if next.is_empty() {
+            batch.delete_cf(cf, &pkey);
+        } else {
+            batch.put_cf(cf, &pkey, codec::encode(&next));
+        }
+        self.index.write(batch)?;
+        Ok(due)
     }
 
     fn resume_journal(&self, bucket: &BucketName, repo: &str) -> Result<(u64, u64)> {
@@ -564,6 +793,19 @@ impl Store {
     }
 }
 
+/// An unresolved quarantined conflict of a repository (input of the horizon).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenConflict {
+    /// Quarantine record id.
+    pub id: String,
+    /// Path inside the repository the refused upload was for.
+    pub path: String,
+    /// A timeline history file (two nodes promoted to the same timeline).
+    pub history: bool,
+    /// When it was refused.
+    pub time: Timestamp,
+}
+
 /// The bytes of a write being checked: staged (not yet stored) or already-stored blobs.
 pub(crate) enum NewBytes<'a> {
     /// A staged single PUT.
@@ -607,6 +849,8 @@ pub(crate) enum Verdict {
     Proceed,
     /// The same content is already stored under this key.
     Identical(String),
-    /// Different content: refuse (the reason names the existing key).
+    /// Different content: refuse (the reason names the existing key) and quarantine the bytes.
     Conflict(String),
+    /// Refuse without keeping the bytes (a sentinel for a backup without data).
+    Refuse(String),
 }

@@ -397,6 +397,22 @@ pub fn compute(
         }
     }
 
+    // --- split-brain conflicts an operator has not resolved -------------------
+    for c in &snap.conflicts {
+        if c.history {
+            h.frozen.push(format!(
+                "history-timeline-collision: a different {} was refused and quarantined (two nodes promoted to \
+                 the same timeline?); resolve with `walstore quarantine resolve {}`",
+                c.path, c.id
+            ));
+        } else {
+            h.alerts.push(format!(
+                "split brain suspected: a different {} was refused and quarantined (`walstore quarantine resolve {}`)",
+                c.path, c.id
+            ));
+        }
+    }
+
     // --- documents ------------------------------------------------------------
     for (name, b) in &snap.backups {
         if let Some((Doc::Invalid(e), _)) = &b.sentinel {

@@ -15,7 +15,10 @@ pub mod testkit;
 
 pub use backup::{MetadataInfo, SentinelInfo};
 pub use catalog::{BackupObjects, Doc, HistoryFile, OtherFile, RepoSnapshot, WalFile, WalKind};
-pub use guard::{AuditRecord, DeleteAuth, Evaluation, GuardStats, Quarantined, RefusedDelete, StoredPolicy};
+pub use guard::{
+    AuditRecord, DeleteAuth, Evaluation, GuardStats, Keep, OpenConflict, QuarantineEntry, Quarantined, RefusedDelete,
+    StoredPolicy,
+};
 pub use history::{History, HistoryEntry};
 pub use horizon::{compute, BackupStatus, BackupView, Decision, Gap, Horizon, Report, Role, SegRange, Unit, Window};
 pub use names::{

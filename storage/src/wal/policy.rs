@@ -71,6 +71,10 @@ pub struct RetentionPolicy {
     pub clock_skew: Duration,
     /// WAL segment size, if it cannot be inferred (`None` = infer from backups).
     pub segment_size: Option<SegmentSize>,
+    /// Dwell time between an object becoming deletable and the retention worker
+    /// deleting it; the horizon is recomputed at execution and only objects that
+    /// stayed deletable the whole time go. Default 24 hours.
+    pub gc_delay: Duration,
     /// Whether the retention worker deletes what the horizon releases. Off by
     /// default: the horizon then only protects (client deletes of required
     /// objects are refused) and reports.
@@ -94,6 +98,7 @@ impl Default for RetentionPolicy {
             branch_quiet_period: Duration::from_secs(3600),
             clock_skew: Duration::from_secs(900),
             segment_size: None,
+            gc_delay: Duration::from_secs(DAY),
             enforce: false,
             protection: DeleteProtection::ProtectRequired,
         }

@@ -1,0 +1,146 @@
+//! `GET /metrics` of a live server: exactly the families `deploy/metrics.txt`
+//! documents (the dashboard and alert rules are checked against that list by
+//! `tests/test_deploy.py`), counters typed as counters, the bearer token, and
+//! values that follow what happens to a WAL-G repository.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{raw_http, Server};
+
+const SEG: u64 = 16 << 20;
+const TOKEN: &str = "scrape-token-0123";
+const REPO: &str = "spilo/c1/";
+
+fn seg_key(repo: &str, n: u64) -> String {
+    format!("{repo}wal_005/00000001{:08X}{:08X}.lz4", n / 256, n % 256)
+}
+
+async fn put(c: &aws_sdk_s3::Client, key: &str, body: Vec<u8>) {
+    c.put_object().bucket("pgb").key(key).body(ByteStream::from(body)).send().await.expect(key);
+}
+
+/// A backup as WAL-G lays it out: data first, the stop sentinel last.
+async fn backup(c: &aws_sdk_s3::Client, repo: &str, start_seg: u64, sentinel: Option<String>) {
+    let name = format!("base_00000001{:08X}{:08X}", start_seg / 256, start_seg % 256);
+    put(c, &format!("{repo}basebackups_005/{name}/tar_partitions/part_1.tar.lz4"), b"tar".to_vec()).await;
+    let (start, finish) = (start_seg * SEG + 0x28, (start_seg + 1) * SEG + 0x100);
+    let body = sentinel.unwrap_or_else(|| {
+        format!(r#"{{"LSN":{start},"FinishLSN":{finish},"SystemIdentifier":7,"PgVersion":150000,"Version":2}}"#)
+    });
+    put(c, &format!("{repo}basebackups_005/{name}_backup_stop_sentinel.json"), body.into_bytes()).await;
+}
+
+fn scrape(port: u16, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n");
+    let (status, _, body) = raw_http(port, req.as_bytes());
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Families and their types, from the `# TYPE` lines.
+fn families(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' ').map(|(n, t)| (n.to_owned(), t.to_owned())))
+        .collect()
+}
+
+/// The value of the one sample of `name` whose labels include every `labels` pair.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn documented() -> BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/metrics.txt");
+    std::fs::read_to_string(path)
+        .expect("deploy/metrics.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_documented_list_and_follow_the_repository() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "pgb", "--metrics-token", TOKEN]);
+    let c = srv.client();
+
+    let (status, _) = scrape(srv.port, None);
+    assert_eq!(status, 401, "the token is required");
+    let (status, _) = scrape(srv.port, Some("wrong"));
+    assert_eq!(status, 401);
+
+    for n in 1..=6 {
+        put(&c, &seg_key(REPO, n), vec![n as u8; 64]).await;
+    }
+    backup(&c, REPO, 2, None).await;
+    for n in 7..=8 {
+        put(&c, &seg_key(REPO, n), vec![n as u8; 64]).await;
+    }
+    // A second repository whose sentinel cannot be parsed: retention freezes.
+    backup(&c, "spilo/broken/", 1, Some("{not json".into())).await;
+    // A request with a wrong secret.
+    let bad = common::client_for(&srv.endpoint(), common::ACCESS_KEY, "not-the-secret");
+    bad.list_buckets().send().await.expect_err("bad signature");
+    // A refused delete (protect-required keeps everything younger than a day).
+    c.delete_object().bucket("pgb").key(seg_key(REPO, 1)).send().await.expect_err("protected");
+    let (status, text) = scrape(srv.port, Some(TOKEN));
+    assert_eq!(status, 200, "{text}");
+
+    // Exactly the documented families.
+    let fams = families(&text);
+    let exported: BTreeSet<String> = fams.iter().map(|(n, _)| n.clone()).collect();
+    let doc = documented();
+    let missing: Vec<_> = doc.difference(&exported).collect();
+    let undocumented: Vec<_> = exported.difference(&doc).collect();
+    assert!(missing.is_empty(), "documented but not exported: {missing:?}");
+    assert!(undocumented.is_empty(), "exported but not in deploy/metrics.txt: {undocumented:?}");
+    for (name, ty) in &fams {
+        assert_eq!(name.ends_with("_total"), ty == "counter", "{name} is a {ty}");
+    }
+
+    let repo = [("bucket", "pgb"), ("repo", REPO)];
+    let lsn = value(&text, "walstore_wal_last_segment_lsn_bytes", &repo);
+    assert_eq!(lsn, Some((9 * SEG) as f64), "end of segment 8");
+    assert_eq!(value(&text, "walstore_backups", &[("repo", REPO), ("kind", "full")]), Some(1.0));
+    let frozen = value(&text, "walstore_retention_frozen", &[("repo", "spilo/broken/")]);
+    assert_eq!(frozen, Some(1.0), "{text}");
+    assert_eq!(value(&text, "walstore_retention_frozen", &repo), None, "the healthy repository is not frozen");
+    assert!(value(&text, "walstore_auth_failures_total", &[("reason", "signature_mismatch")]) >= Some(1.0));
+    assert_eq!(value(&text, "walstore_refused_deletes_total", &[]), Some(1.0));
+    let gaps = |t: &str| {
+        value(t, "walstore_wal_gap_segments", &[("repo", REPO), ("state", "pending")]).unwrap_or(0.0)
+            + value(t, "walstore_wal_gap_segments", &[("repo", REPO), ("state", "lost")]).unwrap_or(0.0)
+    };
+    assert_eq!(gaps(&text), 0.0);
+    assert!(value(&text, "walstore_s3_requests_total", &[("operation", "PutObject"), ("status", "200")]) >= Some(12.0));
+    assert!(value(&text, "walstore_maintenance_last_success_timestamp_seconds", &[("task", "gc")]) > Some(0.0));
+
+    // The next segment arrives: the scrape reports it at once.
+    put(&c, &seg_key(REPO, 9), vec![9; 64]).await;
+    let (_, text) = scrape(srv.port, Some(TOKEN));
+    assert_eq!(value(&text, "walstore_wal_last_segment_lsn_bytes", &repo), Some((10 * SEG) as f64));
+
+    // A segment in the middle disappears (the operator allowed deletes): a gap.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_walstore"))
+        .args(["policy", "set", "pgb/spilo/c1", "--protection", "allow", "--endpoint", &srv.endpoint()])
+        .env("WALSTORE_ROOT_ACCESS_KEY", common::ACCESS_KEY)
+        .env("WALSTORE_ROOT_SECRET_KEY", common::SECRET_KEY)
+        .output()
+        .expect("cli");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    c.delete_object().bucket("pgb").key(seg_key(REPO, 5)).send().await.expect("allowed");
+    let (_, text) = scrape(srv.port, Some(TOKEN));
+    assert_eq!(gaps(&text), 1.0, "{text}");
+    assert_eq!(value(&text, "walstore_refused_deletes_total", &[]), Some(1.0), "a counter does not move by itself");
+}
