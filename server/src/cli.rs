@@ -14,18 +14,21 @@ use crate::client::Client;
 /// How to reach the store.
 #[derive(Args, Debug, Clone)]
 pub struct Conn {
-    /// Server endpoint [env: WALSTORE_ENDPOINT] [default: http://127.0.0.1:9000]
+    /// Server endpoint [default: http://127.0.0.1:9000]
     #[arg(long, env = "WALSTORE_ENDPOINT")]
     pub endpoint: Option<String>,
     /// Work directly on this data directory (the server must be stopped)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Admin access key [env: WALSTORE_ROOT_ACCESS_KEY; default: from ./walstore-data/root-credentials]
+    /// Admin access key [default: from $WALSTORE_DATA_DIR/root-credentials, else ./walstore-data/root-credentials]
     #[arg(long, env = "WALSTORE_ROOT_ACCESS_KEY", hide_env_values = true)]
     pub access_key: Option<String>,
-    /// Admin secret key [env: WALSTORE_ROOT_SECRET_KEY]
+    /// Admin secret key
     #[arg(long, env = "WALSTORE_ROOT_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// CA certificate (PEM) to verify an https endpoint with
+    #[arg(long, env = "WALSTORE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables
     #[arg(long)]
     pub json: bool,
@@ -207,7 +210,9 @@ fn credentials(conn: &Conn) -> Result<(String, String), String> {
     if let (Some(a), Some(s)) = (&conn.access_key, &conn.secret_key) {
         return Ok((a.clone(), s.clone()));
     }
-    let file = PathBuf::from("./walstore-data/root-credentials");
+    // The server keeps generated root credentials in its data directory.
+    let dir = std::env::var_os("WALSTORE_DATA_DIR").map_or_else(|| PathBuf::from("./walstore-data"), PathBuf::from);
+    let file = dir.join("root-credentials");
     if let Ok(text) = std::fs::read_to_string(&file) {
         let v: toml::Value = toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
         if let (Some(a), Some(s)) =
@@ -222,7 +227,7 @@ fn credentials(conn: &Conn) -> Result<(String, String), String> {
 
 fn client(conn: &Conn) -> Result<Client, String> {
     let (a, s) = credentials(conn)?;
-    Client::new(conn.endpoint.as_deref().unwrap_or("http://127.0.0.1:9000"), &a, &s)
+    Client::new(conn.endpoint.as_deref().unwrap_or("http://127.0.0.1:9000"), &a, &s, conn.ca_cert.as_deref())
 }
 
 fn offline(conn: &Conn) -> Result<Option<Store>, String> {

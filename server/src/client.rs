@@ -1,9 +1,15 @@
 //! A small admin client: signs requests with SigV4 (`aws-sigv4`, the AWS SDK's
-//! signer) and speaks HTTP/1.1 to a running server on the given endpoint.
+//! signer) and speaks HTTP/1.1 (or HTTPS with rustls) to a running server on
+//! the given endpoint.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
@@ -14,8 +20,31 @@ use sha2::{Digest, Sha256};
 /// Where and as whom to connect.
 pub struct Client {
     host: String,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     access_key: String,
     secret_key: String,
+}
+
+/// A TLS configuration trusting exactly the CA certificates in `ca` (PEM).
+fn tls_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("cannot read CA certificate {}: {e}", ca.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad CA certificate {}: {e}", ca.display()))?;
+    for c in certs {
+        roots.add(c).map_err(|e| format!("bad CA certificate {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no certificate", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 /// Characters left unencoded in query values.
@@ -23,14 +52,31 @@ const QUERY: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 impl Client {
-    /// A client for `http://host:port`.
-    pub fn new(endpoint: &str, access_key: &str, secret_key: &str) -> Result<Self, String> {
-        let host = endpoint
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("endpoint {endpoint:?} must start with http://"))?
-            .trim_end_matches('/')
-            .to_owned();
-        Ok(Self { host, access_key: access_key.to_owned(), secret_key: secret_key.to_owned() })
+    /// A client for `http://host:port`, or `https://host:port` verified
+    /// against the CA certificate file `ca`.
+    pub fn new(endpoint: &str, access_key: &str, secret_key: &str, ca: Option<&Path>) -> Result<Self, String> {
+        let (host, tls) = if let Some(h) = endpoint.strip_prefix("http://") {
+            (h, None)
+        } else if let Some(h) = endpoint.strip_prefix("https://") {
+            let ca = ca.ok_or_else(|| {
+                format!("endpoint {endpoint:?} is https: pass --ca-cert FILE (or WALSTORE_CA_CERT), the CA that signed the server's certificate")
+            })?;
+            let name = h.trim_end_matches('/');
+            let name = match name.rsplit_once(':') {
+                Some((n, port)) if port.chars().all(|c| c.is_ascii_digit()) => n,
+                _ => name,
+            };
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            let sn = ServerName::try_from(name.to_owned()).map_err(|e| format!("endpoint host {name:?}: {e}"))?;
+            (h, Some((tls_config(ca)?, sn)))
+        } else {
+            return Err(format!("endpoint {endpoint:?} must start with http:// or https://"));
+        };
+        let mut host = host.trim_end_matches('/').to_owned();
+        if !host.contains(':') || host.ends_with(']') {
+            host.push_str(if tls.is_some() { ":443" } else { ":80" });
+        }
+        Ok(Self { host, tls, access_key: access_key.to_owned(), secret_key: secret_key.to_owned() })
     }
 
     /// Sends a signed request; returns (status, body).
@@ -67,7 +113,8 @@ impl Client {
             .build()
             .map_err(|e| format!("signing: {e}"))?
             .into();
-        let uri = format!("http://{}{path_and_query}", self.host);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let uri = format!("{scheme}://{}{path_and_query}", self.host);
         let len = body.len().to_string();
         let headers = [("host", self.host.as_str()), ("content-length", len.as_str())];
         let signable = SignableRequest::new(method, uri.as_str(), headers.iter().copied(), SignableBody::Bytes(body))
@@ -84,12 +131,30 @@ impl Client {
             req.push_str(&format!("x-amz-content-sha256: {payload}\r\n"));
         }
         req.push_str("\r\n");
-        let mut s = TcpStream::connect(&self.host).map_err(|e| format!("cannot connect to {}: {e}", self.host))?;
-        s.set_read_timeout(Some(Duration::from_secs(600))).map_err(|e| e.to_string())?;
-        s.write_all(req.as_bytes()).and_then(|_| s.write_all(body)).map_err(|e| format!("sending: {e}"))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(|e| format!("reading the answer: {e}"))?;
+        let tcp = TcpStream::connect(&self.host).map_err(|e| format!("cannot connect to {}: {e}", self.host))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(600))).map_err(|e| e.to_string())?;
+        let raw = match &self.tls {
+            None => exchange(tcp, req.as_bytes(), body)?,
+            Some((cfg, name)) => {
+                let conn = rustls::ClientConnection::new(cfg.clone(), name.clone())
+                    .map_err(|e| format!("TLS with {}: {e}", self.host))?;
+                exchange(rustls::StreamOwned::new(conn, tcp), req.as_bytes(), body)?
+            }
+        };
         parse_response(&raw)
+    }
+}
+
+/// Writes the request and reads the whole answer (the server closes the
+/// connection after it: `Connection: close`).
+fn exchange<S: Read + Write>(mut s: S, head: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
+    s.write_all(head).and_then(|_| s.write_all(body)).and_then(|_| s.flush()).map_err(|e| format!("sending: {e}"))?;
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => Ok(raw),
+        // A peer that closes without a TLS close_notify after a complete answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(format!("reading the answer: {e}")),
     }
 }
 
@@ -137,6 +202,9 @@ mod tests {
         .expect("parse");
         assert_eq!((s, b.as_slice()), (409, &b"abcde"[..]));
         assert!(parse_response(b"garbage").is_err());
-        assert!(Client::new("https://x", "a", "b").is_err());
+        assert!(Client::new("https://x", "a", "b", None).is_err(), "https needs a CA");
+        assert!(Client::new("ftp://x", "a", "b", None).is_err());
+        assert_eq!(Client::new("http://h", "a", "b", None).expect("client").host, "h:80");
+        assert_eq!(Client::new("http://h:9000/", "a", "b", None).expect("client").host, "h:9000");
     }
 }

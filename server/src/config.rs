@@ -66,74 +66,74 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
-    /// Data directory [env: WALSTORE_DATA_DIR] [default: ./walstore-data]
+    /// Data directory [default: ./walstore-data]
     #[arg(long, env = "WALSTORE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Listen address [env: WALSTORE_LISTEN] [default: 0.0.0.0:9000]
+    /// Listen address [default: 0.0.0.0:9000]
     #[arg(long, env = "WALSTORE_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Region to answer as; us-east-1 signatures are always accepted [env: WALSTORE_REGION] [default: us-east-1]
+    /// Region to answer as; us-east-1 signatures are always accepted [default: us-east-1]
     #[arg(long, env = "WALSTORE_REGION")]
     pub region: Option<String>,
-    /// Bucket to create at start-up if missing (repeatable; env: comma-separated) [env: WALSTORE_BUCKETS]
+    /// Bucket to create at start-up if missing (repeatable; env: comma-separated)
     #[arg(long = "bucket", env = "WALSTORE_BUCKETS", value_delimiter = ',')]
     #[serde(default)]
     pub buckets: Vec<String>,
-    /// Log level or tracing filter [env: WALSTORE_LOG_LEVEL] [default: info]
+    /// Log level or tracing filter [default: info]
     #[arg(long, env = "WALSTORE_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Log format [env: WALSTORE_LOG_FORMAT] [default: text]
+    /// Log format [default: text]
     #[arg(long, env = "WALSTORE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Largest single PutObject, e.g. 5GiB [env: WALSTORE_MAX_OBJECT_SIZE] [default: 5GiB]
+    /// Largest single PutObject, e.g. 5GiB [default: 5GiB]
     #[arg(long, env = "WALSTORE_MAX_OBJECT_SIZE")]
     pub max_object_size: Option<String>,
-    /// Grace period before an unreferenced blob is deleted, e.g. 1h [env: WALSTORE_GC_GRACE] [default: 1h]
+    /// Grace period before an unreferenced blob is deleted, e.g. 1h [default: 1h]
     #[arg(long, env = "WALSTORE_GC_GRACE")]
     pub gc_grace: Option<String>,
-    /// Maintenance interval, e.g. 1m [env: WALSTORE_GC_INTERVAL] [default: 1m]
+    /// Maintenance interval, e.g. 1m [default: 1m]
     #[arg(long, env = "WALSTORE_GC_INTERVAL")]
     pub gc_interval: Option<String>,
-    /// Abort multipart uploads older than this, e.g. 7d [env: WALSTORE_MULTIPART_EXPIRY] [default: 7d]
+    /// Abort multipart uploads older than this, e.g. 7d [default: 7d]
     #[arg(long, env = "WALSTORE_MULTIPART_EXPIRY")]
     pub multipart_expiry: Option<String>,
-    /// Drain deadline on shutdown, e.g. 30s [env: WALSTORE_DRAIN_TIMEOUT] [default: 30s]
+    /// Drain deadline on shutdown, e.g. 30s [default: 30s]
     #[arg(long, env = "WALSTORE_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
-    /// RocksDB block cache size, e.g. 16MiB [env: WALSTORE_BLOCK_CACHE] [default: 16MiB]
+    /// RocksDB block cache size, e.g. 16MiB [default: 16MiB]
     #[arg(long, env = "WALSTORE_BLOCK_CACHE")]
     pub block_cache: Option<String>,
-    /// Default delete protection of WAL-G repositories: allow, protect-required or deny-all [env: WALSTORE_DELETE_PROTECTION] [default: protect-required]
+    /// Default delete protection of WAL-G repositories: allow, protect-required or deny-all [default: protect-required]
     #[arg(long, env = "WALSTORE_DELETE_PROTECTION")]
     pub delete_protection: Option<String>,
-    /// Default recovery window of the retention policy, e.g. 7d [env: WALSTORE_RECOVERY_WINDOW] [default: 7d]
+    /// Default recovery window of the retention policy, e.g. 7d [default: 7d]
     #[arg(long, env = "WALSTORE_RECOVERY_WINDOW")]
     pub recovery_window: Option<String>,
-    /// Default minimum number of backups kept [env: WALSTORE_MIN_BACKUPS] [default: 2]
+    /// Default minimum number of backups kept [default: 2]
     #[arg(long, env = "WALSTORE_MIN_BACKUPS")]
     pub min_backups: Option<u32>,
-    /// Let the server delete what the default retention policy releases [env: WALSTORE_RETENTION_ENFORCE] [default: false]
+    /// Let the server delete what the default retention policy releases [default: false]
     #[arg(long, env = "WALSTORE_RETENTION_ENFORCE")]
     pub retention_enforce: Option<bool>,
-    /// Default dwell time between an object becoming deletable and the retention worker deleting it, e.g. 1d [env: WALSTORE_GC_DELAY] [default: 1d]
+    /// Default dwell time between an object becoming deletable and the retention worker deleting it, e.g. 1d [default: 1d]
     #[arg(long, env = "WALSTORE_GC_DELAY")]
     pub gc_delay: Option<String>,
-    /// Refuse a different upload for an existing WAL segment or history file [env: WALSTORE_SPLIT_BRAIN_GUARD] [default: true]
+    /// Refuse a different upload for an existing WAL segment or history file [default: true]
     #[arg(long, env = "WALSTORE_SPLIT_BRAIN_GUARD")]
     pub split_brain_guard: Option<bool>,
-    /// How often repositories are evaluated and retention enforced, e.g. 5m [env: WALSTORE_RETENTION_INTERVAL] [default: 5m]
+    /// How often repositories are evaluated and retention enforced, e.g. 5m [default: 5m]
     #[arg(long, env = "WALSTORE_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
-    /// TLS certificate chain (PEM); with --tls-key the server speaks HTTPS and reloads both on SIGHUP or change [env: WALSTORE_TLS_CERT]
+    /// TLS certificate chain (PEM); with --tls-key the server speaks HTTPS and reloads both on SIGHUP or change
     #[arg(long, env = "WALSTORE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM) [env: WALSTORE_TLS_KEY]
+    /// TLS private key (PEM)
     #[arg(long, env = "WALSTORE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Bearer token required by GET /metrics [env: WALSTORE_METRICS_TOKEN] [default: none, open]
+    /// Bearer token required by GET /metrics [default: none, open]
     #[arg(long, env = "WALSTORE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
-    /// How often every blob is re-hashed, e.g. 7d; 0s disables [env: WALSTORE_SCRUB_INTERVAL] [default: 7d]
+    /// How often every blob is re-hashed, e.g. 7d; 0s disables [default: 7d]
     #[arg(long, env = "WALSTORE_SCRUB_INTERVAL")]
     pub scrub_interval: Option<String>,
 }
