@@ -1,8 +1,10 @@
 """Starts and stops walstore servers for the client test suites.
 
 Every server listens on 127.0.0.1 with an ephemeral port (``--listen
-127.0.0.1:0``; the port is read from the "listening on" line it prints) and
-keeps its data in a temporary directory. Nothing here contacts a non-loopback
+127.0.0.1:0``; the port and scheme are read from the "listening on" line it
+prints) and keeps its data in a temporary directory. With `tls_cert`/`tls_key`
+it serves https (``--tls-cert``/``--tls-key``); `ca` is then the CA file
+clients verify it with (see tlscerts.py). Nothing here contacts a non-loopback
 address.
 """
 from __future__ import annotations
@@ -12,10 +14,13 @@ import re
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,20 +58,59 @@ class Walstore:
     proc: subprocess.Popen | None = None
     port: int = 0
     log_path: Path | None = None
+    #: Serve https with this certificate chain and key (PEM); both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The CA certificate clients verify `tls_cert` with.
+    ca: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For https: a client context that trusts exactly `ca` (hostname checked)."""
+        if self.scheme == "http":
+            return None
+        assert self.ca, "an https Walstore needs `ca` for its clients"
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def boto3_kwargs(self) -> dict:
+        """endpoint_url, region, credentials and (https) verify= for boto3.client("s3", ...)."""
+        kw = {"endpoint_url": self.endpoint, "region_name": self.region, "aws_access_key_id": self.access_key,
+              "aws_secret_access_key": self.secret_key}
+        if self.scheme == "https":
+            assert self.ca, "an https Walstore needs `ca` for its clients"
+            kw["verify"] = str(self.ca)
+        return kw
+
+    def get(self, path: str, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, bytes]:
+        """An unsigned GET (probes, /metrics): (status, body); verifies the certificate over https."""
+        req = urllib.request.Request(self.endpoint + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context()) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
 
     def start(self, timeout: float = 30.0) -> "Walstore":
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        assert (self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key: both or neither"
+        tls = ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)] if self.tls_cert else []
         args = [walstore_exe(), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                "--region", self.region, *[a for b in self.buckets for a in ("--bucket", b)], *self.extra_args]
+                "--region", self.region, *[a for b in self.buckets for a in ("--bucket", b)], *tls,
+                *self.extra_args]
         env = dict(os.environ, WALSTORE_ROOT_ACCESS_KEY=self.access_key, WALSTORE_ROOT_SECRET_KEY=self.secret_key,
                    WALSTORE_LOG_LEVEL=os.environ.get("WALSTORE_TEST_LOG_LEVEL", "info"))
+        for var in ("WALSTORE_TLS_CERT", "WALSTORE_TLS_KEY"):  # the scheme is this object's choice
+            env.pop(var, None)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=env)
-        port_box: list[int] = []
+        port_box: list[tuple[str, int]] = []
         ready = threading.Event()
 
         def pump() -> None:
@@ -75,16 +119,19 @@ class Walstore:
                 line = raw.decode(errors="replace")
                 log.write(raw)
                 log.flush()
-                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+                m = re.search(r"listening on (https?)://127\.0\.0\.1:(\d+)", line)
                 if m:
-                    port_box.append(int(m.group(1)))
+                    port_box.append((m.group(1), int(m.group(2))))
                     ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
         if not ready.wait(timeout):
             self.stop()
             raise RuntimeError(f"walstore did not start; log: {self.log_path.read_text()[-4000:]}")
-        self.port = port_box[0]
+        scheme, self.port = port_box[0]
+        if scheme != self.scheme:
+            self.stop()
+            raise RuntimeError(f"walstore listens on {scheme}, expected {self.scheme}; log: {self.log_path}")
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int | None:
@@ -110,6 +157,7 @@ class Walstore:
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_ENDPOINT_URL": self.endpoint,
+            **({"AWS_CA_BUNDLE": str(self.ca)} if self.scheme == "https" and self.ca else {}),
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
             # Clients must not find credentials or config of the machine's user.

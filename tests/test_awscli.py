@@ -6,10 +6,10 @@ configuration is never read) plus PATH and a private HOME.
 
 Each data-moving test runs twice: over plain http, where the CLI's botocore
 signs the payload and sends its default CRC32 as an `x-amz-checksum-crc32`
-header, and over https through the loopback TLS proxy (tlsproxy.py; walstore has
-no TLS yet), where it streams aws-chunked bodies with
-`STREAMING-UNSIGNED-PAYLOAD-TRAILER` and the CRC32 in a trailer. The proxy's
-certificate is verified against a CA made by the test (`--ca-bundle`).
+header, and over https against walstore's native TLS (`serve --tls-cert/--tls-key`,
+a certificate from a CA made by the test, see tlscerts.py), where it streams
+aws-chunked bodies with `STREAMING-UNSIGNED-PAYLOAD-TRAILER` and the CRC32 in a
+trailer. The CLI verifies the server's certificate against that CA (`--ca-bundle`).
 """
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tlsproxy import TlsProxy, make_ca_and_cert
 
 AWS = str(Path(os.environ.get("WALSTORE_VENV", Path.home() / ".cache/walstore/venv")) / "bin" / "aws")
 MiB = 1 << 20
@@ -57,25 +55,14 @@ class Cli:
         return json.loads(self(*args, "--output", "json").stdout or "{}")
 
 
-@pytest.fixture(scope="module")
-def tls_material(tmp_path_factory):
-    return make_ca_and_cert(tmp_path_factory.mktemp("tls"))
-
-
 @pytest.fixture(params=["http", "https"])
-def aws(request, server, tmp_path, tls_material):
+def aws(request, tmp_path):
+    """The CLI against a plain-http walstore, or against an https one (the `tls_server` fixture)."""
+    server = request.getfixturevalue("server" if request.param == "http" else "tls_server")
+    assert server.endpoint.startswith(f"{request.param}://")
     home = tmp_path / "home"
     home.mkdir()
-    if request.param == "http":
-        yield Cli(server, home, server.endpoint, None)
-        return
-    ca, cert, key = tls_material
-    proxy = TlsProxy(server.port, cert, key).start()
-    try:
-        yield Cli(server, home, proxy.endpoint, ca)
-    finally:
-        proxy.stop()
-    assert proxy.connections > 0
+    return Cli(server, home, server.endpoint, server.ca if request.param == "https" else None)
 
 
 def _cli_botocore() -> tuple[int, ...]:

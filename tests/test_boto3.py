@@ -6,9 +6,9 @@ whole-object downloads, and the server must cope. Note how botocore places that
 checksum (botocore.httpchecksum): over plain http it signs the payload and sends
 `x-amz-checksum-*` as a header; over https it streams the body aws-chunked with
 `x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER` and the checksum in a
-trailer. walstore has no TLS yet, so the trailer path is exercised through the
-loopback TLS proxy in tlsproxy.py (the `s3_tls` fixture), with boto3 verifying
-the proxy's certificate against a CA made by the test.
+trailer. The trailer path is exercised against walstore's native TLS (the
+`s3_tls` fixture: `serve --tls-cert/--tls-key` with a certificate from a CA made
+by the test, see tlscerts.py), with boto3 verifying the server against that CA.
 
 CRC32C and CRC64NVME need `awscrt` in botocore (MissingDependencyException
 without it); those cases are skipped, with that reason, when it is absent.
@@ -32,8 +32,6 @@ import boto3
 import botocore
 import pytest
 from botocore.exceptions import ClientError
-
-from tlsproxy import TlsProxy, make_ca_and_cert
 
 BUCKET = "test"
 MiB = 1 << 20
@@ -127,26 +125,12 @@ class Recorder:
         return [h for m, _, h in self.requests if m == method][-1]
 
 
-@pytest.fixture(scope="module")
-def tls_material(tmp_path_factory):
-    return make_ca_and_cert(tmp_path_factory.mktemp("tls"))
-
-
 @pytest.fixture
-def s3_tls(server, tls_material):
-    """A default boto3 client talking https to walstore through the TLS proxy."""
-    ca, cert, key = tls_material
-    proxy = TlsProxy(server.port, cert, key).start()
-    client = boto3.client(
-        "s3",
-        endpoint_url=proxy.endpoint,
-        region_name=server.region,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        verify=str(ca),
-    )
-    yield client
-    proxy.stop()
+def s3_tls(tls_server):
+    """A default boto3 client talking https to walstore's native TLS, verifying it with the test CA."""
+    kw = tls_server.boto3_kwargs()
+    assert kw["endpoint_url"].startswith("https://") and kw["verify"] == str(tls_server.ca)
+    return boto3.client("s3", **kw)
 
 
 # ---------------------------------------------------------------- tests

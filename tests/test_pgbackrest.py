@@ -5,15 +5,14 @@ rows + WAL switch → check → restore into a new data directory with archive-g
 as restore_command → the restored cluster replays the archived WAL, promotes,
 and has every row.
 
-Why there is a TLS proxy: pgBackRest cannot speak plain HTTP to S3. Its S3
-driver always wraps the connection in TLS (`storageS3New`:
+Why the scenario's walstore serves https: pgBackRest cannot speak plain HTTP
+to S3. Its S3 driver always wraps the connection in TLS (`storageS3New`:
 `httpClientNew(tlsClientNew(sckClientNew(host, port, ...), ...))`), and
 `repo1-storage-verify-tls=n` only turns off certificate checks.
-`test_pgbackrest_has_no_plain_http` pins that fact down. walstore has no TLS yet
-(it is planned), so the test puts the loopback TLS terminator from tlsproxy.py in
-front of it, with a certificate from a CA made by the test, and pgBackRest
-verifies it (`repo1-storage-ca-file`); nothing on the client side is weakened.
-Once walstore serves TLS itself, drop the proxy.
+`test_pgbackrest_has_no_plain_http` pins that fact down. So walstore runs with
+its native TLS (`serve --tls-cert/--tls-key`) and a certificate from a CA made
+by the test (tlscerts.py), and pgBackRest verifies it (`repo1-storage-ca-file`);
+nothing on the client side is weakened.
 
 PostgreSQL and pgBackRest run as the `postgres` OS user (runuser); the cluster
 listens on a Unix socket in the test's directory only (listen_addresses='').
@@ -31,8 +30,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from harness import rmtree, tempdir, wait_for
-from tlsproxy import TlsProxy, make_ca_and_cert
+from harness import Walstore, rmtree, tempdir, wait_for
+from tlscerts import make_ca_and_cert
 
 PG_BIN = Path(os.environ.get("WALSTORE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PGBACKREST = shutil.which("pgbackrest")
@@ -149,7 +148,8 @@ def test_pgbackrest_version():
 def test_pgbackrest_has_no_plain_http(server, pg):
     """pgBackRest speaks TLS even with verify-tls off, so plain-HTTP walstore cannot serve it.
 
-    If this starts failing, pgBackRest learned plain HTTP: consider dropping the proxy.
+    This is why the scenario needs walstore's https. If this starts failing,
+    pgBackRest learned plain HTTP.
     """
     write_pgbackrest_conf(pg, server, server.port, None, extra="repo1-storage-verify-tls=n\nio-timeout=1")
     p = pg.run("pgbackrest", f"--config={pg.conf}", "--repo=1", "repo-ls", timeout=120, ok=False)
@@ -157,23 +157,26 @@ def test_pgbackrest_has_no_plain_http(server, pg):
     assert "TLS" in p.stderr + p.stdout or "SSL" in p.stderr + p.stdout, p.stderr + p.stdout
 
 
-def test_backup_archive_restore(server, pg):
+def test_backup_archive_restore(tmp_path, pg):
     work = pg.work
+    # The CA file must be readable by `postgres` (pgBackRest runs as that user).
     ca, cert, key = make_ca_and_cert(work / "tls")
     chown_postgres(work / "tls")
-    proxy = TlsProxy(server.port, cert, key).start()
+    server = Walstore(data_dir=tmp_path / "data", buckets=["test"], tls_cert=cert, tls_key=key, ca=ca).start()
     try:
-        _scenario(server, pg, proxy, ca)
+        assert server.endpoint.startswith("https://")
+        _scenario(server, pg, ca)
     finally:
         for d in ("pgdata", "restored"):
             pg.stop(work / d)
-        proxy.stop()
+        code = server.stop()
+    assert code == 0, f"walstore exited with {code}; log {server.log_path}"
 
 
-def _scenario(server, pg: Pg, proxy: TlsProxy, ca: Path) -> None:
+def _scenario(server: Walstore, pg: Pg, ca: Path) -> None:
     work = pg.work
     pgdata, restored = work / "pgdata", work / "restored"
-    write_pgbackrest_conf(pg, server, proxy.port, ca)
+    write_pgbackrest_conf(pg, server, server.port, ca)
 
     pg.run("initdb", "-D", str(pgdata), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
     with (pgdata / "postgresql.conf").open("a") as f:
@@ -209,8 +212,7 @@ max_wal_size = 256MB
     assert info[0]["archive"][0]["min"] and info[0]["archive"][0]["max"]
 
     # What pgBackRest stored, seen through S3.
-    s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name=server.region,
-                      aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key)
+    s3 = boto3.client("s3", **server.boto3_kwargs())
     objects = [o for p in s3.get_paginator("list_objects_v2").paginate(Bucket="test", Prefix="pgbackrest/")
                for o in p.get("Contents", [])]
     keys = [o["Key"] for o in objects]

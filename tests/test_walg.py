@@ -505,7 +505,10 @@ def test_retention_garbage_and_delete_everything(scenario: Scenario, walg):
 
     refused = sc.walg("delete", "everything", "--confirm", check=False)
     assert refused.returncode != 0, "delete everything without FORCE must refuse while a permanent backup exists"
-    assert set(list_keys(s3, sc.prefix)) == set(remaining), "the refused delete removed objects"
+    # The promoted standby still archives (archive_timeout), so new segments may
+    # appear meanwhile; none of the objects that were there may be gone.
+    gone = set(remaining) - set(list_keys(s3, sc.prefix))
+    assert not gone, f"the refused delete removed objects: {sorted(gone)[:10]}"
 
     # Nothing may archive into the prefix any more.
     for c in reversed(sc.clusters):
