@@ -177,3 +177,23 @@ def test_rewritten_files_are_reloaded_without_a_signal(tmp_path, ca):
         assert "TLS certificate reloaded" in log_text(s)
     finally:
         stop_cleanly(s)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_sighup_right_after_start_is_harmless(tmp_path, ca, tls):
+    """SIGHUP's default action ends a process: the handler must exist before the
+    server says it listens, with or without TLS (a `kill -HUP` to every process
+    or a config-reloader sidecar must never stop the store)."""
+    kw = {}
+    if tls:
+        crt, key = issue_server_cert(ca, tmp_path / "cert")
+        kw = {"tls_cert": crt, "tls_key": key, "ca": ca.crt}
+    for i in range(5):
+        s = Walstore(data_dir=tmp_path / f"data{i}", buckets=["test"], **kw).start()
+        assert s.proc is not None
+        s.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        assert s.proc.poll() is None, f"walstore died on SIGHUP; log {s.log_path}"
+        status, _ = s.get("/health/live")
+        assert status == 200
+        assert s.stop() == 0

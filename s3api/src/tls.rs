@@ -90,16 +90,11 @@ impl TlsReloader {
     }
 
     /// Watches for SIGHUP and file changes until the process ends.
-    pub fn spawn_watcher(self: &Arc<Self>, poll: Duration) {
+    /// `hup` is the SIGHUP stream, created by the caller before it announces
+    /// that it listens (SIGHUP's default action would end the process).
+    pub fn spawn_watcher(self: &Arc<Self>, poll: Duration, mut hup: Option<tokio::signal::unix::Signal>) {
         let me = self.clone();
         tokio::spawn(async move {
-            let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no SIGHUP handler; relying on file polling");
-                    None
-                }
-            };
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => { me.reload_if_changed(); }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use s3api::admin::{execute, normalize_prefix, AdminRequest, PolicyDoc};
-use serde_json::Value;
+use serde_json::{json, Value};
 use storage::{BucketName, KeyRole, Store, StoreConfig};
 
 use crate::client::Client;
@@ -720,20 +720,35 @@ pub fn bucket(cmd: BucketCmd) -> Result<(), String> {
     if let Some(n) = &name {
         BucketName::parse(n).map_err(|e| e.to_string())?;
     }
+    let done = |what: &str, n: &str| {
+        if conn.json {
+            println!("{}", json!({ what: n }));
+        } else {
+            println!("{what} bucket {n}");
+        }
+    };
+    let list = |names: Vec<String>| {
+        if conn.json {
+            let v: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+            println!("{}", json!({ "buckets": v }));
+        } else {
+            for n in names {
+                println!("{n}");
+            }
+        }
+    };
     if let Some(store) = offline(conn)? {
         match (&cmd, name) {
             (BucketCmd::Create { .. }, Some(n)) => {
                 store.create_bucket(&BucketName::parse(&n).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-                println!("created bucket {n}");
+                done("created", &n);
             }
             (BucketCmd::Delete { .. }, Some(n)) => {
                 store.delete_bucket(&BucketName::parse(&n).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-                println!("deleted bucket {n}");
+                done("deleted", &n);
             }
             _ => {
-                for b in store.list_buckets().map_err(|e| e.to_string())? {
-                    println!("{}", b.name);
-                }
+                list(store.list_buckets().map_err(|e| e.to_string())?.into_iter().map(|b| b.name.to_string()).collect())
             }
         }
         return Ok(());
@@ -747,13 +762,11 @@ pub fn bucket(cmd: BucketCmd) -> Result<(), String> {
         return Err(server_error(status, &body));
     }
     match (method, name) {
-        ("PUT", Some(n)) => println!("created bucket {n}"),
-        ("DELETE", Some(n)) => println!("deleted bucket {n}"),
+        ("PUT", Some(n)) => done("created", &n),
+        ("DELETE", Some(n)) => done("deleted", &n),
         _ => {
             let text = String::from_utf8_lossy(&body);
-            for part in text.split("<Name>").skip(1) {
-                println!("{}", part.split("</Name>").next().unwrap_or(""));
-            }
+            list(text.split("<Name>").skip(1).map(|p| p.split("</Name>").next().unwrap_or("").to_owned()).collect());
         }
     }
     Ok(())

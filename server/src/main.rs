@@ -200,12 +200,24 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
         // Handlers are installed before the "listening" line: a supervisor that
         // stops the server right after it started must get a clean shutdown.
         let shutdown = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        // SIGHUP reloads the TLS certificate; without TLS it is logged and ignored
+        // (a `kill -HUP` to every process, or a config-reloader sidecar, must not stop the store).
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), region = %cfg.region, scheme, "walstore is serving S3");
         // Scripts wait for this line to learn the port when listening on :0.
         println!("walstore: listening on {scheme}://{addr}");
-        if let Some(t) = &tls {
-            t.spawn_watcher(Duration::from_secs(10));
+        match &tls {
+            Some(t) => t.spawn_watcher(Duration::from_secs(10), Some(hup)),
+            None => {
+                let mut hup = hup;
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP received; nothing to reload without TLS");
+                    }
+                });
+            }
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let jobs = Jobs {
