@@ -18,14 +18,18 @@ Nothing here contacts a non-loopback address; every wait is bounded.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
-from harness import wait_for
+import pytest
+
+from harness import wait_for, walg_exe
 
 PG_BIN = Path(os.environ.get("WALSTORE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_OS_USER = "postgres"
@@ -58,6 +62,50 @@ def tail(path: Path | None, lines: int = 40) -> str:
     except OSError as e:
         return f"(cannot read {path}: {e})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def read_log(path) -> str:
+    """A log file's text without ANSI colour codes ("" if unreadable)."""
+    try:
+        return re.sub(r"\x1b\[[0-9;]*m", "", Path(path).read_text(errors="replace"))
+    except OSError:
+        return ""
+
+
+#: The sandbox of the running WAL-G module (for failure reports).
+current: "Sandbox | None" = None
+
+
+def walg_sandbox(keep: bool) -> Iterator["Sandbox"]:
+    """Body of a module fixture: skips without PostgreSQL or WAL-G, else yields a Sandbox and cleans it up."""
+    global current
+    why = missing_prerequisites()
+    if why:
+        pytest.skip(why)
+    exe = walg_exe()
+    if exe is None:
+        pytest.skip("WAL-G v3.0.9 is not installed (the Go module proxy refused it); set WALG_EXE to run these tests")
+    sb = Sandbox(exe, keep=keep)
+    current = sb
+    try:
+        yield sb
+    finally:
+        current = None
+        sb.cleanup()
+
+
+def print_log_tails(failed_requests: bool = False) -> None:
+    """Prints the tails of the current sandbox's logs (pytest shows them on failure)."""
+    if current is None:
+        return
+    for label, path in list(current.logs.items()):
+        text = "\n".join(read_log(path).splitlines()[-40:])
+        print(f"\n===== tail of {label} log ({path}) =====\n{text}")
+        if failed_requests and label == "walstore":
+            # 404s are routine (WAL-G probes extensions); show the other failures.
+            bad = [ln for ln in read_log(path).splitlines()
+                   if re.search(r"status=(5\d\d|40[0-3]|409|41\d)|request failed", ln)]
+            print("===== walstore: last failed requests (not 404) =====\n" + "\n".join(bad[-25:]))
 
 
 class CommandFailed(AssertionError):

@@ -38,15 +38,14 @@ import time
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir, wait_for, walg_exe
-from pgcluster import Cluster, Sandbox, missing_prerequisites, tail
+from harness import Walstore, rmtree, tempdir, wait_for
+from pgcluster import Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
 
 BUCKET = "backups"
 REGION = "de01"
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024
 PART_SIZE = 5 * 1024 * 1024
 
-_SANDBOX: Sandbox | None = None
 KEEP = bool(os.environ.get("WALSTORE_TEST_KEEP"))
 _TESTS_RUN = 0  # WAL-G tests that passed or failed, not skipped (see test_server_answered_no_5xx)
 
@@ -63,26 +62,10 @@ def with_logs(fn):
             return result
         except Exception:
             _TESTS_RUN += 1
-            if _SANDBOX is not None:
-                for label, path in list(_SANDBOX.logs.items()):
-                    text = "\n".join(_read(path).splitlines()[-40:])
-                    print(f"\n===== tail of {label} log ({path}) =====\n{text}")
-                    if label == "walstore":
-                        # 404s are routine (WAL-G probes extensions); show the other failures.
-                        bad = [ln for ln in _read(path).splitlines()
-                               if re.search(r"status=(5\d\d|40[0-3]|409|41\d)|request failed", ln)]
-                        print("===== walstore: last failed requests (not 404) =====\n" + "\n".join(bad[-25:]))
+            print_log_tails(failed_requests=True)
             raise
 
     return wrapper
-
-
-def _read(path) -> str:
-    """A log file's text without ANSI colour codes."""
-    try:
-        return re.sub(r"\x1b\[[0-9;]*m", "", path.read_text(errors="replace"))
-    except OSError:
-        return ""
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -90,18 +73,7 @@ def _read(path) -> str:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    global _SANDBOX
-    why = missing_prerequisites()
-    if why:
-        pytest.skip(why)
-    exe = walg_exe()
-    if exe is None:
-        pytest.skip("WAL-G v3.0.9 is not installed (the Go module proxy refused it); set WALG_BIN to run these tests")
-    sb = Sandbox(exe, keep=KEEP)
-    _SANDBOX = sb
-    yield sb
-    _SANDBOX = None
-    sb.cleanup()
+    yield from walg_sandbox(KEEP)
 
 
 @pytest.fixture(scope="module")
@@ -370,7 +342,7 @@ def test_point_in_time_restore(scenario: Scenario, walg, which):
         got = int(r.sql("SELECT count(*) FROM pitr"))
         assert got == count, f"restored {got} rows, expected exactly {count} (recovery_target_time {at})"
         assert r.sql("SELECT count(*) FROM pgbench_accounts") == "100000"
-        assert "recovery stopping before commit" in _read(r.log), "recovery did not stop at the target time"
+        assert "recovery stopping before commit" in read_log(r.log), "recovery did not stop at the target time"
         assert r.timeline() == 2, "a promoted PITR restore starts timeline 2"
     finally:
         r.destroy()
@@ -420,7 +392,7 @@ def test_promoted_standby_archives_timeline_2(scenario: Scenario, walg):
     sc.clusters.append(standby)
     standby.start()
     assert standby.in_recovery() is True
-    assert re.search(r'restored log file "0{7}1[0-9A-F]{16}" from archive', _read(standby.log)), \
+    assert re.search(r'restored log file "0{7}1[0-9A-F]{16}" from archive', read_log(standby.log)), \
         "the standby did not restore WAL from the archive"
     wait_for(lambda: standby.try_sql("SELECT status FROM pg_stat_wal_receiver") == "streaming",
              timeout=60, interval=0.3, what="the standby to stream from the primary")
@@ -634,7 +606,7 @@ def test_server_answered_no_5xx(store, sandbox):
     """WAL-G retries 5xx silently: the scenario passing is not enough, the server must not have failed."""
     if _TESTS_RUN == 0:
         pytest.skip("no WAL-G test ran in this session")
-    log = _read(store.log_path)
+    log = read_log(store.log_path)
     requests = re.findall(r"\brequest\b.*\bstatus=\d{3}", log)
     assert requests, "walstore logged no requests (is --log-level info,s3api=debug honoured?)"
     errors = [ln for ln in log.splitlines() if re.search(r"status=5\d\d", ln)]

@@ -44,8 +44,8 @@ import time
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir, wait_for, walg_exe, walstore_exe
-from pgcluster import PG_OS_USER, Cluster, Sandbox, missing_prerequisites, tail
+from harness import Walstore, rmtree, tempdir, wait_for, walstore_exe
+from pgcluster import PG_OS_USER, Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
 from test_walg import (
     BUCKET,
     REGION,
@@ -68,15 +68,6 @@ KEEP = bool(os.environ.get("WALSTORE_TEST_KEEP"))
 MARKS = ["before-B0", "after-B0", "after-B1", "after-B2", "after-pitr-point", "before-promotion",
          "after-promotion", "after-B3"]
 
-_SANDBOX: Sandbox | None = None
-
-
-def _read(path) -> str:
-    try:
-        return re.sub(r"\x1b\[[0-9;]*m", "", path.read_text(errors="replace"))
-    except OSError:
-        return ""
-
 
 def with_logs(fn):
     """On failure, print the tails of the PostgreSQL and walstore logs."""
@@ -86,10 +77,7 @@ def with_logs(fn):
         try:
             return fn(*args, **kwargs)
         except Exception:
-            if _SANDBOX is not None:
-                for label, path in list(_SANDBOX.logs.items()):
-                    text = "\n".join(_read(path).splitlines()[-40:])
-                    print(f"\n===== tail of {label} log ({path}) =====\n{text}")
+            print_log_tails()
             raise
 
     return wrapper
@@ -109,18 +97,7 @@ def parse_lsn(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    global _SANDBOX
-    why = missing_prerequisites()
-    if why:
-        pytest.skip(why)
-    exe = walg_exe()
-    if exe is None:
-        pytest.skip("WAL-G v3.0.9 is not installed (the Go module proxy refused it); set WALG_EXE to run these tests")
-    sb = Sandbox(exe, keep=KEEP)
-    _SANDBOX = sb
-    yield sb
-    _SANDBOX = None
-    sb.cleanup()
+    yield from walg_sandbox(KEEP)
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +483,7 @@ def test_restore_from_every_kept_backup(scenario: Scenario, case):
         r.wait_promoted()
         got = marks_of(r)
         assert got == expected, f"restore {case} from {sc.name(b)} saw {got}, expected {expected}"
-        log = _read(r.log)
+        log = read_log(r.log)
         assert "consistent recovery state reached" in log
         if case == "B2-to-time":
             assert "recovery stopping before commit" in log, "recovery did not stop at the target time"
@@ -625,7 +602,7 @@ def test_store_consistent_and_no_5xx(scenario: Scenario, store: Walstore):
     sc.require("setup")
     rc, v, out = cli(store, "check")
     assert rc == 0 and v.get("problems") == [], out
-    log = _read(store.log_path)
+    log = read_log(store.log_path)
     assert re.search(r"\brequest\b.*\bstatus=\d{3}", log), "walstore logged no requests"
     errors = [ln for ln in log.splitlines() if re.search(r"status=5\d\d", ln)]
     assert not errors, f"{len(errors)} requests answered 5xx, e.g.:\n" + "\n".join(errors[:10])

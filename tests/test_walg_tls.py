@@ -39,8 +39,8 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from harness import Walstore, rmtree, tempdir, walg_exe
-from pgcluster import Cluster, Sandbox, missing_prerequisites, tail
+from harness import Walstore, rmtree, tempdir
+from pgcluster import Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
 from test_walg import (
     BUCKET,
     REGION,
@@ -61,15 +61,7 @@ PREFIX = key_prefix(CLUSTER)  # spilo/tls/wal/15/ — the `repo` label of the WA
 KEEP = bool(os.environ.get("WALSTORE_TEST_KEEP"))
 METRICS_TOKEN = secrets.token_urlsafe(18)
 
-_SANDBOX: Sandbox | None = None
 _TESTS_RUN = 0
-
-
-def _read(path) -> str:
-    try:
-        return re.sub(r"\x1b\[[0-9;]*m", "", path.read_text(errors="replace"))
-    except OSError:
-        return ""
 
 
 def with_logs(fn):
@@ -82,10 +74,7 @@ def with_logs(fn):
         try:
             return fn(*args, **kwargs)
         except Exception:
-            if _SANDBOX is not None:
-                for label, path in list(_SANDBOX.logs.items()):
-                    text = "\n".join(_read(path).splitlines()[-40:])
-                    print(f"\n===== tail of {label} log ({path}) =====\n{text}")
+            print_log_tails()
             raise
 
     return wrapper
@@ -139,18 +128,7 @@ class Scrape:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    global _SANDBOX
-    why = missing_prerequisites()
-    if why:
-        pytest.skip(why)
-    exe = walg_exe()
-    if exe is None:
-        pytest.skip("WAL-G v3.0.9 is not installed (the Go module proxy refused it); set WALG_EXE to run these tests")
-    sb = Sandbox(exe, keep=KEEP)
-    _SANDBOX = sb
-    yield sb
-    _SANDBOX = None
-    sb.cleanup()
+    yield from walg_sandbox(KEEP)
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +294,7 @@ def test_restore_over_https(scenario: Scenario, walg):
         r.wait_promoted()
         assert int(r.sql("SELECT count(*) FROM marks")) == sc.rows, "the restored cluster has other rows"
         assert r.sql("SELECT count(*) FROM pgbench_accounts") == "100000"
-        assert re.search(r'restored log file "0{7}1[0-9A-F]{16}" from archive', _read(r.log)), \
+        assert re.search(r'restored log file "0{7}1[0-9A-F]{16}" from archive', read_log(r.log)), \
             "recovery did not wal-fetch from the archive"
     finally:
         r.destroy()
@@ -376,7 +354,7 @@ def test_server_answered_no_5xx(store, sandbox):
     """WAL-G retries 5xx silently: the scenario passing is not enough, the server must not have failed."""
     if _TESTS_RUN == 0:
         pytest.skip("no WAL-G test ran in this session")
-    log = _read(store.log_path)
+    log = read_log(store.log_path)
     assert re.search(r"\brequest\b.*\bstatus=\d{3}", log), "walstore logged no requests"
     errors = [ln for ln in log.splitlines() if re.search(r"status=5\d\d", ln)]
     assert not errors, f"{len(errors)} requests answered 5xx, e.g.:\n" + "\n".join(errors[:10])
