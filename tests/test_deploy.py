@@ -468,6 +468,8 @@ tests:
         values: '50x20'
       - series: 'walstore_data_dir_total_bytes{instance="w"}'
         values: '1000x20'
+      - series: 'walstore_data_dir_reserve_bytes{instance="w"}'
+        values: '10x20'
       - series: 'walstore_scrub_last_completion_timestamp_seconds{instance="w"}'
         values: '0x20'
     alert_rule_test:
@@ -478,6 +480,33 @@ tests:
       - eval_time: 15m
         alertname: WalstoreDiskAlmostFull
         exp_alerts: []
+      - eval_time: 15m
+        alertname: WalstoreDiskFull
+        exp_alerts: []
+  - name: disk full (free space below the reserve)
+    interval: 1m
+    input_series:
+      - series: 'walstore_data_dir_free_bytes{instance="w"}'
+        values: '45 40 35 30 25 20 15 10 5 5 5 5'
+      - series: 'walstore_data_dir_total_bytes{instance="w"}'
+        values: '1000x12'
+      - series: 'walstore_data_dir_reserve_bytes{instance="w"}'
+        values: '10x12'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: WalstoreDiskAlmostFull
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: WalstoreDiskAlmostFull
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: w}
+      - eval_time: 8m
+        alertname: WalstoreDiskFull
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: WalstoreDiskFull
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: w}
       - eval_time: 15m
         alertname: WalstoreScrubOverdue
         exp_alerts: []

@@ -152,10 +152,13 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    // Known up front, the length lets a write that would eat into the disk
+    // reserve be refused before any byte is stored.
+    let expected = if spec.is_chunked() { spec.decoded_length } else { body.size_hint().exact() };
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let writer_store = store.clone();
     let writer = tokio::task::spawn_blocking(move || -> storage::Result<Option<StagedBlob>> {
-        let mut w = writer_store.blob_writer(&checksums)?;
+        let mut w = writer_store.blob_writer_for(&checksums, expected)?;
         loop {
             match rx.blocking_recv() {
                 Some(Msg::Data(b)) => w.write(&b)?,
@@ -227,15 +230,20 @@ where
     .await;
     if let Err(e) = outcome {
         drop(tx);
-        let _ = writer.await; // its staging file is removed when it drops the writer
-        return Err(e);
+        // Its staging file is removed when it drops the writer. When the writer
+        // stopped first (disk full, I/O error), its error is the real cause.
+        return Err(match writer.await {
+            Ok(Err(cause)) => S3Error::from(cause),
+            _ if e.code == S3Code::InternalError => S3Error::internal("body writer", &"the writer task stopped early"),
+            _ => e,
+        });
     }
     drop(tx);
     let staged = writer
         .await
         .map_err(|e| S3Error::internal("body writer task", &e))?
         .map_err(S3Error::from)?
-        .ok_or_else(writer_gone)?;
+        .ok_or_else(|| S3Error::internal("body writer", &"the writer task stopped early"))?;
     if let PayloadHash::Sha256(expected) = spec.payload {
         if staged.hash.as_bytes() != &expected {
             return Err(S3Error::code(S3Code::XAmzContentSHA256Mismatch));
@@ -245,8 +253,10 @@ where
     Ok(Received { blob: staged, trailers })
 }
 
+/// The writer task is gone; `receive` reports its error instead when it has one
+/// (so this is not logged here).
 fn writer_gone() -> S3Error {
-    S3Error::internal("body writer", &"the writer task stopped early")
+    S3Error::code(S3Code::InternalError)
 }
 
 /// Reads a small body (XML documents) into memory, at most `limit` bytes, and

@@ -43,6 +43,7 @@ pub struct Metrics {
     gc_blobs: IntCounter,
     disk_free: IntGauge,
     disk_total: IntGauge,
+    disk_reserve: IntGauge,
     index_bytes: IntGauge,
     blocks_verified: IntCounter,
     checksum_failures: IntCounter,
@@ -195,6 +196,11 @@ impl Metrics {
             gc_blobs: counter(&r, "walstore_gc_reclaimed_blobs_total", "Blobs reclaimed by GC since start."),
             disk_free: gauge(&r, "walstore_data_dir_free_bytes", "Free bytes on the data directory's filesystem."),
             disk_total: gauge(&r, "walstore_data_dir_total_bytes", "Size of the data directory's filesystem."),
+            disk_reserve: gauge(
+                &r,
+                "walstore_data_dir_reserve_bytes",
+                "Free space uploads must leave (--reserve-space); below it PUTs get 503 SlowDown.",
+            ),
             index_bytes: gauge(&r, "walstore_index_bytes", "Size of the RocksDB index."),
             blocks_verified: counter(
                 &r,
@@ -345,6 +351,9 @@ impl Metrics {
         if let Ok((free, total)) = store.disk_space() {
             self.disk_free.set(free as i64);
             self.disk_total.set(total as i64);
+        }
+        if let Ok(reserve) = store.space_reserve_bytes() {
+            self.disk_reserve.set(reserve as i64);
         }
         self.index_bytes.set(store.index_size_bytes() as i64);
         self.refresh_counters(store);

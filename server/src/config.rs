@@ -49,6 +49,9 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// How often every blob is re-hashed (`0s` = never). Default `7d`.
     pub scrub_interval: Duration,
+    /// Free space writes must leave for deletes and the index. Default `auto`
+    /// (1 GiB or 5 % of the filesystem, whichever is smaller).
+    pub reserve_space: storage::SpaceReserve,
 }
 
 /// Log output format.
@@ -136,6 +139,9 @@ pub struct Settings {
     /// How often every blob is re-hashed, e.g. 7d; 0s disables [default: 7d]
     #[arg(long, env = "WALSTORE_SCRUB_INTERVAL")]
     pub scrub_interval: Option<String>,
+    /// Free space new uploads must leave on the data filesystem (for deletes and the index): auto, a size like 2GiB, a percentage like 5%, or 0 for none [default: auto = min(1GiB, 5%)]
+    #[arg(long, env = "WALSTORE_RESERVE_SPACE")]
+    pub reserve_space: Option<String>,
 }
 
 impl Settings {
@@ -171,6 +177,7 @@ impl Settings {
             tls_key: self.tls_key.or(lower.tls_key),
             metrics_token: self.metrics_token.or(lower.metrics_token),
             scrub_interval: self.scrub_interval.or(lower.scrub_interval),
+            reserve_space: self.reserve_space.or(lower.reserve_space),
         }
     }
 
@@ -228,6 +235,12 @@ impl Settings {
             scrub_interval: parse_duration(self.scrub_interval.as_deref().unwrap_or("7d"))
                 .or_else(|e| if self.scrub_interval.as_deref() == Some("0") { Ok(Duration::ZERO) } else { Err(e) })
                 .map_err(|e| format!("scrub-interval: {e}"))?,
+            reserve_space: self
+                .reserve_space
+                .as_deref()
+                .unwrap_or("auto")
+                .parse()
+                .map_err(|e| format!("reserve-space: {e}"))?,
         };
         if cfg.gc_interval.is_zero() {
             return Err("gc-interval: must be greater than zero".into());

@@ -134,6 +134,7 @@ fn open_store(data_dir: PathBuf, cfg: Option<&Config>) -> Result<Store, String> 
         sc.gc_grace = c.gc_grace;
         sc.multipart_expiry = c.multipart_expiry;
         sc.index.block_cache_bytes = c.block_cache as usize;
+        sc.space_reserve = c.reserve_space;
     }
     Store::open(sc).map_err(|e| format!("cannot open the data directory: {e}"))
 }

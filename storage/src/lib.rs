@@ -23,6 +23,7 @@ pub mod keys;
 mod locks;
 mod maintenance;
 mod multipart;
+mod space;
 mod store;
 pub mod types;
 pub mod units;
@@ -36,6 +37,7 @@ pub use index::IndexOptions;
 pub use keys::{AccessKey, KeyRole};
 pub use maintenance::{CheckReport, GcReport};
 pub use multipart::{CompletedPart, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER};
+pub use space::SpaceReserve;
 pub use store::{
     ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, PutRequest, Store, StoreConfig, StoreStats,
     WriteCondition,

@@ -24,6 +24,7 @@ use crate::index::{
     CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_REFS, CF_UPLOADS,
 };
 use crate::locks::{lock_id, Stripes};
+use crate::space::{SpaceGuard, SpaceReserve};
 use crate::types::{
     BlobHash, BlobRef, BucketInfo, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta,
     Timestamp,
@@ -45,6 +46,8 @@ pub struct StoreConfig {
     pub min_part_size: u64,
     /// Index tuning.
     pub index: IndexOptions,
+    /// Free space new bytes must leave on the data directory's filesystem.
+    pub space_reserve: SpaceReserve,
 }
 
 impl StoreConfig {
@@ -56,6 +59,7 @@ impl StoreConfig {
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
             min_part_size: 5 << 20,
             index: IndexOptions::default(),
+            space_reserve: SpaceReserve::Auto,
         }
     }
 }
@@ -195,6 +199,7 @@ pub struct Store {
     read_only: AtomicBool,
     pub(crate) guard: crate::wal::guard::WalGuard,
     pub(crate) scrub: crate::usage::ScrubStats,
+    space: Arc<SpaceGuard>,
 }
 
 impl Store {
@@ -218,11 +223,12 @@ impl Store {
             key_locks: Stripes::new(1024),
             blob_locks: Stripes::new(1024),
             bucket_lock: RwLock::new(()),
-            config,
             stats: Arc::new(StoreStats::default()),
             read_only: AtomicBool::new(false),
             guard: crate::wal::guard::WalGuard::default(),
             scrub: crate::usage::ScrubStats::default(),
+            space: SpaceGuard::new(config.data_dir.clone(), config.space_reserve),
+            config,
         })
     }
 
@@ -249,12 +255,25 @@ impl Store {
     /// Starts receiving a body; the writer computes the listed checksums plus
     /// CRC64NVME (stored when the client sends none, as S3 does).
     pub fn blob_writer(&self, checksums: &[ChecksumAlgorithm]) -> Result<BlobWriter> {
+        self.blob_writer_for(checksums, None)
+    }
+
+    /// Like [`Store::blob_writer`] for a body announcing `expected_len` bytes: the
+    /// write is refused up front ([`Error::InsufficientStorage`]) if it would eat
+    /// into the disk-space reserve, and checked again if it runs past that length.
+    pub fn blob_writer_for(&self, checksums: &[ChecksumAlgorithm], expected_len: Option<u64>) -> Result<BlobWriter> {
         self.ensure_writable()?;
+        let ticket = self.space.admit(expected_len.unwrap_or(0))?;
         let mut algos = checksums.to_vec();
         if !algos.contains(&ChecksumAlgorithm::Crc64Nvme) {
             algos.push(ChecksumAlgorithm::Crc64Nvme);
         }
-        BlobWriter::new(self.blobs.as_ref(), &algos)
+        Ok(BlobWriter::new(self.blobs.as_ref(), &algos)?.with_space(ticket))
+    }
+
+    /// The disk-space reserve in bytes on the data directory's filesystem now.
+    pub fn space_reserve_bytes(&self) -> Result<u64> {
+        self.space.reserve_bytes()
     }
 
     /// Refuses writes (used when the disk is full or the index failed).

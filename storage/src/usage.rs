@@ -2,7 +2,6 @@
 //! re-hashes every blob.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
@@ -102,7 +101,7 @@ impl Store {
 
     /// Free and total bytes of the filesystem holding the data directory.
     pub fn disk_space(&self) -> Result<(u64, u64)> {
-        disk_space(&self.config.data_dir)
+        crate::space::disk_space(&self.config.data_dir)
     }
 
     /// Scrub counters.
@@ -200,11 +199,4 @@ impl Store {
         }
         Ok(out)
     }
-}
-
-fn disk_space(path: &Path) -> Result<(u64, u64)> {
-    let st = nix::sys::statvfs::statvfs(path)
-        .map_err(|e| Error::io("statvfs of the data directory", std::io::Error::from(e)))?;
-    let frag = st.fragment_size() as u64;
-    Ok((st.blocks_available() as u64 * frag, st.blocks() as u64 * frag))
 }

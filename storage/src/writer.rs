@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blob::{BlobStore, Staging};
 use crate::error::Result;
+use crate::space::SpaceTicket;
 use crate::types::{BlobHash, Checksum, ChecksumAlgorithm, ChecksumType};
 
 /// Size of the blocks each blob's CRC32s cover. Reads verify whole blocks, so
@@ -70,6 +71,8 @@ pub struct BlobWriter {
     crcs: Vec<u32>,
     size: u64,
     extra: Vec<ExtraHasher>,
+    /// Admission against the disk-space reserve (none for writers made outside a [`crate::Store`]).
+    space: Option<SpaceTicket>,
 }
 
 /// A fully received blob, hashed but not yet durable. Dropping it deletes the
@@ -108,7 +111,13 @@ impl BlobWriter {
             crcs: Vec::new(),
             size: 0,
             extra: algos.into_iter().map(ExtraHasher::new).collect(),
+            space: None,
         })
+    }
+
+    pub(crate) fn with_space(mut self, ticket: SpaceTicket) -> Self {
+        self.space = Some(ticket);
+        self
     }
 
     /// Bytes written so far.
@@ -120,6 +129,9 @@ impl BlobWriter {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
+        }
+        if let Some(t) = self.space.as_mut() {
+            t.wrote(data.len() as u64)?;
         }
         if data.len() >= PARALLEL_MD5_MIN {
             let md5 = &mut self.md5;
