@@ -21,10 +21,48 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::types::BlobHash;
+
+/// The filesystem calls that decide what survives a crash: flushing a file's
+/// bytes, renaming, creating a directory and flushing a directory's entries.
+/// [`OsDurability`] is the real thing; tests substitute a double that fails
+/// chosen calls (fsyncgate: a failed fsync must fail the write, and a retry
+/// must not trust what the failed attempt left) or records what was synced to
+/// rebuild what a power cut would leave (`storage/tests/powercut.rs`).
+pub trait Durability: Send + Sync + 'static {
+    /// Makes `file`'s bytes durable (`fdatasync`); `path` names it.
+    fn sync_data(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` (same filesystem, atomic).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Creates one directory (its parent exists).
+    fn create_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes `dir`'s entries (names created or renamed into it) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// [`Durability`] by the operating system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsDurability;
+
+impl Durability for OsDurability {
+    fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_data()
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
 
 /// A readable blob.
 pub trait BlobFile: Send + Sync {
@@ -110,9 +148,9 @@ impl Staging {
     }
 
     /// fdatasync + close; the caller then renames it.
-    fn sync_and_close(&mut self) -> Result<()> {
+    fn sync_and_close(&mut self, fs: &dyn Durability) -> Result<()> {
         if let Some(f) = self.file.take() {
-            f.sync_data().map_err(|e| Error::io("fsync of a staging blob", e))?;
+            fs.sync_data(&f, &self.path).map_err(|e| Error::io("fsync of a staging blob", e))?;
         }
         Ok(())
     }
@@ -140,15 +178,74 @@ impl Drop for Staging {
 pub struct FsBlobStore {
     root: PathBuf,
     tmp: PathBuf,
+    fs: Arc<dyn Durability>,
+    /// Fan-out directories (`ab/`, `ab/cd/`) whose entry in their parent this
+    /// process has fsynced. A directory that merely exists proves nothing: it
+    /// may come from a writer whose parent fsync failed or has not happened yet
+    /// (a concurrent writer, or a process that crashed), and a power cut would
+    /// take it, with every blob in it, away. So the first use of each directory
+    /// in a process fsyncs its parent once; afterwards a bit says so.
+    durable_l1: [AtomicU64; 4],
+    durable_l2: Box<[AtomicU64]>,
 }
 
 impl FsBlobStore {
     /// Opens (creating if needed) `root` (normally `<data-dir>/blobs`).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with(root, Arc::new(OsDurability))
+    }
+
+    /// Like [`FsBlobStore::open`], with the durability calls going through `fs`.
+    pub fn open_with(root: impl Into<PathBuf>, fs: Arc<dyn Durability>) -> Result<Self> {
         let root = root.into();
         let tmp = root.join("tmp");
-        create_dir_durable(&tmp)?;
-        Ok(Self { root, tmp })
+        create_dir_durable_with(fs.as_ref(), &tmp)?;
+        // Existing directories are not proof either (see `durable_l1`): make the
+        // root's and `tmp`'s entries durable once per start.
+        for d in [root.parent(), Some(root.as_path())].into_iter().flatten() {
+            fs.sync_dir(d).map_err(|e| Error::io(format!("fsync of directory {}", d.display()), e))?;
+        }
+        Ok(Self {
+            root,
+            tmp,
+            fs,
+            durable_l1: Default::default(),
+            durable_l2: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    /// Creates (if needed) `ab/` and `ab/cd/` for `hash` and makes sure their
+    /// entries are durable; returns `ab/cd/`.
+    fn blob_dir(&self, hash: &BlobHash) -> Result<PathBuf> {
+        let [a, b, ..] = *hash.as_bytes();
+        let l2 = (usize::from(a) << 8) | usize::from(b);
+        let hex = hash.to_hex();
+        let d1 = self.root.join(&hex[0..2]);
+        let d2 = d1.join(&hex[2..4]);
+        if bit(&self.durable_l2, l2) {
+            return Ok(d2);
+        }
+        if !bit(&self.durable_l1, usize::from(a)) {
+            self.create_dir(&d1)?;
+            self.sync_dir(&self.root)?;
+            set_bit(&self.durable_l1, usize::from(a));
+        }
+        self.create_dir(&d2)?;
+        self.sync_dir(&d1)?;
+        set_bit(&self.durable_l2, l2);
+        Ok(d2)
+    }
+
+    fn create_dir(&self, dir: &Path) -> Result<()> {
+        match self.fs.create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(format!("creating directory {}", dir.display()), e)),
+        }
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.fs.sync_dir(dir).map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))
     }
 
     fn path_of(&self, hash: &BlobHash) -> PathBuf {
@@ -171,18 +268,22 @@ impl BlobStore for FsBlobStore {
 
     fn place(&self, mut staging: Staging, hash: &BlobHash, size: u64) -> Result<bool> {
         let target = self.path_of(hash);
+        let dir = self.blob_dir(hash)?;
         if let Ok(m) = fs::metadata(&target) {
             if m.len() == size {
+                // The name may be left by an attempt whose directory fsync failed
+                // (that write was refused, so nothing vouched for the name): make
+                // it durable now instead of trusting it. Its bytes were fsynced
+                // before the rename, or the name would not exist.
+                self.sync_dir(&dir)?;
                 return Ok(false); // staging guard removes our copy
             }
             tracing::warn!(blob = %hash, found = m.len(), expected = size, "replacing a blob file of the wrong size");
         }
-        staging.sync_and_close()?;
-        let dir = target.parent().ok_or_else(|| Error::io("blob path", io::Error::other("no parent")))?;
-        create_dir_durable(dir)?;
-        fs::rename(&staging.path, &target).map_err(|e| Error::io("renaming a blob into place", e))?;
+        staging.sync_and_close(self.fs.as_ref())?;
+        self.fs.rename(&staging.path, &target).map_err(|e| Error::io("renaming a blob into place", e))?;
         staging.disarm();
-        sync_dir(dir)?;
+        self.sync_dir(&dir)?;
         Ok(true)
     }
 
@@ -225,7 +326,7 @@ impl BlobStore for FsBlobStore {
             }
         }
         if n > 0 {
-            sync_dir(&self.tmp)?;
+            self.sync_dir(&self.tmp)?;
         }
         Ok(n)
     }
@@ -270,29 +371,34 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// fsync of a directory, making the names in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("fsync of directory {}", dir.display()), e))
+fn bit(words: &[AtomicU64], i: usize) -> bool {
+    words[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+}
+
+fn set_bit(words: &[AtomicU64], i: usize) {
+    words[i / 64].fetch_or(1 << (i % 64), Ordering::Release);
 }
 
 /// Creates `dir` and any missing parents, fsyncing each parent whose entry list
 /// changed so the new directories survive a crash.
 pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    create_dir_durable_with(&OsDurability, dir)
+}
+
+fn create_dir_durable_with(fs: &dyn Durability, dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dir_durable(parent)?;
+        create_dir_durable_with(fs, parent)?;
     }
-    match fs::create_dir(dir) {
+    match fs.create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(Error::io(format!("creating directory {}", dir.display()), e)),
     }
     if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+        fs.sync_dir(parent).map_err(|e| Error::io(format!("fsync of directory {}", parent.display()), e))?;
     }
     Ok(())
 }

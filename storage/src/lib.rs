@@ -31,7 +31,7 @@ mod usage;
 pub mod wal;
 mod writer;
 
-pub use blob::{BlobFile, BlobListing, BlobStore, FsBlobStore, Staging};
+pub use blob::{BlobFile, BlobListing, BlobStore, Durability, FsBlobStore, OsDurability, Staging};
 pub use error::{Error, Result};
 pub use index::IndexOptions;
 pub use keys::{AccessKey, KeyRole};
