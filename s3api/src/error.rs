@@ -137,6 +137,9 @@ pub struct S3Error {
     pub message: String,
     /// Seconds for `Retry-After` (503 answers).
     pub retry_after: Option<u32>,
+    /// The internal cause of an `InternalError`: logged, shown by the offline
+    /// CLI, never sent to a client.
+    pub cause: Option<String>,
 }
 
 /// Result alias for handlers.
@@ -145,7 +148,7 @@ pub type S3Result<T> = Result<T, S3Error>;
 impl S3Error {
     /// An error with a message.
     pub fn new(code: S3Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after: None }
+        Self { code, message: message.into(), retry_after: None, cause: None }
     }
 
     /// The standard message for a code.
@@ -182,7 +185,7 @@ impl S3Error {
     /// An internal failure: logged in full, answered as a generic `InternalError`.
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(context, error = %cause, "internal error");
-        Self::code(S3Code::InternalError)
+        Self { cause: Some(format!("{context}: {cause}")), ..Self::code(S3Code::InternalError) }
     }
 
     /// The HTTP status.
@@ -221,6 +224,7 @@ impl From<storage::Error> for S3Error {
                     code: S3Code::SlowDown,
                     message: "Insufficient storage: the server is out of disk space; retry later.".into(),
                     retry_after: Some(10),
+                    cause: None,
                 }
             }
             e @ (E::Corrupt(_) | E::Io { .. } | E::Index(_) | E::Decode(_)) => S3Error::internal("storage", &e),

@@ -236,7 +236,7 @@ fn offline(conn: &Conn) -> Result<Option<Store>, String> {
 
 fn offline_with(conn: &Conn, grace: Option<std::time::Duration>) -> Result<Option<Store>, String> {
     let Some(dir) = &conn.data_dir else { return Ok(None) };
-    if !dir.join("index").is_dir() {
+    if !dir.join("index").is_dir() && !dir.join("blobs").is_dir() {
         return Err(format!("{} is not a walstore data directory", dir.display()));
     }
     let mut cfg = StoreConfig::new(dir);
@@ -263,7 +263,10 @@ fn run(
     http: (&str, &str, Vec<(&str, String)>, Vec<u8>),
 ) -> Result<(bool, Value), String> {
     if let Some(store) = offline(conn)? {
-        return execute(&store, "cli", req).map_err(|e| format!("{}: {}", e.code.as_str(), e.message));
+        return execute(&store, "cli", req).map_err(|e| match e.cause {
+            Some(cause) => cause,
+            None => format!("{}: {}", e.code.as_str(), e.message),
+        });
     }
     let (method, path, query, body) = http;
     let q: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();

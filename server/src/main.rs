@@ -264,7 +264,7 @@ struct Jobs {
 /// (bounded per pass), expiry of abandoned uploads, an hourly orphan sweep,
 /// usage metrics, the retention pass (every repository is evaluated; those
 /// whose policy enforces retention get what the horizon releases deleted,
-/// journaled) and the periodic scrub. Each job's last success and failures are
+/// journaled), the periodic scrub and the index verification (also at start). Each job's last success and failures are
 /// exported as metrics.
 async fn maintenance(
     store: Arc<Store>,
@@ -293,6 +293,7 @@ async fn maintenance(
             ("usage", Duration::from_secs(60)),
             ("retention", jobs.retention_every),
             ("scrub", jobs.scrub_every),
+            ("index-verify", jobs.scrub_every),
         ]
         .into_iter()
         .filter(|(job, every)| due(&last, job, *every))
@@ -349,6 +350,12 @@ fn run_job(job: &str, s: &Store, m: &s3api::metrics::Metrics) -> storage::Result
         "retention" => {
             let evals = retention_pass(s)?;
             m.refresh_wal(&evals);
+        }
+        "index-verify" => {
+            // A damaged block in the index is otherwise met only by the read that
+            // needs it; this pass (at start, then with the scrub) finds it early.
+            let entries = s.verify_index()?;
+            tracing::info!(entries, "index verified: every block's checksum matches");
         }
         "scrub" => {
             let r = s.scrub(&mut |_, _| {})?;

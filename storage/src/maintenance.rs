@@ -51,6 +51,10 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
+/// Orphan blob files a sweep removes without suspecting index loss (see
+/// [`Store::sweep_orphans`]).
+pub const ORPHAN_SWEEP_LIMIT: u64 = 256;
+
 impl Store {
     /// Removes unreferenced blobs whose grace period ended before `now`. Handles
     /// at most `limit` candidates, so callers can throttle.
@@ -134,16 +138,34 @@ impl Store {
 
     /// Removes blob files that no index record knows and that are older than the
     /// GC grace period (left by a crash between rename and index commit).
+    ///
+    /// A crash leaves at most one such file per write in flight. Far more than
+    /// that means the index lost entries (restored from an older copy, a
+    /// damaged MANIFEST that RocksDB read as a shorter one), and deleting would
+    /// turn a repairable index into lost backups: above [`ORPHAN_SWEEP_LIMIT`]
+    /// files (and 1 % of the indexed blobs) the sweep deletes nothing and fails
+    /// with [`Error::Corrupt`] naming the count.
     pub fn sweep_orphans(&self, now: SystemTime) -> Result<u64> {
         let grace = self.config.gc_grace;
         let mut orphans = Vec::new();
+        let (mut known, mut orphan_bytes) = (0u64, 0u64);
         self.blobs.for_each(&mut |b| {
-            let old = now.duration_since(b.modified).unwrap_or(Duration::ZERO) >= grace;
-            if old && self.index.get(CF_BLOBS, b.hash.as_bytes())?.is_none() {
+            if self.index.get(CF_BLOBS, b.hash.as_bytes())?.is_some() {
+                known += 1;
+            } else if now.duration_since(b.modified).unwrap_or(Duration::ZERO) >= grace {
                 orphans.push(b.hash);
+                orphan_bytes += b.size;
             }
             Ok(())
         })?;
+        let n = orphans.len() as u64;
+        if n > ORPHAN_SWEEP_LIMIT && n > known / 100 {
+            return Err(Error::Corrupt(format!(
+                "{n} blob files ({orphan_bytes} bytes) are not in the index, against {known} that are: more than \
+                 crashes leave behind, so the index probably lost entries. Not deleting them; run `walstore check` \
+                 and restore the index from the copy that belongs to these blobs"
+            )));
+        }
         let mut removed = 0;
         for hash in orphans {
             let _g = self.blob_locks.lock_all(&[lock_id(&hash)]);

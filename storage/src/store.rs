@@ -212,7 +212,32 @@ impl Store {
     /// Opens the store with a custom blob store (another tier, or a test double).
     pub fn open_with_blob_store(config: StoreConfig, blobs: Arc<dyn BlobStore>) -> Result<Self> {
         crate::blob::create_dir_durable(&config.data_dir)?;
-        let index = Index::open(&config.data_dir.join("index"), &config.index)?;
+        let index_dir = config.data_dir.join("index");
+        if !index_dir.join("CURRENT").exists() && any_blob(blobs.as_ref())? {
+            // Starting would create an empty index, and the orphan sweep would
+            // then delete every blob an hour later.
+            return Err(Error::Corrupt(format!(
+                "{} holds no index but {} holds blob files; refusing to start with an empty index (the orphan \
+                 sweep would delete them). Restore index/ from the copy it belongs to",
+                index_dir.display(),
+                blobs.root().display()
+            )));
+        }
+        let index = Index::open(&index_dir, &config.index)?;
+        let empty = |cf| -> Result<bool> { Ok(index.range(cf, b"", None)?.next().is_none()) };
+        if empty(CF_BUCKETS)? && empty(CF_BLOBS)? && any_blob(blobs.as_ref())? {
+            // RocksDB reads a MANIFEST cut at a record boundary as an older state
+            // (here: before the first bucket) and drops the newer table files.
+            // Every blob file has a record until GC removes both, so files
+            // without any bucket or blob record mean the index was lost.
+            return Err(Error::Corrupt(format!(
+                "the index at {} is empty but {} holds blob files: the index was lost or reset (a damaged \
+                 MANIFEST reads as an older state). Refusing to start (the orphan sweep would delete the \
+                 blobs); restore index/ from the copy it belongs to",
+                index_dir.display(),
+                blobs.root().display()
+            )));
+        }
         let swept = blobs.sweep_staging()?;
         if swept > 0 {
             tracing::info!(files = swept, "removed staging files left by an interrupted run");
@@ -230,6 +255,12 @@ impl Store {
             space: SpaceGuard::new(config.data_dir.clone(), config.space_reserve),
             config,
         })
+    }
+
+    /// Reads the whole index with checksums verified (see the maintenance job
+    /// `index-verify`); returns the number of entries.
+    pub fn verify_index(&self) -> Result<u64> {
+        self.index.verify()
     }
 
     /// The configuration in effect.
@@ -783,5 +814,18 @@ fn summary_of(key: String, e: &ObjectEntry) -> ObjectSummary {
         storage_class: e.meta.headers.iter().find(|(k, _)| k == "x-amz-storage-class").map(|(_, v)| v.clone()),
         checksum_algorithm: e.checksum.as_ref().map(|c| c.algorithm),
         checksum_type: e.checksum.as_ref().map(|c| c.type_name()),
+    }
+}
+
+/// True if `blobs` holds at least one finished blob (stops at the first).
+fn any_blob(blobs: &dyn BlobStore) -> Result<bool> {
+    let mut found = false;
+    match blobs.for_each(&mut |_| {
+        found = true;
+        Err(Error::InvalidArgument("stop".into()))
+    }) {
+        Ok(()) => Ok(false),
+        Err(_) if found => Ok(true),
+        Err(e) => Err(e),
     }
 }

@@ -425,3 +425,31 @@ fn orphan_blob_files_are_swept_after_grace() {
     assert_eq!(blob_files(dir.path()), 1);
     assert!(s.check().expect("check").problems.is_empty());
 }
+
+/// A crash leaves a few orphan blob files; thousands mean the index lost
+/// entries, and the sweep must not turn that into lost backups.
+#[test]
+fn orphan_sweep_refuses_mass_deletion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let b = bucket(&s, "backups");
+    let kept = put(&s, &b, "kept", b"kept bytes");
+    let fake = |i: u32| {
+        let hex = format!("{:0>64x}", u128::from(i) * 0x9E37_79B9_7F4A_7C15 + 1);
+        let d = dir.path().join("blobs").join(&hex[0..2]).join(&hex[2..4]);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join(&hex), b"orphan").expect("write");
+    };
+    let later = SystemTime::now() + Duration::from_secs(7200);
+    for i in 0..10 {
+        fake(i);
+    }
+    assert_eq!(s.sweep_orphans(later).expect("a few orphans are swept"), 10);
+    for i in 0..(ORPHAN_SWEEP_LIMIT as u32 + 1) {
+        fake(i);
+    }
+    let e = s.sweep_orphans(later).expect_err("mass orphans must not be swept");
+    assert!(matches!(e, Error::Corrupt(ref m) if m.contains("not in the index")), "{e}");
+    assert_eq!(blob_files(dir.path()), ORPHAN_SWEEP_LIMIT as usize + 2, "nothing deleted");
+    assert_eq!(read_all(&s, &kept), b"kept bytes");
+}
