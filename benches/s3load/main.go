@@ -8,6 +8,8 @@
 //	list      -endpoint URL -bucket B -prefix P ...        full ListObjectsV2 scan, 1000 per page
 //	probe     -endpoint URL -bucket B -timeout T           retry a signed ListObjectsV2 until 200
 //	disk      -dir D -size 1GiB -sync-every 16MiB          sequential write + fdatasync throughput
+//	soak      -endpoint URL -bucket B -duration 30m ...    mixed small PUT/GET/LIST/DELETE plus 16 MiB
+//	                                                       segment pushes for a fixed time (soak.go)
 //
 // Requests are signed with AWS Signature Version 4 (header form, path-style), payload hash
 // of the empty body. Keys are WAL-G shaped: <prefix><24 hex segment name>.lz4.
@@ -92,6 +94,16 @@ func hmacSHA256(key []byte, data string) []byte {
 
 // do sends a signed request with an empty body; path is unencoded ("/bucket/key").
 func (c *client) do(ctx context.Context, method, path string, query [][2]string) (int, []byte, error) {
+	return c.doBody(ctx, method, path, query, nil)
+}
+
+// doBody sends a signed request with `body` (its SHA-256 signed as the payload hash).
+func (c *client) doBody(ctx context.Context, method, path string, query [][2]string, body []byte) (int, []byte, error) {
+	payloadHash := emptySHA256
+	if len(body) > 0 {
+		ph := sha256.Sum256(body)
+		payloadHash = hex.EncodeToString(ph[:])
+	}
 	sort.Slice(query, func(i, j int) bool {
 		if query[i][0] != query[j][0] {
 			return query[i][0] < query[j][0]
@@ -109,8 +121,8 @@ func (c *client) do(ctx context.Context, method, path string, query [][2]string)
 	day := now.Format("20060102")
 	host := c.endpoint.Host
 	canonical := strings.Join([]string{method, encPath, rawQuery,
-		"host:" + host + "\nx-amz-content-sha256:" + emptySHA256 + "\nx-amz-date:" + amzDate + "\n",
-		"host;x-amz-content-sha256;x-amz-date", emptySHA256}, "\n")
+		"host:" + host + "\nx-amz-content-sha256:" + payloadHash + "\nx-amz-date:" + amzDate + "\n",
+		"host;x-amz-content-sha256;x-amz-date", payloadHash}, "\n")
 	sum := sha256.Sum256([]byte(canonical))
 	scope := day + "/" + c.region + "/s3/aws4_request"
 	toSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(sum[:])
@@ -123,14 +135,18 @@ func (c *client) do(ctx context.Context, method, path string, query [][2]string)
 	u := *c.endpoint
 	u.Opaque = "//" + host + encPath
 	u.RawQuery = rawQuery
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), http.NoBody)
+	var reader io.Reader = http.NoBody
+	if len(body) > 0 {
+		reader = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), reader)
 	if err != nil {
 		return 0, nil, err
 	}
 	req.URL.Opaque = encPath
-	req.ContentLength = 0
+	req.ContentLength = int64(len(body))
 	req.Header.Set("x-amz-date", amzDate)
-	req.Header.Set("x-amz-content-sha256", emptySHA256)
+	req.Header.Set("x-amz-content-sha256", payloadHash)
 	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+c.accessKey+"/"+scope+
 		", SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature="+sig)
 	resp, err := c.http.Do(req)
@@ -138,8 +154,8 @@ func (c *client) do(ctx context.Context, method, path string, query [][2]string)
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	return resp.StatusCode, body, err
+	respBody, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, respBody, err
 }
 
 // walKey is a WAL-G archive key: timeline 1, 256 segments per log id (16 MiB segments).
@@ -434,7 +450,7 @@ func cmdDisk(args []string) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: s3load mkbucket|seed|list|probe|disk [flags]")
+		fail("usage: s3load mkbucket|seed|list|probe|disk|soak [flags]")
 	}
 	switch os.Args[1] {
 	case "mkbucket":
@@ -447,6 +463,8 @@ func main() {
 		cmdProbe(os.Args[2:])
 	case "disk":
 		cmdDisk(os.Args[2:])
+	case "soak":
+		cmdSoak(os.Args[2:])
 	default:
 		fail("unknown subcommand %q", os.Args[1])
 	}
