@@ -401,3 +401,82 @@ fn dedup_onto_an_unsynced_name_is_made_durable() {
     verify(dir, &bucket, &BTreeMap::from([("b".to_owned(), Some(body))]), "dedup after a failed dir fsync");
     assert_eq!(names["volatile"], 0, "the deduplicated write left its blob's name un-synced");
 }
+
+/// A blob store whose reads of one blob fail with EIO (a bad sector).
+struct BadSector {
+    inner: FsBlobStore,
+    bad: Mutex<Option<BlobHash>>,
+}
+
+struct FailingFile;
+
+impl BlobFile for FailingFile {
+    fn read_exact_at(&self, _buf: &mut [u8], _offset: u64) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(5))
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(1 << 20)
+    }
+}
+
+impl BlobStore for BadSector {
+    fn create_staging(&self) -> Result<Staging> {
+        self.inner.create_staging()
+    }
+    fn place(&self, staging: Staging, hash: &BlobHash, size: u64) -> Result<bool> {
+        self.inner.place(staging, hash, size)
+    }
+    fn open(&self, hash: &BlobHash) -> Result<Box<dyn BlobFile>> {
+        if self.bad.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(hash) {
+            return Ok(Box::new(FailingFile));
+        }
+        self.inner.open(hash)
+    }
+    fn size_of(&self, hash: &BlobHash) -> Result<Option<u64>> {
+        self.inner.size_of(hash)
+    }
+    fn remove(&self, hash: &BlobHash) -> Result<()> {
+        self.inner.remove(hash)
+    }
+    fn sweep_staging(&self) -> Result<u64> {
+        self.inner.sweep_staging()
+    }
+    fn for_each(&self, visit: &mut dyn FnMut(BlobListing) -> Result<()>) -> Result<()> {
+        self.inner.for_each(visit)
+    }
+    fn root(&self) -> &Path {
+        self.inner.root()
+    }
+}
+
+#[test]
+fn read_error_on_one_blob_affects_only_that_object() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let blobs =
+        Arc::new(BadSector { inner: FsBlobStore::open(dir.join("blobs")).expect("blobs"), bad: Mutex::new(None) });
+    let store = Store::open_with_blob_store(config(dir), blobs.clone()).expect("open");
+    let bucket = BucketName::parse("backups").expect("bucket");
+    store.create_bucket(&bucket).expect("bucket");
+    let bodies: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 300_000 + usize::from(i)]).collect();
+    let infos: Vec<ObjectInfo> =
+        bodies.iter().enumerate().map(|(i, b)| put(&store, &bucket, &format!("k{i}"), b).expect("put")).collect();
+    *blobs.bad.lock().unwrap_or_else(|e| e.into_inner()) = Some(infos[2].blobs[0].hash);
+    for (i, body) in bodies.iter().enumerate() {
+        let r = read(&store, &bucket, &format!("k{i}"));
+        if i == 2 {
+            assert!(
+                matches!(r, Err(Error::Io { .. } | Error::Corrupt(_))),
+                "the bad blob's read must fail: {:?}",
+                r.map(|v| v.len())
+            );
+        } else {
+            assert_eq!(r.expect("other objects read fine"), *body, "k{i}");
+        }
+    }
+    // Writes, listings and the other objects' metadata are unaffected.
+    put(&store, &bucket, "after", b"still writable").expect("put after a read error");
+    let page = store.list_objects(&bucket, &ListQuery { max_keys: 100, ..Default::default() }).expect("list");
+    assert_eq!(page.items.len(), 6);
+    assert_eq!(store.head_object(&bucket, &ObjectKey::parse("k2").expect("key")).expect("head").size, 300_002);
+}
