@@ -765,8 +765,11 @@ impl std::fmt::Debug for ChunkSigner {
 }
 
 impl ChunkSigner {
-    /// A signer continuing from `seed_signature` (lowercase hex).
-    pub(crate) fn new(key: [u8; 32], amz_date: String, scope: String, seed_signature: String) -> Self {
+    /// A signer continuing from `seed_signature` (lowercase hex), with the request's SigV4
+    /// signing `key`, `amz_date` (`YYYYMMDDTHHMMSSZ`) and credential `scope`
+    /// (`<date>/<region>/s3/aws4_request`). Requests get theirs from [`verify`]; this
+    /// constructor lets tests and the fuzz targets decode a body without a whole request.
+    pub fn new(key: [u8; 32], amz_date: String, scope: String, seed_signature: String) -> Self {
         ChunkSigner { key, amz_date, scope, previous: seed_signature }
     }
 
