@@ -207,6 +207,10 @@ pub fn route(method: &Method, raw_path: &str, query: &Query, headers: &HeaderMap
     };
 
     let Some(bucket) = bucket else {
+        // `//key` names a key in no bucket: refuse it rather than list the buckets.
+        if key.is_some() {
+            return Err(S3Error::new(S3Code::InvalidBucketName, "the bucket name is empty"));
+        }
         return match *method {
             Method::GET => Ok(Route { op: Operation::ListBuckets, bucket: None, key: None }),
             _ => Err(S3Error::code(S3Code::MethodNotAllowed)),
@@ -396,6 +400,9 @@ mod tests {
             ("GET", "/ab", false, "InvalidBucketName"),
             ("GET", "/bkt?list-type=3", false, "InvalidArgument"),
             ("GET", "/bkt/%FF", false, "InvalidArgument"),
+            // A key without a bucket was answered as ListBuckets (found by fuzz_router).
+            ("GET", "//k", false, "InvalidBucketName"),
+            ("DELETE", "//bkt/k", false, "InvalidBucketName"),
         ];
         for (m, t, copy, want) in cases {
             let err = r(m, t, *copy).expect_err(t);

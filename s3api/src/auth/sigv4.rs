@@ -485,7 +485,7 @@ fn finish(req: &RequestParts<'_>, secrets: &dyn SecretLookup, claim: Claim) -> R
     for name in req.headers.keys() {
         let name = name.as_str();
         if name.starts_with("x-amz-") && name != CONTENT_SHA256 && !claim.signed_headers.iter().any(|h| h == name) {
-            return Err(AuthError::HeaderNotSigned(name.to_owned()));
+            return Err(AuthError::HeaderNotSigned(clip(name)));
         }
     }
 
@@ -557,7 +557,7 @@ fn parse_signed_headers(value: &str, err: fn(String) -> AuthError) -> Result<Vec
             )));
         }
         if names.iter().any(|n| n == name) {
-            return Err(err(format!("SignedHeaders lists {name} twice")));
+            return Err(err(format!("SignedHeaders lists {} twice", clip(name))));
         }
         names.push(name.to_owned());
     }
@@ -568,7 +568,7 @@ fn check_region(region: &str, settings: &AuthSettings<'_>) -> Result<(), AuthErr
     if region == settings.region || region == FALLBACK_REGION {
         Ok(())
     } else {
-        Err(AuthError::WrongRegion { got: region.to_owned(), expected: settings.region.to_owned() })
+        Err(AuthError::WrongRegion { got: clip(region), expected: settings.region.to_owned() })
     }
 }
 
@@ -765,8 +765,11 @@ impl std::fmt::Debug for ChunkSigner {
 }
 
 impl ChunkSigner {
-    /// A signer continuing from `seed_signature` (lowercase hex).
-    pub(crate) fn new(key: [u8; 32], amz_date: String, scope: String, seed_signature: String) -> Self {
+    /// A signer continuing from `seed_signature` (lowercase hex), with the request's SigV4
+    /// signing `key`, `amz_date` (`YYYYMMDDTHHMMSSZ`) and credential `scope`
+    /// (`<date>/<region>/s3/aws4_request`). Requests get theirs from [`verify`]; this
+    /// constructor lets tests and the fuzz targets decode a body without a whole request.
+    pub fn new(key: [u8; 32], amz_date: String, scope: String, seed_signature: String) -> Self {
         ChunkSigner { key, amz_date, scope, previous: seed_signature }
     }
 
@@ -2320,5 +2323,18 @@ mod tests {
         req.set_header("authorization", &format!("X{}", "y".repeat(10_000)));
         let e = err(req.verify_in(t, "us-east-1"));
         assert!(e.to_string().len() < 200, "{e}");
+        // A long region, a long unsigned x-amz-* header name, a long signed header listed
+        // twice: each was quoted whole (found by the sigv4 fuzz targets).
+        let long = "z".repeat(1000);
+        let mut region = doc_get_object();
+        region.edit_authorization("/us-east-1/", &format!("/{long}/"));
+        let mut unsigned = doc_get_object();
+        unsigned.set_header(&format!("x-amz-meta-{long}"), "v");
+        let mut twice = doc_get_object();
+        twice.edit_authorization("SignedHeaders=", &format!("SignedHeaders={long};{long};"));
+        for (what, req) in [("region", region), ("unsigned header", unsigned), ("signed twice", twice)] {
+            let e = err(req.verify_in(t, "us-east-1"));
+            assert!(e.to_string().len() < 200, "{what}: {e}");
+        }
     }
 }

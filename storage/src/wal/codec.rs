@@ -162,12 +162,149 @@ fn lzop_decode(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
         if clen == ulen {
             out.extend_from_slice(block);
         } else {
-            let d = lzokay_native::decompress_all(block, Some(ulen)).map_err(|e| bad(&format!("{e:?}")))?;
+            let d = lzo1x_decompress(block, ulen).map_err(bad)?;
             if d.len() != ulen {
                 return Err(bad("block length mismatch"));
             }
             out.extend_from_slice(&d);
         }
+    }
+}
+
+/// Decodes one LZO1X block (what lzop compresses each block with) of at most `out_len`
+/// bytes.
+///
+/// Written here instead of calling lzokay-native 0.1, whose decoder trusts the stream:
+/// a match reaching before the start of the output panics (an index computed with
+/// wrapping arithmetic), and run lengths are copied out whatever the block header says,
+/// so a crafted `.lzo` history file could panic the catalog snapshot or make it allocate
+/// about 255 bytes per input byte. Here every read is bounds-checked, a match must lie
+/// inside what was already decoded, and the output never grows past `out_len`.
+///
+/// The format: an instruction byte either copies literals or copies a match (length and
+/// distance) from the output so far, followed by 0–3 literals named in its low two bits
+/// (the "state"); what a byte below 16 means depends on that state. Long lengths continue
+/// in zero bytes (255 each) and a final non-zero byte. A far match (16..31) with distance
+/// exactly 16384 ends the stream.
+fn lzo1x_decompress(src: &[u8], out_len: usize) -> Result<Vec<u8>, &'static str> {
+    let mut d = Lzo { src, pos: 0, out: Vec::with_capacity(out_len), out_len };
+    // Literals copied by the last instruction: 0–3, or 4 after a run of 4 or more.
+    let mut state = 0;
+    if let Some(&first) = src.first() {
+        if first >= 18 {
+            // The stream starts with 1–238 literals.
+            d.pos = 1;
+            let n = usize::from(first - 17);
+            d.literals(n)?;
+            state = n.min(4);
+        }
+    }
+    loop {
+        let inst = d.byte()?;
+        let (len, dist, next) = if inst >= 64 {
+            // 3–8 bytes from up to 2 KiB back.
+            let h = usize::from(d.byte()?);
+            (usize::from(inst >> 5) + 1, (h << 3) + usize::from((inst >> 2) & 7) + 1, inst & 3)
+        } else if inst >= 32 {
+            // Up to 16 KiB back.
+            let len = d.length(usize::from(inst & 31), 31)? + 2;
+            let v = d.le16()?;
+            (len, usize::from(v >> 2) + 1, (v & 3) as u8)
+        } else if inst >= 16 {
+            // 16–48 KiB back; distance 16384 is the end of the stream.
+            let len = d.length(usize::from(inst & 7), 7)? + 2;
+            let v = d.le16()?;
+            let far = (usize::from(inst & 8) << 11) + usize::from(v >> 2);
+            if far == 0 {
+                return Ok(d.out);
+            }
+            (len, 16384 + far, (v & 3) as u8)
+        } else if state == 0 {
+            // A run of 4 or more literals.
+            let n = d.length(usize::from(inst), 15)? + 3;
+            d.literals(n)?;
+            state = 4;
+            continue;
+        } else {
+            // Short match: 2 bytes within 1 KiB after 1–3 literals, 3 bytes 2–3 KiB back
+            // after a longer run.
+            let h = usize::from(d.byte()?);
+            let near = (h << 2) + usize::from(inst >> 2);
+            if state < 4 {
+                (2, near + 1, inst & 3)
+            } else {
+                (3, near + 2049, inst & 3)
+            }
+        };
+        d.copy_match(dist, len)?;
+        state = usize::from(next);
+        d.literals(state)?;
+    }
+}
+
+/// Input and output of [`lzo1x_decompress`], every access checked.
+struct Lzo<'a> {
+    src: &'a [u8],
+    pos: usize,
+    out: Vec<u8>,
+    out_len: usize,
+}
+
+impl Lzo<'_> {
+    fn byte(&mut self) -> Result<u8, &'static str> {
+        let b = *self.src.get(self.pos).ok_or("LZO block ends early")?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn le16(&mut self) -> Result<u16, &'static str> {
+        Ok(u16::from(self.byte()?) | u16::from(self.byte()?) << 8)
+    }
+
+    /// `short` if non-zero, else `base` + 255 per zero byte + the closing non-zero byte.
+    fn length(&mut self, short: usize, base: usize) -> Result<usize, &'static str> {
+        if short != 0 {
+            return Ok(short);
+        }
+        let mut n = base;
+        loop {
+            match self.byte()? {
+                0 => n += 255,
+                b => return Ok(n + usize::from(b)),
+            }
+            if n > self.out_len {
+                return Err("LZO length longer than the block");
+            }
+        }
+    }
+
+    fn room(&self, n: usize) -> Result<(), &'static str> {
+        if n > self.out_len - self.out.len() {
+            return Err("LZO data longer than its block header says");
+        }
+        Ok(())
+    }
+
+    fn literals(&mut self, n: usize) -> Result<(), &'static str> {
+        self.room(n)?;
+        let end = self.pos.checked_add(n).ok_or("LZO block ends early")?;
+        let bytes = self.src.get(self.pos..end).ok_or("LZO block ends early")?;
+        self.out.extend_from_slice(bytes);
+        self.pos = end;
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `dist` back; the source may overlap what is being written.
+    fn copy_match(&mut self, dist: usize, len: usize) -> Result<(), &'static str> {
+        if dist > self.out.len() {
+            return Err("LZO match before the start of the data");
+        }
+        self.room(len)?;
+        for _ in 0..len {
+            let b = self.out[self.out.len() - dist];
+            self.out.push(b);
+        }
+        Ok(())
     }
 }
 
@@ -215,6 +352,75 @@ mod tests {
         lzma_rs::lzma_compress(&mut &data[..], &mut lzma).expect("lzma");
         assert_eq!(decode(Codec::Lzma, &lzma, 1 << 20), Ok(data.clone()));
         assert_eq!(decode(Codec::None, &data, 1 << 20), Ok(data.clone()));
+    }
+
+    /// An lzop container (as WAL-E writes it) of blocks compressed by lzokay-native.
+    fn lzop(data: &[u8], block: usize) -> Vec<u8> {
+        let mut out = vec![0x89, 0x4C, 0x5A, 0x4F, 0x00, 0x0D, 0x0A, 0x1A, 0x0A];
+        out.extend_from_slice(&[0x10, 0x30, 0x20, 0x80, 0x09, 0x40, 1, 5]); // versions, method, level
+        out.extend_from_slice(&[0; 4]); // flags: no checksums
+        out.extend_from_slice(&[0; 13]); // mode, mtime, empty name
+        out.extend_from_slice(&[0; 4]); // header checksum (not verified)
+        for chunk in data.chunks(block) {
+            let c = lzokay_native::compress(chunk).expect("compress");
+            out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+            let stored = c.len() >= chunk.len();
+            out.extend_from_slice(&(if stored { chunk.len() } else { c.len() } as u32).to_be_bytes());
+            out.extend_from_slice(if stored { chunk } else { &c });
+        }
+        out.extend_from_slice(&[0; 4]);
+        out
+    }
+
+    #[test]
+    fn lzo_decodes_what_lzokay_compresses() {
+        let text = b"1\t0/3000000\tno recovery target specified\n\n2\t0/50000A8\tat restore point \"x\"\n".repeat(50);
+        let mut noise = Vec::new();
+        let mut x = 0x9E37_79B9u32;
+        for _ in 0..70_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            noise.push((x % 7) as u8 + b'a'); // compressible, but not trivially
+        }
+        for data in [sample(), text, noise, vec![0; 100_000], b"abcabcabcabcabcabcabc".to_vec(), b"x".to_vec()] {
+            for block in [256, 65536] {
+                assert_eq!(decode(Codec::Lzo, &lzop(&data, block), 1 << 20), Ok(data.clone()), "block {block}");
+            }
+            let c = lzokay_native::compress(&data).expect("compress");
+            assert_eq!(lzo1x_decompress(&c, data.len()), Ok(data.clone()));
+            assert_eq!(lzokay_native::decompress_all(&c, None).expect("lzokay"), data, "same format as lzokay's");
+        }
+    }
+
+    #[test]
+    fn hostile_lzo_blocks_are_errors() {
+        let c = lzokay_native::compress(&sample()[..5000]).expect("compress");
+        // Declared shorter than it decodes, truncated, or cut before the end marker.
+        assert!(lzo1x_decompress(&c, 4999).is_err());
+        assert!(lzo1x_decompress(&c[..c.len() / 2], 5000).is_err());
+        assert!(lzo1x_decompress(&c[..c.len() - 3], 5000).is_err());
+        // 4 literals, then a 3-byte match 2049+ bytes back: before the start of the data.
+        assert_eq!(
+            lzo1x_decompress(&[21, b'a', b'b', b'c', b'd', 0x00, 0x00, 0x11, 0, 0], 100),
+            Err("LZO match before the start of the data")
+        );
+        // A 2-byte match 1 byte back after 1 literal is fine; 2 back is not.
+        assert_eq!(lzo1x_decompress(&[18, b'a', 0x00, 0x00, 0x11, 0, 0], 100), Ok(b"aaa".to_vec()));
+        assert!(lzo1x_decompress(&[18, b'a', 0x04, 0x00, 0x11, 0, 0], 100).is_err());
+        // A long run of zero bytes makes a huge length; it is refused, not copied out.
+        let mut bomb = vec![18, b'a', 0x20];
+        bomb.extend(std::iter::repeat_n(0u8, 10_000));
+        bomb.extend_from_slice(&[1, 0x04, 0x00, 0x11, 0, 0]);
+        assert_eq!(lzo1x_decompress(&bomb, 1 << 20), Err("LZO length longer than the block"));
+        // Found by s3api's fuzz_wal_codec: lzokay-native 0.1 panicked on this container
+        // (a match before the start of the output).
+        let found = hex::decode(
+            "894c5a4f000d0a1a0a103020800940010500000001000081a4000000000000000000263402560000006b00000033233109\
+             302f74207370656369666965640a0a3209302f3530303030413809617420726573746f726520706f696e74202278220a00000000",
+        )
+        .expect("hex");
+        assert!(matches!(decode(Codec::Lzo, &found, 1 << 20), Err(DecodeError::Undecodable(Codec::Lzo, _))));
     }
 
     #[test]

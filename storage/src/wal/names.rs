@@ -233,6 +233,11 @@ impl BackupName {
     /// Parses a backup name.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let bad = || NameError(format!("{s:?} is not a WAL-G backup name"));
+        // Every valid name is ASCII; checking it first also makes the byte-offset slicing
+        // below safe (a multi-byte character across offset 24 would panic).
+        if !s.is_ascii() {
+            return Err(bad());
+        }
         let rest = s.strip_prefix("base_").ok_or_else(bad)?;
         if rest.len() < 24 {
             return Err(bad());
@@ -507,8 +512,15 @@ mod tests {
             "base_000000010000000000000002_D_",
             "basex",
             "base_000000010000000000000002_xyz",
+            // 23 hex digits, then a character whose bytes straddle offset 24 (found by s3api's
+            // fuzz_wal_names: these panicked slicing inside a character, and the name comes
+            // from a client's object key).
+            "base_00000001000000040000001\u{FFFD}",
+            "base_00000001000000000000000\u{e9}",
+            "base_000000010000000000000002_D_00000001000000000000000\u{e9}",
         ] {
             assert!(BackupName::parse(bad).is_err(), "{bad}");
+            assert_eq!(classify(&format!("basebackups_005/{bad}_backup_stop_sentinel.json")), WalObject::Foreign);
         }
     }
 
