@@ -21,6 +21,11 @@
 //!   signed`), except `x-amz-content-sha256`: its value is already the payload line of the
 //!   canonical request in header auth (AWS documents that it need not be signed), and in a
 //!   presigned URL it is only honoured when signed. Violations: [`AuthError::HeaderNotSigned`].
+//! - **Signed-header order.** The canonical request lists the signed headers sorted, whatever
+//!   order `SignedHeaders` names them in: S3 and MinIO accept an unsorted list signed over the
+//!   sorted canonical request (aws-sdk-php presigned URLs carried such lists for years,
+//!   aws/aws-sdk-php#3241), and a signature over an unsorted canonical request fails. A name
+//!   listed twice is malformed.
 //! - **A signed header absent from the request** yields [`AuthError::SignatureMismatch`]: the
 //!   client's signature covers a value the server cannot reproduce (typically a proxy dropped
 //!   the header), which is what AWS reports too.
@@ -189,13 +194,20 @@ pub enum AuthError {
     /// Both an Authorization header and presigned query parameters were sent.
     #[error("only one authentication mechanism is allowed per request")]
     MultipleAuthMechanisms,
-    /// The credential scope names a region we do not serve.
-    #[error("the region '{got}' is wrong; expecting '{expected}'")]
+    /// The credential scope names a region we do not serve. S3 words (and codes) this by the
+    /// form: `AuthorizationHeaderMalformed` for the header, `AuthorizationQueryParametersError`
+    /// for a presigned URL.
+    #[error(
+        "{}the region '{got}' is wrong; expecting '{expected}'",
+        if *presigned { "Error parsing the X-Amz-Credential parameter; " } else { "The authorization header is malformed; " }
+    )]
     WrongRegion {
         /// Region in the credential scope.
         got: String,
         /// The server's configured region.
         expected: String,
+        /// Found in a presigned URL's `X-Amz-Credential` rather than the Authorization header.
+        presigned: bool,
     },
     /// The access key id is not known (S3: InvalidAccessKeyId).
     #[error("the access key id does not exist")]
@@ -212,11 +224,12 @@ pub enum AuthError {
     /// Presigned URL whose `X-Amz-Date` is more than the allowed skew in the future.
     #[error("the presigned URL is not valid yet")]
     NotYetValid,
-    /// Header auth without a valid `X-Amz-Date` or `Date` header.
-    #[error("authentication requires a valid Date or x-amz-date header")]
+    /// Header auth without a valid `X-Amz-Date` or `Date` header (S3: 403 AccessDenied with
+    /// this message).
+    #[error("AWS authentication requires a valid Date or x-amz-date header")]
     MissingDate,
     /// Header auth without `x-amz-content-sha256`, which S3 requires.
-    #[error("missing required header x-amz-content-sha256")]
+    #[error("Missing required header for this request: x-amz-content-sha256")]
     MissingContentSha256,
     /// `x-amz-content-sha256` is neither a known mode nor 64 hex characters.
     #[error("x-amz-content-sha256 is not a valid payload hash: {0}")]
@@ -364,7 +377,7 @@ fn header_claim(value: &str, headers: &HeaderMap, settings: &AuthSettings<'_>) -
             &amz_date[..8]
         )));
     }
-    check_region(&credential.region, settings)?;
+    check_region(&credential.region, settings, false)?;
     if abs_diff(settings.now, time) > settings.max_skew {
         return Err(AuthError::TimeSkewed);
     }
@@ -430,7 +443,7 @@ fn query_claim(query: &[QueryPair], headers: &HeaderMap, settings: &AuthSettings
             credential.date, amz_date
         )));
     }
-    check_region(&credential.region, settings)?;
+    check_region(&credential.region, settings, true)?;
     if time.duration_since(settings.now).is_ok_and(|ahead| ahead > settings.max_skew) {
         return Err(AuthError::NotYetValid);
     }
@@ -490,13 +503,17 @@ fn finish(req: &RequestParts<'_>, secrets: &dyn SecretLookup, claim: Claim) -> R
     }
 
     let secret = secrets.secret_key(&claim.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
+    // The canonical request lists the signed headers sorted, whatever order the client wrote
+    // them in (see the module docs).
+    let mut signed_headers = claim.signed_headers;
+    signed_headers.sort_unstable();
     let canonical = canonical_request(
         req.method.as_str(),
         req.raw_path,
         req.raw_query,
         claim.presigned,
         req.headers,
-        &claim.signed_headers,
+        &signed_headers,
         &claim.payload_line,
     )
     .ok_or(AuthError::SignatureMismatch)?;
@@ -543,8 +560,8 @@ fn parse_credential(value: &str, err: fn(String) -> AuthError) -> Result<Credent
     Ok(Credential { access_key_id: akid.to_owned(), date: date.to_owned(), region: region.to_owned() })
 }
 
-/// Parses `a;b;c`: non-empty, lowercase header names, no duplicates. The order is kept
-/// because the canonical request lists headers in exactly that order.
+/// Parses `a;b;c`: non-empty, lowercase header names, no duplicates, in the client's order
+/// ([`finish`] sorts them for the canonical request).
 fn parse_signed_headers(value: &str, err: fn(String) -> AuthError) -> Result<Vec<String>, AuthError> {
     let mut names: Vec<String> = Vec::new();
     for name in value.split(';') {
@@ -564,11 +581,11 @@ fn parse_signed_headers(value: &str, err: fn(String) -> AuthError) -> Result<Vec
     Ok(names)
 }
 
-fn check_region(region: &str, settings: &AuthSettings<'_>) -> Result<(), AuthError> {
+fn check_region(region: &str, settings: &AuthSettings<'_>, presigned: bool) -> Result<(), AuthError> {
     if region == settings.region || region == FALLBACK_REGION {
         Ok(())
     } else {
-        Err(AuthError::WrongRegion { got: region.to_owned(), expected: settings.region.to_owned() })
+        Err(AuthError::WrongRegion { got: region.to_owned(), expected: settings.region.to_owned(), presigned })
     }
 }
 
@@ -1522,7 +1539,7 @@ mod tests {
         req.edit_authorization("/us-east-1/", "/eu-west-1/");
         assert_eq!(
             err(req.verify_in(t, "de01")),
-            AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into() }
+            AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: false }
         );
         // The configured region is accepted (and then the signature decides).
         let mut req = doc_get_object();
@@ -1530,7 +1547,10 @@ mod tests {
         assert_eq!(err(req.verify_in(t, "de01")), AuthError::SignatureMismatch);
         let mut req = doc_presigned();
         req.set_query("X-Amz-Credential", "AKIAIOSFODNN7EXAMPLE%2F20130524%2Feu-west-1%2Fs3%2Faws4_request");
-        assert!(matches!(err(req.verify_in(t, "de01")), AuthError::WrongRegion { .. }));
+        assert_eq!(
+            err(req.verify_in(t, "de01")),
+            AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: true }
+        );
     }
 
     #[test]
@@ -1640,6 +1660,33 @@ mod tests {
         let mut req = doc_presigned();
         req.set_header("x-amz-content-sha256", "garbage");
         assert_eq!(ok(req.verify_in(t, "us-east-1")).payload, PayloadHash::Unsigned);
+    }
+
+    #[test]
+    fn signed_headers_are_canonicalised_sorted() {
+        let t = at(DOC_DATE);
+        let sorted = "host;range;x-amz-content-sha256;x-amz-date";
+        // An unsorted list signed over the sorted canonical request: S3 and MinIO accept it
+        // (aws-sdk-php presigned URLs look like this), so do we.
+        let mut req = doc_get_object();
+        req.edit_authorization(sorted, "x-amz-date;range;host;x-amz-content-sha256");
+        ok(req.verify_in(t, "us-east-1"));
+        // A signature over the unsorted canonical request does not verify.
+        let unsorted = ["x-amz-date", "range", "host", "x-amz-content-sha256"];
+        let creq =
+            canonical_request("GET", &req.path, "", false, &req.headers, &unsorted, EMPTY).expect("headers present");
+        let sts = string_to_sign(DOC_DATE, "20130524/us-east-1/s3/aws4_request", &creq);
+        let sig = hmac_hex(&signing_key(DOC_SECRET, "20130524", "us-east-1", "s3"), sts.as_bytes());
+        req.edit_authorization("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41", &sig);
+        assert_eq!(err(req.verify_in(t, "us-east-1")), AuthError::SignatureMismatch);
+        // A name listed twice is malformed, sorted or not.
+        for twice in
+            ["host;host;range;x-amz-content-sha256;x-amz-date", "host;range;x-amz-content-sha256;x-amz-date;host"]
+        {
+            let mut req = doc_get_object();
+            req.edit_authorization(sorted, twice);
+            assert!(matches!(err(req.verify_in(t, "us-east-1")), AuthError::MalformedHeader(_)), "{twice}");
+        }
     }
 
     #[test]
@@ -2138,7 +2185,7 @@ mod tests {
                 Box::new(|r| {
                     r.edit_authorization("/de01/", "/eu-west-1/");
                 }),
-                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into() },
+                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: false },
             ),
             (
                 "service",
@@ -2249,7 +2296,7 @@ mod tests {
                 Box::new(|r| {
                     r.set_query("X-Amz-Credential", &format!("{DOC_AKID}%2F20261125%2Feu-west-1%2Fs3%2Faws4_request"));
                 }),
-                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into() },
+                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: true },
             ),
             (
                 "service",
