@@ -243,6 +243,7 @@ impl From<AuthError> for S3Error {
             A::WrongRegion { presigned: true, .. } => S3Code::AuthorizationQueryParametersError,
             A::InvalidContentSha256(_) => S3Code::InvalidArgument,
             A::UnsupportedAlgorithm(_) => S3Code::InvalidRequest,
+            A::UnsupportedAuthorizationType(_) => S3Code::InvalidArgument,
             A::HeaderNotSigned(_) => S3Code::AccessDenied,
             A::MultipleAuthMechanisms => S3Code::InvalidArgument,
             _ => S3Code::AuthorizationHeaderMalformed,
@@ -297,6 +298,10 @@ mod tests {
         assert_eq!((e.code, e.status().as_u16()), (S3Code::InvalidRequest, 400));
         let e = S3Error::from(AuthError::TimeSkewed);
         assert_eq!((e.code, e.status().as_u16()), (S3Code::RequestTimeTooSkewed, 403));
+        let e = S3Error::from(AuthError::UnsupportedAuthorizationType("Basic".into()));
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::InvalidArgument, 400));
+        let e = S3Error::from(AuthError::UnsupportedAlgorithm("AWS (Signature Version 2)".into()));
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::InvalidRequest, 400));
         let e = S3Error::from(AuthError::Expired);
         assert_eq!((e.code, e.status().as_u16()), (S3Code::AccessDenied, 403));
     }

@@ -148,7 +148,7 @@ fn auth_reason(e: &sigv4::AuthError) -> &'static str {
         A::TimeSkewed => "time_skewed",
         A::Expired | A::NotYetValid => "expired",
         A::WrongRegion { .. } => "wrong_region",
-        A::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+        A::UnsupportedAlgorithm(_) | A::UnsupportedAuthorizationType(_) => "unsupported_algorithm",
         _ => "malformed",
     }
 }

@@ -234,9 +234,14 @@ pub enum AuthError {
     /// `x-amz-content-sha256` is neither a known mode nor 64 hex characters.
     #[error("x-amz-content-sha256 is not a valid payload hash: {0}")]
     InvalidContentSha256(String),
-    /// A scheme other than AWS4-HMAC-SHA256: SigV2 (`AWS AKID:sig`), SigV4a, anything else.
-    #[error("unsupported authorization algorithm: {0}")]
+    /// An AWS signing scheme we do not verify: SigV2 (`AWS AKID:sig`, or its query form) and
+    /// SigV4a (S3: 400 InvalidRequest).
+    #[error("The authorization mechanism you have provided is not supported ({0}). Please use AWS4-HMAC-SHA256.")]
     UnsupportedAlgorithm(String),
+    /// An Authorization header whose scheme is not an AWS one at all (`Basic …`, `Bearer …`,
+    /// `AWS4-HMAC-SHA512 …`; S3: 400 InvalidArgument).
+    #[error("Unsupported Authorization Type: {0}")]
+    UnsupportedAuthorizationType(String),
     /// `host`, or an `x-amz-*` header present in the request, is not in SignedHeaders.
     #[error("header '{0}' is present in the request but not signed")]
     HeaderNotSigned(String),
@@ -325,7 +330,7 @@ fn header_claim(value: &str, headers: &HeaderMap, settings: &AuthSettings<'_>) -
         other if other.starts_with(ALGORITHM) => {
             return Err(malformed(format!("expected a space after {ALGORITHM}, got {}", clip(other))))
         }
-        other => return Err(AuthError::UnsupportedAlgorithm(clip(other))),
+        other => return Err(AuthError::UnsupportedAuthorizationType(clip(other))),
     }
 
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
@@ -420,7 +425,10 @@ fn query_claim(query: &[QueryPair], headers: &HeaderMap, settings: &AuthSettings
 
     let algorithm = param("X-Amz-Algorithm")?;
     if algorithm != ALGORITHM {
-        return Err(AuthError::UnsupportedAlgorithm(clip(algorithm)));
+        return Err(match algorithm {
+            ALGORITHM_V4A => AuthError::UnsupportedAlgorithm(format!("{ALGORITHM_V4A} (Signature Version 4A)")),
+            other => malformed(format!("X-Amz-Algorithm only supports \"{ALGORITHM}\", got {}", clip(other))),
+        });
     }
     let credential = parse_credential(param("X-Amz-Credential")?, malformed)?;
     let amz_date = param("X-Amz-Date")?;
@@ -1487,16 +1495,29 @@ mod tests {
             );
         }
 
+        // AWS schemes we do not verify (S3: InvalidRequest) and schemes that are not AWS ones
+        // (S3: InvalidArgument "Unsupported Authorization Type").
         let unsupported = [
             "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=".to_owned(),
             format!("AWS4-ECDSA-P256-SHA256 {cred}, {signed}, Signature={sig}"),
-            "Bearer abc".to_owned(),
-            format!("AWS4-HMAC-SHA512 {cred}, {signed}, Signature={sig}"),
         ];
         for value in unsupported {
             let mut req = doc_get_object();
             req.set_header("authorization", &value);
             assert!(matches!(req.verify_in(now, "us-east-1"), Err(AuthError::UnsupportedAlgorithm(_))), "{value:?}");
+        }
+        let foreign = [
+            "Bearer abc".to_owned(),
+            "Basic U1Q6".to_owned(),
+            format!("AWS4-HMAC-SHA512 {cred}, {signed}, Signature={sig}"),
+        ];
+        for value in foreign {
+            let mut req = doc_get_object();
+            req.set_header("authorization", &value);
+            assert!(
+                matches!(req.verify_in(now, "us-east-1"), Err(AuthError::UnsupportedAuthorizationType(_))),
+                "{value:?}"
+            );
         }
 
         // Two Authorization headers.
@@ -1785,6 +1806,9 @@ mod tests {
         let mut req = doc_presigned();
         req.set_query("X-Amz-Algorithm", "AWS4-ECDSA-P256-SHA256");
         assert!(matches!(req.verify_in(t, "us-east-1"), Err(AuthError::UnsupportedAlgorithm(_))));
+        let mut req = doc_presigned();
+        req.set_query("X-Amz-Algorithm", "AWS4-HMAC-SHA512");
+        assert!(matches!(req.verify_in(t, "us-east-1"), Err(AuthError::MalformedQuery(_))));
         // 7 days is the maximum lifetime; accepted as a value (then the signature decides).
         let mut req = doc_presigned();
         req.set_query("X-Amz-Expires", "604800");
