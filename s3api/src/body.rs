@@ -245,6 +245,19 @@ where
     Ok(Received { blob: staged, trailers })
 }
 
+/// A request without a body must declare the SHA-256 of nothing. Handlers that never read
+/// a body (GET, HEAD, DELETE, listings) would otherwise accept any signed digest; S3 compares
+/// it for every request (Ceph fixed the same gap, ceph/ceph#55250).
+pub fn check_empty_payload(payload: &PayloadHash, body_is_empty: bool) -> S3Result<()> {
+    use sha2::{Digest, Sha256};
+    match payload {
+        PayloadHash::Sha256(d) if body_is_empty && <[u8; 32]>::from(Sha256::digest(b"")) != *d => {
+            Err(S3Error::code(S3Code::XAmzContentSHA256Mismatch))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn writer_gone() -> S3Error {
     S3Error::internal("body writer", &"the writer task stopped early")
 }
@@ -288,4 +301,23 @@ where
         }
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_body_must_declare_the_empty_digest() {
+        use sha2::{Digest, Sha256};
+        let empty: [u8; 32] = Sha256::digest(b"").into();
+        let other: [u8; 32] = Sha256::digest(b"x").into();
+        assert!(check_empty_payload(&PayloadHash::Sha256(empty), true).is_ok());
+        let e = check_empty_payload(&PayloadHash::Sha256(other), true).expect_err("wrong digest of nothing");
+        assert_eq!(e.code, S3Code::XAmzContentSHA256Mismatch);
+        // A body is checked while it is read, not here; other modes declare no digest.
+        assert!(check_empty_payload(&PayloadHash::Sha256(other), false).is_ok());
+        assert!(check_empty_payload(&PayloadHash::Unsigned, true).is_ok());
+        assert!(check_empty_payload(&PayloadHash::StreamingSigned, true).is_ok());
+    }
 }

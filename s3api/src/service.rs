@@ -188,6 +188,12 @@ async fn process(
             return ("Unauthenticated", Err(S3Error::from(e)));
         }
     };
+    {
+        use http_body::Body;
+        if let Err(e) = crate::body::check_empty_payload(&verified.payload, body.is_end_stream()) {
+            return ("Invalid", Err(e));
+        }
+    }
     let query = match Query::parse(raw_query) {
         Ok(q) => q,
         Err(e) => return ("Invalid", Err(e)),
