@@ -208,6 +208,7 @@ async fn process(
         payload: verified.payload,
         chunk_signer: verified.chunk_signer,
     };
+    let body = crate::body::TimedBody::new(body, state.config.body_limits);
     let Some(principal) = state.keys.principal(&verified.access_key_id) else {
         state.metrics.auth_failures.with_label_values(&["unknown_access_key"]).inc();
         return ("Unauthenticated", Err(S3Error::code(S3Code::InvalidAccessKeyId)));
