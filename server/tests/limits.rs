@@ -370,6 +370,53 @@ async fn connections_over_the_cap_get_503_slowdown_and_are_closed() {
     assert!(value("walstore_connections_open ") >= 1.0, "the scrape's own connection");
 }
 
+/// The soft open-files limit of a process (Linux).
+fn soft_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("open files line");
+    line.split_whitespace().nth(3).and_then(|v| v.parse().ok()).expect("soft limit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_files_limit_is_raised_and_bounds_the_connection_cap() {
+    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
+        println!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    // Started with a soft limit of 256 under a hard one of 4096: raised to 4096.
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start_wrapped(dir.path(), &[], &["prlimit", "--nofile=256:4096"]);
+    assert_eq!(soft_nofile(srv.child.as_ref().expect("running").id()), 4096);
+    drop(srv);
+
+    // A hard limit of 1024 leaves room for 1024 - 768 = 256 connections, not 4096: the 257th
+    // is refused cleanly instead of failing requests for want of descriptors.
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start_wrapped(dir.path(), &[], &["prlimit", "--nofile=1024:1024"]);
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        held.push(TcpStream::connect(("127.0.0.1", srv.port)).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = exchange(srv.port, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(10)).await;
+    assert_eq!((a.status, a.code()), (Some(503), "SlowDown"), "{}", a.text);
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = exchange(
+            srv.port,
+            b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+        if a.status == Some(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no slot came free: {}", a.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_16mib_put_is_prompt_while_1000_slowloris_connections_trickle_headers() {
     const LORIS: usize = 1000;

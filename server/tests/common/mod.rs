@@ -22,16 +22,24 @@ pub struct Server {
     pub port: u16,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
+    /// A command the server is started through (e.g. `prlimit --nofile=…`), which must exec it.
+    pub wrapper: Vec<String>,
 }
 
 impl Server {
     /// Starts a server on a fresh temp dir (kept alive by the returned guard).
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_wrapped(dir, extra, &[])
+    }
+
+    /// Starts a server through `wrapper` (a command that execs the server with its arguments).
+    pub fn start_wrapped(dir: &Path, extra: &[&str], wrapper: &[&str]) -> Server {
         let mut s = Server {
             child: None,
             port: 0,
             data_dir: dir.join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
         s
@@ -39,7 +47,14 @@ impl Server {
 
     /// (Re)starts the process on the same data dir.
     pub fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walstore"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_walstore"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_walstore")),
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
