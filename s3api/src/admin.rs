@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use storage::units::{format_duration, parse_duration, parse_size};
@@ -15,7 +14,7 @@ use storage::wal::{DeleteProtection, Keep, SegmentSize, StoredPolicy};
 use storage::{BucketName, KeyRole, Store};
 
 use crate::authz::Principal;
-use crate::body::{read_small, BodySpec, ResponseBody};
+use crate::body::{read_small, BodySpec, ResponseBody, TimedBody};
 use crate::error::{S3Code, S3Error, S3Result};
 use crate::router::Query;
 use crate::state::AppState;
@@ -382,7 +381,7 @@ pub async fn handle(
     method: &Method,
     path: &str,
     q: &Query,
-    body: Incoming,
+    body: TimedBody,
     spec: BodySpec,
 ) -> S3Result<Response<ResponseBody>> {
     if !who.is_admin() {

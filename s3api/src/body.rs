@@ -6,15 +6,19 @@
 //! that hashes and writes them ([`storage::BlobWriter`]). Memory per upload is
 //! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)`.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use storage::{ChecksumAlgorithm, StagedBlob, Store};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
 use crate::auth::chunked::{ChunkMode, ChunkedDecoder};
 use crate::auth::sigv4::{ChunkSigner, PayloadHash};
@@ -85,6 +89,119 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ResponseBody::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
         }
+    }
+}
+
+/// How long a client may take over a request body (see [`TimedBody`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Longest wait for the next bytes, and the grace before `min_rate` applies.
+    pub timeout: Duration,
+    /// Average bytes per second the body must keep up after `timeout` (0: no rate rule).
+    pub min_rate: u64,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The client stalled or trickled (see [`TimedBody`]); S3 answers `RequestTimeout`.
+    #[error("the client sent the request body too slowly")]
+    TimedOut,
+    /// The connection failed or the framing was wrong.
+    #[error("{0}")]
+    Read(#[from] hyper::Error),
+}
+
+impl From<RequestBodyError> for S3Error {
+    fn from(e: RequestBodyError) -> Self {
+        match e {
+            RequestBodyError::TimedOut => S3Error::new(
+                S3Code::RequestTimeout,
+                "Your socket connection to the server was not read from or written to within the timeout period. \
+                 Idle connections will be closed.",
+            ),
+            RequestBodyError::Read(e) => {
+                S3Error::new(S3Code::IncompleteBody, format!("the request body could not be read: {e}"))
+            }
+        }
+    }
+}
+
+/// A request body with deadlines. It fails with [`RequestBodyError::TimedOut`] when no bytes
+/// arrive for `timeout`, or when the body falls behind `min_rate`: the deadline starts at
+/// `timeout` after the headers and moves one second later for every `min_rate` bytes received
+/// (the rule of Apache's mod_reqtimeout `MinRate`). Without it a client that sends headers and
+/// then stops or trickles its body would hold a connection, a task and a staging file for as
+/// long as it likes. Bytes already waiting in the socket are taken before the clock is
+/// looked at, so a server that was busy with the previous buffer is not mistaken for a slow
+/// client.
+pub struct TimedBody {
+    inner: Incoming,
+    limits: BodyLimits,
+    start: Instant,
+    received: u64,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl TimedBody {
+    /// Wraps `inner`; the clock starts now (the headers have arrived).
+    pub fn new(inner: Incoming, limits: BodyLimits) -> Self {
+        let start = Instant::now();
+        TimedBody { inner, limits, start, received: 0, deadline: Box::pin(tokio::time::sleep(limits.timeout)) }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    fn next_deadline(&self, now: Instant) -> Instant {
+        self.start + body_deadline(self.limits, self.received, now - self.start)
+    }
+}
+
+/// When a body that started `elapsed` ago and has delivered `received` bytes times out,
+/// counted from its start: `timeout` after the last bytes, and no later than `timeout` plus
+/// one second per `min_rate` bytes.
+fn body_deadline(limits: BodyLimits, received: u64, elapsed: Duration) -> Duration {
+    let idle = elapsed + limits.timeout;
+    if limits.min_rate == 0 {
+        return idle;
+    }
+    let credit = Duration::from_secs_f64(received as f64 / limits.min_rate as f64);
+    idle.min(limits.timeout + credit)
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.received += d.len() as u64;
+                }
+                let next = this.next_deadline(Instant::now());
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(RequestBodyError::TimedOut))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -163,7 +280,7 @@ pub async fn receive<B>(
 ) -> S3Result<Received>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<S3Error>,
 {
     // Known up front, the length lets a write that would eat into the disk
     // reserve be refused before any byte is stored.
@@ -195,9 +312,7 @@ where
 
     let outcome: S3Result<()> = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                S3Error::new(S3Code::IncompleteBody, format!("the request body could not be read: {e}"))
-            })?;
+            let frame = frame.map_err(Into::into)?;
             let Ok(data) = frame.into_data() else { continue };
             let piece: &[u8] = match decoder.as_mut() {
                 Some(d) => {
@@ -266,6 +381,19 @@ where
     Ok(Received { blob: staged, trailers })
 }
 
+/// A request without a body must declare the SHA-256 of nothing. Handlers that never read
+/// a body (GET, HEAD, DELETE, listings) would otherwise accept any signed digest; S3 compares
+/// it for every request (Ceph fixed the same gap, ceph/ceph#55250).
+pub fn check_empty_payload(payload: &PayloadHash, body_is_empty: bool) -> S3Result<()> {
+    use sha2::{Digest, Sha256};
+    match payload {
+        PayloadHash::Sha256(d) if body_is_empty && <[u8; 32]>::from(Sha256::digest(b"")) != *d => {
+            Err(S3Error::code(S3Code::XAmzContentSHA256Mismatch))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The writer task is gone; `receive` reports its error instead when it has one
 /// (so this is not logged here).
 fn writer_gone() -> S3Error {
@@ -277,12 +405,11 @@ fn writer_gone() -> S3Error {
 pub async fn read_small<B>(mut body: B, mut spec: BodySpec, limit: usize) -> S3Result<Bytes>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: Into<S3Error>,
 {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| S3Error::new(S3Code::IncompleteBody, format!("the request body could not be read: {e}")))?;
+        let frame = frame.map_err(Into::into)?;
         if let Ok(d) = frame.into_data() {
             if buf.len() + d.len() > limit {
                 return Err(S3Error::new(S3Code::MalformedXML, format!("the request body exceeds {limit} bytes")));
@@ -311,4 +438,40 @@ where
         }
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_deadlines() {
+        let s = Duration::from_secs;
+        let limits = BodyLimits { timeout: s(30), min_rate: 1024 };
+        // Nothing yet: 30 s after the headers.
+        assert_eq!(body_deadline(limits, 0, s(0)), s(30));
+        // A stall: 30 s after the last bytes, within the rate credit.
+        assert_eq!(body_deadline(limits, 1 << 20, s(10)), s(40));
+        // A trickle (a byte every 10 s) runs out of rate credit at about 30 s.
+        assert_eq!(body_deadline(limits, 2, s(20)), s(30) + Duration::from_secs_f64(2.0 / 1024.0));
+        // Fast bodies earn credit far beyond any pause.
+        assert_eq!(body_deadline(limits, 16 << 20, s(1)), s(31));
+        // Rate rule off: only pauses count.
+        let idle_only = BodyLimits { timeout: s(30), min_rate: 0 };
+        assert_eq!(body_deadline(idle_only, 2, s(1000)), s(1030));
+    }
+
+    #[test]
+    fn an_empty_body_must_declare_the_empty_digest() {
+        use sha2::{Digest, Sha256};
+        let empty: [u8; 32] = Sha256::digest(b"").into();
+        let other: [u8; 32] = Sha256::digest(b"x").into();
+        assert!(check_empty_payload(&PayloadHash::Sha256(empty), true).is_ok());
+        let e = check_empty_payload(&PayloadHash::Sha256(other), true).expect_err("wrong digest of nothing");
+        assert_eq!(e.code, S3Code::XAmzContentSHA256Mismatch);
+        // A body is checked while it is read, not here; other modes declare no digest.
+        assert!(check_empty_payload(&PayloadHash::Sha256(other), false).is_ok());
+        assert!(check_empty_payload(&PayloadHash::Unsigned, true).is_ok());
+        assert!(check_empty_payload(&PayloadHash::StreamingSigned, true).is_ok());
+    }
 }

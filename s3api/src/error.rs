@@ -241,9 +241,13 @@ impl From<AuthError> for S3Error {
             A::TimeSkewed => S3Code::RequestTimeTooSkewed,
             A::Expired | A::NotYetValid => S3Code::AccessDenied,
             A::MalformedQuery(_) => S3Code::AuthorizationQueryParametersError,
-            A::MissingContentSha256 | A::MissingDate => S3Code::InvalidRequest,
+            // S3: 403 "AWS authentication requires a valid Date or x-amz-date header".
+            A::MissingDate => S3Code::AccessDenied,
+            A::MissingContentSha256 => S3Code::InvalidRequest,
+            A::WrongRegion { presigned: true, .. } => S3Code::AuthorizationQueryParametersError,
             A::InvalidContentSha256(_) => S3Code::InvalidArgument,
             A::UnsupportedAlgorithm(_) => S3Code::InvalidRequest,
+            A::UnsupportedAuthorizationType(_) => S3Code::InvalidArgument,
             A::HeaderNotSigned(_) => S3Code::AccessDenied,
             A::MultipleAuthMechanisms => S3Code::InvalidArgument,
             _ => S3Code::AuthorizationHeaderMalformed,
@@ -274,6 +278,36 @@ mod tests {
         assert_eq!(S3Code::BucketNotEmpty.status(), 409);
         assert_eq!(S3Code::SlowDown.status(), 503);
         assert_eq!(S3Code::NotImplemented.status(), 501);
+    }
+
+    #[test]
+    fn auth_errors_get_the_codes_s3_answers() {
+        let e = S3Error::from(AuthError::MissingDate);
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::AccessDenied, 403));
+        assert_eq!(e.message, "AWS authentication requires a valid Date or x-amz-date header");
+        let region = |presigned| AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned };
+        let e = S3Error::from(region(false));
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::AuthorizationHeaderMalformed, 400));
+        assert_eq!(
+            e.message,
+            "The authorization header is malformed; the region 'eu-west-1' is wrong; expecting 'de01'"
+        );
+        let e = S3Error::from(region(true));
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::AuthorizationQueryParametersError, 400));
+        assert_eq!(
+            e.message,
+            "Error parsing the X-Amz-Credential parameter; the region 'eu-west-1' is wrong; expecting 'de01'"
+        );
+        let e = S3Error::from(AuthError::MissingContentSha256);
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::InvalidRequest, 400));
+        let e = S3Error::from(AuthError::TimeSkewed);
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::RequestTimeTooSkewed, 403));
+        let e = S3Error::from(AuthError::UnsupportedAuthorizationType("Basic".into()));
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::InvalidArgument, 400));
+        let e = S3Error::from(AuthError::UnsupportedAlgorithm("AWS (Signature Version 2)".into()));
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::InvalidRequest, 400));
+        let e = S3Error::from(AuthError::Expired);
+        assert_eq!((e.code, e.status().as_u16()), (S3Code::AccessDenied, 403));
     }
 
     #[test]

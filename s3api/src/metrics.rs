@@ -33,6 +33,10 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Authentication failures by reason.
     pub auth_failures: IntCounterVec,
+    /// Client connections being served.
+    pub connections_open: IntGauge,
+    /// Connections turned away at the `--max-connections` cap.
+    pub connections_refused: IntCounter,
     bucket_objects: IntGaugeVec,
     bucket_bytes: IntGaugeVec,
     physical: IntGauge,
@@ -181,6 +185,12 @@ impl Metrics {
             sent,
             in_flight,
             auth_failures,
+            connections_open: gauge(&r, "walstore_connections_open", "Client connections being served."),
+            connections_refused: counter(
+                &r,
+                "walstore_connections_refused_total",
+                "Connections refused (503 SlowDown, or closed) because --max-connections were open.",
+            ),
             bucket_objects: gauge_vec(&r, "walstore_bucket_objects", "Objects per bucket.", &["bucket"]),
             bucket_bytes: gauge_vec(
                 &r,

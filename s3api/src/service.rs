@@ -148,7 +148,7 @@ fn auth_reason(e: &sigv4::AuthError) -> &'static str {
         A::TimeSkewed => "time_skewed",
         A::Expired | A::NotYetValid => "expired",
         A::WrongRegion { .. } => "wrong_region",
-        A::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+        A::UnsupportedAlgorithm(_) | A::UnsupportedAuthorizationType(_) => "unsupported_algorithm",
         _ => "malformed",
     }
 }
@@ -188,6 +188,12 @@ async fn process(
             return ("Unauthenticated", Err(S3Error::from(e)));
         }
     };
+    {
+        use http_body::Body;
+        if let Err(e) = crate::body::check_empty_payload(&verified.payload, body.is_end_stream()) {
+            return ("Invalid", Err(e));
+        }
+    }
     let query = match Query::parse(raw_query) {
         Ok(q) => q,
         Err(e) => return ("Invalid", Err(e)),
@@ -202,6 +208,7 @@ async fn process(
         payload: verified.payload,
         chunk_signer: verified.chunk_signer,
     };
+    let body = crate::body::TimedBody::new(body, state.config.body_limits);
     let Some(principal) = state.keys.principal(&verified.access_key_id) else {
         state.metrics.auth_failures.with_label_values(&["unknown_access_key"]).inc();
         return ("Unauthenticated", Err(S3Error::code(S3Code::InvalidAccessKeyId)));

@@ -25,6 +25,8 @@ pub struct ApiConfig {
     pub owner_id: String,
     /// Bearer token required for `GET /metrics` (`None` = open).
     pub metrics_token: Option<String>,
+    /// How long a client may take over a request body, and over taking a response body.
+    pub body_limits: crate::body::BodyLimits,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +38,7 @@ impl Default for ApiConfig {
             max_skew: Duration::from_secs(15 * 60),
             owner_id: "walstore".into(),
             metrics_token: None,
+            body_limits: crate::body::BodyLimits { timeout: Duration::from_secs(30), min_rate: 1024 },
         }
     }
 }

@@ -52,6 +52,18 @@ pub struct Config {
     /// Free space writes must leave for deletes and the index. Default `auto`
     /// (1 GiB or 5 % of the filesystem, whichever is smaller).
     pub reserve_space: storage::SpaceReserve,
+    /// Connections served at once; more get `503 SlowDown`. Default 4096.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers); larger gets `431`. Default `64KiB`.
+    pub max_header_size: usize,
+    /// Time for a request's headers to arrive, from the connection's start or the end of
+    /// the previous response (so also the keep-alive idle timeout). Default `30s`.
+    pub header_timeout: Duration,
+    /// Longest pause in a request body, or in a client taking a response body. Default `30s`.
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must average after `body_timeout` (0 = no rate
+    /// rule). Default `1KiB`.
+    pub body_min_rate: u64,
 }
 
 /// Log output format.
@@ -142,6 +154,21 @@ pub struct Settings {
     /// Free space new uploads must leave on the data filesystem (for deletes and the index): auto, a size like 2GiB, a percentage like 5%, or 0 for none [default: auto = min(1GiB, 5%)]
     #[arg(long, env = "WALSTORE_RESERVE_SPACE")]
     pub reserve_space: Option<String>,
+    /// Connections served at once; more are answered 503 SlowDown and closed [default: 4096]
+    #[arg(long, env = "WALSTORE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Largest request line + headers, at least 8KiB; larger gets 431 [default: 64KiB]
+    #[arg(long, env = "WALSTORE_MAX_HEADER_SIZE")]
+    pub max_header_size: Option<String>,
+    /// Time for a request's headers to arrive; also the keep-alive idle timeout [default: 30s]
+    #[arg(long, env = "WALSTORE_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// Longest pause in a request body (or in taking a response body) before it is cut off [default: 30s]
+    #[arg(long, env = "WALSTORE_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
+    /// Bytes per second a request body must average after --body-timeout; 0 disables [default: 1KiB]
+    #[arg(long, env = "WALSTORE_BODY_MIN_RATE")]
+    pub body_min_rate: Option<String>,
 }
 
 impl Settings {
@@ -178,6 +205,11 @@ impl Settings {
             metrics_token: self.metrics_token.or(lower.metrics_token),
             scrub_interval: self.scrub_interval.or(lower.scrub_interval),
             reserve_space: self.reserve_space.or(lower.reserve_space),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_header_size: self.max_header_size.or(lower.max_header_size),
+            header_timeout: self.header_timeout.or(lower.header_timeout),
+            body_timeout: self.body_timeout.or(lower.body_timeout),
+            body_min_rate: self.body_min_rate.or(lower.body_min_rate),
         }
     }
 
@@ -241,7 +273,25 @@ impl Settings {
                 .unwrap_or("auto")
                 .parse()
                 .map_err(|e| format!("reserve-space: {e}"))?,
+            max_connections: self.max_connections.unwrap_or(4096),
+            max_header_size: usize::try_from(size(self.max_header_size, "64KiB", "max-header-size")?)
+                .map_err(|_| "max-header-size: too large".to_string())?,
+            header_timeout: dur(self.header_timeout, "30s", "header-timeout")?,
+            body_timeout: dur(self.body_timeout, "30s", "body-timeout")?,
+            body_min_rate: size(self.body_min_rate, "1KiB", "body-min-rate")?,
         };
+        if cfg.max_connections == 0 {
+            return Err("max-connections: must be at least 1".into());
+        }
+        if !(s3api::MIN_HEADER_BYTES..=16 << 20).contains(&cfg.max_header_size) {
+            return Err("max-header-size: must be between 8KiB and 16MiB".into());
+        }
+        if cfg.header_timeout.is_zero() {
+            return Err("header-timeout: must be greater than zero".into());
+        }
+        if cfg.body_timeout.is_zero() {
+            return Err("body-timeout: must be greater than zero".into());
+        }
         if cfg.gc_interval.is_zero() {
             return Err("gc-interval: must be greater than zero".into());
         }
@@ -269,6 +319,34 @@ mod tests {
         assert_eq!(cfg.buckets, vec!["a-b".to_string()]);
         assert_eq!(cfg.max_object_size, 5 << 30);
         assert_eq!(cfg.data_dir, PathBuf::from("./walstore-data"));
+        assert_eq!(cfg.max_connections, 4096);
+        assert_eq!(cfg.max_header_size, 64 << 10);
+        assert_eq!((cfg.header_timeout, cfg.body_timeout), (Duration::from_secs(30), Duration::from_secs(30)));
+        assert_eq!(cfg.body_min_rate, 1024);
+    }
+
+    #[test]
+    fn connection_limits() {
+        let file: Settings = toml::from_str(
+            "max-connections = 100\nmax-header-size = \"16KiB\"\nheader-timeout = \"5s\"\nbody-timeout = \"1m\"\nbody-min-rate = \"0\"\n",
+        )
+        .expect("toml");
+        let cfg = file.resolve().expect("resolve");
+        assert_eq!(cfg.max_connections, 100);
+        assert_eq!(cfg.max_header_size, 16 << 10);
+        assert_eq!(cfg.header_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.body_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.body_min_rate, 0);
+        for (bad, name) in [
+            (Settings { max_connections: Some(0), ..Default::default() }, "max-connections:"),
+            (Settings { max_header_size: Some("4KiB".into()), ..Default::default() }, "max-header-size:"),
+            (Settings { header_timeout: Some("0s".into()), ..Default::default() }, "header-timeout:"),
+            (Settings { body_timeout: Some("0s".into()), ..Default::default() }, "body-timeout:"),
+            (Settings { body_min_rate: Some("fast".into()), ..Default::default() }, "body-min-rate:"),
+        ] {
+            let e = bad.resolve().expect_err(name);
+            assert!(e.starts_with(name), "{e}");
+        }
     }
 
     #[test]

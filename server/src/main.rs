@@ -179,8 +179,10 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
         region: cfg.region.clone(),
         max_object_size: cfg.max_object_size,
         metrics_token: cfg.metrics_token.clone(),
+        body_limits: s3api::body::BodyLimits { timeout: cfg.body_timeout, min_rate: cfg.body_min_rate },
         ..ApiConfig::default()
     };
+    let max_connections = connection_cap(cfg.max_connections);
     let tls = match &cfg.tls {
         Some((cert, key)) => Some(Arc::new(s3api::tls::TlsReloader::new(cert.clone(), key.clone())?)),
         None => None,
@@ -227,7 +229,13 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
             scrub_every: cfg.scrub_interval,
         };
         let worker = tokio::spawn(maintenance(store.clone(), state.metrics.clone(), jobs, stop_rx));
-        let opts = ServeOptions { drain_timeout: cfg.drain_timeout, tls, ..ServeOptions::default() };
+        let opts = ServeOptions {
+            drain_timeout: cfg.drain_timeout,
+            header_read_timeout: cfg.header_timeout,
+            max_header_bytes: cfg.max_header_size,
+            max_connections,
+            tls,
+        };
         s3api::serve(listener, state, opts, shutdown).await.map_err(|e| e.to_string())?;
         let _ = stop_tx.send(true);
         let _ = worker.await;
@@ -238,6 +246,44 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// File descriptors kept for everything but client connections: RocksDB keeps up to 512
+/// files open, plus blob and staging files being written, the listener and the logs.
+const RESERVED_FDS: u64 = 768;
+
+/// Raises the soft open-files limit to the hard one (distributions start services with a
+/// soft limit of 1024), then lowers the connection cap if even that leaves too few
+/// descriptors for `wanted` connections: a refused connection is a clean `503`, running out
+/// of descriptors fails requests and index reads at random.
+fn connection_cap(wanted: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let mut limit = soft;
+    if soft < hard {
+        // An unlimited hard limit is not a valid soft value for RLIMIT_NOFILE on Linux.
+        let target = hard.min(1 << 20);
+        match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            Ok(()) => {
+                tracing::info!(from = soft, to = target, "raised the open-files limit");
+                limit = target;
+            }
+            Err(e) => tracing::warn!(error = %e, soft, hard, "could not raise the open-files limit"),
+        }
+    }
+    let room = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX).max(1);
+    if wanted > room {
+        tracing::warn!(
+            max_connections = wanted,
+            serving = room,
+            open_files_limit = limit,
+            "the open-files limit is too low for max-connections; serving fewer (raise LimitNOFILE / ulimit -n)"
+        );
+        return room;
+    }
+    wanted
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future completes on either.
@@ -287,6 +333,7 @@ async fn maintenance(
             }
         }
         first = false;
+        let _ = tokio::task::spawn_blocking(release_free_memory).await;
         let plan: Vec<&'static str> = [
             ("gc", jobs.gc_interval),
             ("orphans", Duration::from_secs(3600)),
@@ -326,6 +373,26 @@ async fn maintenance(
         }
     }
 }
+
+/// Gives memory that glibc's allocator holds free back to the kernel.
+///
+/// Every thread that allocates gets its own arena, and an arena only shrinks
+/// from its top: under thousands of small requests a second, freed memory in
+/// the middle of the blocking pool's arenas stayed resident, and the 30-minute
+/// soak (tests/test_soak.py) saw RSS creep from 132 to 206 MiB while the live
+/// data stayed the same. `malloc_trim` releases the free pages of every arena.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists (under its
+    // locks) and may be called from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 fn run_job(job: &str, s: &Store, m: &s3api::metrics::Metrics) -> storage::Result<()> {
     let now = SystemTime::now();

@@ -21,6 +21,11 @@
 //!   signed`), except `x-amz-content-sha256`: its value is already the payload line of the
 //!   canonical request in header auth (AWS documents that it need not be signed), and in a
 //!   presigned URL it is only honoured when signed. Violations: [`AuthError::HeaderNotSigned`].
+//! - **Signed-header order.** The canonical request lists the signed headers sorted, whatever
+//!   order `SignedHeaders` names them in: S3 and MinIO accept an unsorted list signed over the
+//!   sorted canonical request (aws-sdk-php presigned URLs carried such lists for years,
+//!   aws/aws-sdk-php#3241), and a signature over an unsorted canonical request fails. A name
+//!   listed twice is malformed.
 //! - **A signed header absent from the request** yields [`AuthError::SignatureMismatch`]: the
 //!   client's signature covers a value the server cannot reproduce (typically a proxy dropped
 //!   the header), which is what AWS reports too.
@@ -189,13 +194,20 @@ pub enum AuthError {
     /// Both an Authorization header and presigned query parameters were sent.
     #[error("only one authentication mechanism is allowed per request")]
     MultipleAuthMechanisms,
-    /// The credential scope names a region we do not serve.
-    #[error("the region '{got}' is wrong; expecting '{expected}'")]
+    /// The credential scope names a region we do not serve. S3 words (and codes) this by the
+    /// form: `AuthorizationHeaderMalformed` for the header, `AuthorizationQueryParametersError`
+    /// for a presigned URL.
+    #[error(
+        "{}the region '{got}' is wrong; expecting '{expected}'",
+        if *presigned { "Error parsing the X-Amz-Credential parameter; " } else { "The authorization header is malformed; " }
+    )]
     WrongRegion {
         /// Region in the credential scope.
         got: String,
         /// The server's configured region.
         expected: String,
+        /// Found in a presigned URL's `X-Amz-Credential` rather than the Authorization header.
+        presigned: bool,
     },
     /// The access key id is not known (S3: InvalidAccessKeyId).
     #[error("the access key id does not exist")]
@@ -212,18 +224,24 @@ pub enum AuthError {
     /// Presigned URL whose `X-Amz-Date` is more than the allowed skew in the future.
     #[error("the presigned URL is not valid yet")]
     NotYetValid,
-    /// Header auth without a valid `X-Amz-Date` or `Date` header.
-    #[error("authentication requires a valid Date or x-amz-date header")]
+    /// Header auth without a valid `X-Amz-Date` or `Date` header (S3: 403 AccessDenied with
+    /// this message).
+    #[error("AWS authentication requires a valid Date or x-amz-date header")]
     MissingDate,
     /// Header auth without `x-amz-content-sha256`, which S3 requires.
-    #[error("missing required header x-amz-content-sha256")]
+    #[error("Missing required header for this request: x-amz-content-sha256")]
     MissingContentSha256,
     /// `x-amz-content-sha256` is neither a known mode nor 64 hex characters.
     #[error("x-amz-content-sha256 is not a valid payload hash: {0}")]
     InvalidContentSha256(String),
-    /// A scheme other than AWS4-HMAC-SHA256: SigV2 (`AWS AKID:sig`), SigV4a, anything else.
-    #[error("unsupported authorization algorithm: {0}")]
+    /// An AWS signing scheme we do not verify: SigV2 (`AWS AKID:sig`, or its query form) and
+    /// SigV4a (S3: 400 InvalidRequest).
+    #[error("The authorization mechanism you have provided is not supported ({0}). Please use AWS4-HMAC-SHA256.")]
     UnsupportedAlgorithm(String),
+    /// An Authorization header whose scheme is not an AWS one at all (`Basic …`, `Bearer …`,
+    /// `AWS4-HMAC-SHA512 …`; S3: 400 InvalidArgument).
+    #[error("Unsupported Authorization Type: {0}")]
+    UnsupportedAuthorizationType(String),
     /// `host`, or an `x-amz-*` header present in the request, is not in SignedHeaders.
     #[error("header '{0}' is present in the request but not signed")]
     HeaderNotSigned(String),
@@ -312,7 +330,7 @@ fn header_claim(value: &str, headers: &HeaderMap, settings: &AuthSettings<'_>) -
         other if other.starts_with(ALGORITHM) => {
             return Err(malformed(format!("expected a space after {ALGORITHM}, got {}", clip(other))))
         }
-        other => return Err(AuthError::UnsupportedAlgorithm(clip(other))),
+        other => return Err(AuthError::UnsupportedAuthorizationType(clip(other))),
     }
 
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
@@ -364,7 +382,7 @@ fn header_claim(value: &str, headers: &HeaderMap, settings: &AuthSettings<'_>) -
             &amz_date[..8]
         )));
     }
-    check_region(&credential.region, settings)?;
+    check_region(&credential.region, settings, false)?;
     if abs_diff(settings.now, time) > settings.max_skew {
         return Err(AuthError::TimeSkewed);
     }
@@ -407,7 +425,10 @@ fn query_claim(query: &[QueryPair], headers: &HeaderMap, settings: &AuthSettings
 
     let algorithm = param("X-Amz-Algorithm")?;
     if algorithm != ALGORITHM {
-        return Err(AuthError::UnsupportedAlgorithm(clip(algorithm)));
+        return Err(match algorithm {
+            ALGORITHM_V4A => AuthError::UnsupportedAlgorithm(format!("{ALGORITHM_V4A} (Signature Version 4A)")),
+            other => malformed(format!("X-Amz-Algorithm only supports \"{ALGORITHM}\", got {}", clip(other))),
+        });
     }
     let credential = parse_credential(param("X-Amz-Credential")?, malformed)?;
     let amz_date = param("X-Amz-Date")?;
@@ -430,7 +451,7 @@ fn query_claim(query: &[QueryPair], headers: &HeaderMap, settings: &AuthSettings
             credential.date, amz_date
         )));
     }
-    check_region(&credential.region, settings)?;
+    check_region(&credential.region, settings, true)?;
     if time.duration_since(settings.now).is_ok_and(|ahead| ahead > settings.max_skew) {
         return Err(AuthError::NotYetValid);
     }
@@ -490,13 +511,17 @@ fn finish(req: &RequestParts<'_>, secrets: &dyn SecretLookup, claim: Claim) -> R
     }
 
     let secret = secrets.secret_key(&claim.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
+    // The canonical request lists the signed headers sorted, whatever order the client wrote
+    // them in (see the module docs).
+    let mut signed_headers = claim.signed_headers;
+    signed_headers.sort_unstable();
     let canonical = canonical_request(
         req.method.as_str(),
         req.raw_path,
         req.raw_query,
         claim.presigned,
         req.headers,
-        &claim.signed_headers,
+        &signed_headers,
         &claim.payload_line,
     )
     .ok_or(AuthError::SignatureMismatch)?;
@@ -543,8 +568,8 @@ fn parse_credential(value: &str, err: fn(String) -> AuthError) -> Result<Credent
     Ok(Credential { access_key_id: akid.to_owned(), date: date.to_owned(), region: region.to_owned() })
 }
 
-/// Parses `a;b;c`: non-empty, lowercase header names, no duplicates. The order is kept
-/// because the canonical request lists headers in exactly that order.
+/// Parses `a;b;c`: non-empty, lowercase header names, no duplicates, in the client's order
+/// ([`finish`] sorts them for the canonical request).
 fn parse_signed_headers(value: &str, err: fn(String) -> AuthError) -> Result<Vec<String>, AuthError> {
     let mut names: Vec<String> = Vec::new();
     for name in value.split(';') {
@@ -564,11 +589,11 @@ fn parse_signed_headers(value: &str, err: fn(String) -> AuthError) -> Result<Vec
     Ok(names)
 }
 
-fn check_region(region: &str, settings: &AuthSettings<'_>) -> Result<(), AuthError> {
+fn check_region(region: &str, settings: &AuthSettings<'_>, presigned: bool) -> Result<(), AuthError> {
     if region == settings.region || region == FALLBACK_REGION {
         Ok(())
     } else {
-        Err(AuthError::WrongRegion { got: clip(region), expected: settings.region.to_owned() })
+        Err(AuthError::WrongRegion { got: clip(region), expected: settings.region.to_owned(), presigned })
     }
 }
 
@@ -1473,16 +1498,29 @@ mod tests {
             );
         }
 
+        // AWS schemes we do not verify (S3: InvalidRequest) and schemes that are not AWS ones
+        // (S3: InvalidArgument "Unsupported Authorization Type").
         let unsupported = [
             "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=".to_owned(),
             format!("AWS4-ECDSA-P256-SHA256 {cred}, {signed}, Signature={sig}"),
-            "Bearer abc".to_owned(),
-            format!("AWS4-HMAC-SHA512 {cred}, {signed}, Signature={sig}"),
         ];
         for value in unsupported {
             let mut req = doc_get_object();
             req.set_header("authorization", &value);
             assert!(matches!(req.verify_in(now, "us-east-1"), Err(AuthError::UnsupportedAlgorithm(_))), "{value:?}");
+        }
+        let foreign = [
+            "Bearer abc".to_owned(),
+            "Basic U1Q6".to_owned(),
+            format!("AWS4-HMAC-SHA512 {cred}, {signed}, Signature={sig}"),
+        ];
+        for value in foreign {
+            let mut req = doc_get_object();
+            req.set_header("authorization", &value);
+            assert!(
+                matches!(req.verify_in(now, "us-east-1"), Err(AuthError::UnsupportedAuthorizationType(_))),
+                "{value:?}"
+            );
         }
 
         // Two Authorization headers.
@@ -1525,7 +1563,7 @@ mod tests {
         req.edit_authorization("/us-east-1/", "/eu-west-1/");
         assert_eq!(
             err(req.verify_in(t, "de01")),
-            AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into() }
+            AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: false }
         );
         // The configured region is accepted (and then the signature decides).
         let mut req = doc_get_object();
@@ -1533,7 +1571,10 @@ mod tests {
         assert_eq!(err(req.verify_in(t, "de01")), AuthError::SignatureMismatch);
         let mut req = doc_presigned();
         req.set_query("X-Amz-Credential", "AKIAIOSFODNN7EXAMPLE%2F20130524%2Feu-west-1%2Fs3%2Faws4_request");
-        assert!(matches!(err(req.verify_in(t, "de01")), AuthError::WrongRegion { .. }));
+        assert_eq!(
+            err(req.verify_in(t, "de01")),
+            AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: true }
+        );
     }
 
     #[test]
@@ -1646,6 +1687,33 @@ mod tests {
     }
 
     #[test]
+    fn signed_headers_are_canonicalised_sorted() {
+        let t = at(DOC_DATE);
+        let sorted = "host;range;x-amz-content-sha256;x-amz-date";
+        // An unsorted list signed over the sorted canonical request: S3 and MinIO accept it
+        // (aws-sdk-php presigned URLs look like this), so do we.
+        let mut req = doc_get_object();
+        req.edit_authorization(sorted, "x-amz-date;range;host;x-amz-content-sha256");
+        ok(req.verify_in(t, "us-east-1"));
+        // A signature over the unsorted canonical request does not verify.
+        let unsorted = ["x-amz-date", "range", "host", "x-amz-content-sha256"];
+        let creq =
+            canonical_request("GET", &req.path, "", false, &req.headers, &unsorted, EMPTY).expect("headers present");
+        let sts = string_to_sign(DOC_DATE, "20130524/us-east-1/s3/aws4_request", &creq);
+        let sig = hmac_hex(&signing_key(DOC_SECRET, "20130524", "us-east-1", "s3"), sts.as_bytes());
+        req.edit_authorization("f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41", &sig);
+        assert_eq!(err(req.verify_in(t, "us-east-1")), AuthError::SignatureMismatch);
+        // A name listed twice is malformed, sorted or not.
+        for twice in
+            ["host;host;range;x-amz-content-sha256;x-amz-date", "host;range;x-amz-content-sha256;x-amz-date;host"]
+        {
+            let mut req = doc_get_object();
+            req.edit_authorization(sorted, twice);
+            assert!(matches!(err(req.verify_in(t, "us-east-1")), AuthError::MalformedHeader(_)), "{twice}");
+        }
+    }
+
+    #[test]
     fn unknown_key_and_signature_format() {
         let t = at(DOC_DATE);
         let mut req = doc_get_object();
@@ -1741,6 +1809,9 @@ mod tests {
         let mut req = doc_presigned();
         req.set_query("X-Amz-Algorithm", "AWS4-ECDSA-P256-SHA256");
         assert!(matches!(req.verify_in(t, "us-east-1"), Err(AuthError::UnsupportedAlgorithm(_))));
+        let mut req = doc_presigned();
+        req.set_query("X-Amz-Algorithm", "AWS4-HMAC-SHA512");
+        assert!(matches!(req.verify_in(t, "us-east-1"), Err(AuthError::MalformedQuery(_))));
         // 7 days is the maximum lifetime; accepted as a value (then the signature decides).
         let mut req = doc_presigned();
         req.set_query("X-Amz-Expires", "604800");
@@ -2141,7 +2212,7 @@ mod tests {
                 Box::new(|r| {
                     r.edit_authorization("/de01/", "/eu-west-1/");
                 }),
-                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into() },
+                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: false },
             ),
             (
                 "service",
@@ -2252,7 +2323,7 @@ mod tests {
                 Box::new(|r| {
                     r.set_query("X-Amz-Credential", &format!("{DOC_AKID}%2F20261125%2Feu-west-1%2Fs3%2Faws4_request"));
                 }),
-                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into() },
+                AuthError::WrongRegion { got: "eu-west-1".into(), expected: "de01".into(), presigned: true },
             ),
             (
                 "service",

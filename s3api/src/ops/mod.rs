@@ -10,10 +10,9 @@ pub mod object;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Response, StatusCode};
-use hyper::body::Incoming;
 use storage::{BucketName, ObjectKey};
 
-use crate::body::{BodySpec, ResponseBody};
+use crate::body::{BodySpec, ResponseBody, TimedBody};
 use crate::error::{S3Code, S3Error, S3Result};
 use crate::router::{Operation, Query};
 use crate::state::AppState;
@@ -32,8 +31,8 @@ pub struct Ctx {
     pub bucket: Option<BucketName>,
     /// Routed key.
     pub key: Option<ObjectKey>,
-    /// The request body (taken by handlers that read it).
-    pub body: Option<Incoming>,
+    /// The request body with its deadlines (taken by handlers that read it).
+    pub body: Option<TimedBody>,
     /// How the body is framed and signed.
     pub spec: Option<BodySpec>,
     /// The authenticated caller.
@@ -49,7 +48,7 @@ impl Ctx {
         self.key.as_ref().ok_or_else(|| S3Error::new(S3Code::InvalidRequest, "a key is required"))
     }
 
-    pub(crate) fn take_body(&mut self) -> S3Result<(Incoming, BodySpec)> {
+    pub(crate) fn take_body(&mut self) -> S3Result<(TimedBody, BodySpec)> {
         match (self.body.take(), self.spec.take()) {
             (Some(b), Some(s)) => Ok((b, s)),
             _ => Err(S3Error::internal("request body", &"body already taken")),
@@ -71,10 +70,20 @@ impl Ctx {
         }
     }
 
-    /// Reads a small XML body, bounded by the configured limit.
+    /// Reads a small XML body, bounded by the configured limit. A body announced as larger is
+    /// refused before any of it is read.
     pub(crate) async fn small_body(&mut self) -> S3Result<bytes::Bytes> {
+        let limit = self.state.config.max_xml_body;
+        let declared = self
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(S3Error::new(S3Code::MalformedXML, format!("the request body exceeds {limit} bytes")));
+        }
         let (body, spec) = self.take_body()?;
-        crate::body::read_small(body, spec, self.state.config.max_xml_body).await
+        crate::body::read_small(body, spec, limit).await
     }
 }
 

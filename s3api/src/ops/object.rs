@@ -143,9 +143,10 @@ pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>
         if reader.remaining() == 0 {
             ResponseBody::full(first)
         } else {
-            let (tx, rx) = mpsc::channel::<Result<Bytes, body::BodyError>>(2);
+            let (tx, rx) = mpsc::channel::<Result<Bytes, body::BodyError>>(SEND_DEPTH);
             let remaining = len;
-            tokio::task::spawn_blocking(move || stream_rest(reader, first, tx));
+            let patience = ctx.state.config.body_limits.timeout;
+            tokio::task::spawn_blocking(move || stream_rest(reader, first, tx, patience));
             ResponseBody::Stream { rx, remaining }
         }
     };
@@ -154,21 +155,56 @@ pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>
     Ok(r)
 }
 
-fn stream_rest(mut reader: storage::ObjectReader, first: Bytes, tx: mpsc::Sender<Result<Bytes, body::BodyError>>) {
-    if tx.blocking_send(Ok(first)).is_err() {
-        return; // client went away
+/// Pieces a response body is handed to hyper in: the unit of progress the send timeout sees.
+const SEND_PIECE: usize = 64 << 10;
+/// Pieces in flight between the reader and hyper (2 MiB, as two 1 MiB blocks were before).
+const SEND_DEPTH: usize = 32;
+
+/// Feeds the rest of a GET to hyper from a blocking thread. A client that stops taking data
+/// for `patience` (no 64 KiB piece accepted) gets its response aborted: otherwise a client
+/// that opens many GETs and never reads would hold this thread each, until the blocking pool
+/// is exhausted and every storage call waits.
+fn stream_rest(
+    mut reader: storage::ObjectReader,
+    first: Bytes,
+    tx: mpsc::Sender<Result<Bytes, body::BodyError>>,
+    patience: std::time::Duration,
+) {
+    let rt = tokio::runtime::Handle::current();
+    // False when the client went away or stopped reading; dropping `tx` then aborts the body.
+    let send_block = |block: Bytes| -> bool {
+        let mut at = 0;
+        while at < block.len() {
+            let piece = block.slice(at..block.len().min(at + SEND_PIECE));
+            at += piece.len();
+            match rt.block_on(tokio::time::timeout(patience, tx.send(Ok(piece)))) {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    tracing::info!(
+                        seconds = patience.as_secs_f64(),
+                        "aborting a GET: the client took no data for the body timeout"
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    if !send_block(first) {
+        return;
     }
     loop {
         match reader.next_chunk() {
             Ok(Some(chunk)) => {
-                if tx.blocking_send(Ok(chunk)).is_err() {
+                if !send_block(chunk) {
                     return;
                 }
             }
             Ok(None) => return,
             Err(e) => {
                 tracing::error!(error = %e, "aborting a GET: stored data failed verification or could not be read");
-                let _ = tx.blocking_send(Err(Box::new(e)));
+                let _ = rt.block_on(tokio::time::timeout(patience, tx.send(Err(Box::new(e)))));
                 return;
             }
         }

@@ -13,6 +13,8 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 pub const ACCESS_KEY: &str = "AKIATESTWALSTORE0001";
 pub const SECRET_KEY: &str = "test-secret-key-0123456789abcdefghijklmnop";
 pub const REGION: &str = "de01";
+/// Hex SHA-256 of the empty body.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// A running server process.
 pub struct Server {
@@ -20,16 +22,24 @@ pub struct Server {
     pub port: u16,
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
+    /// A command the server is started through (e.g. `prlimit --nofile=…`), which must exec it.
+    pub wrapper: Vec<String>,
 }
 
 impl Server {
     /// Starts a server on a fresh temp dir (kept alive by the returned guard).
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_wrapped(dir, extra, &[])
+    }
+
+    /// Starts a server through `wrapper` (a command that execs the server with its arguments).
+    pub fn start_wrapped(dir: &Path, extra: &[&str], wrapper: &[&str]) -> Server {
         let mut s = Server {
             child: None,
             port: 0,
             data_dir: dir.join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
         s
@@ -37,7 +47,14 @@ impl Server {
 
     /// (Re)starts the process on the same data dir.
     pub fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walstore"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_walstore"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_walstore")),
+        };
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -175,4 +192,80 @@ pub fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u
         .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
         .collect();
     (status, headers, body)
+}
+
+/// The head of a request signed with the root key (header auth; `host`,
+/// `x-amz-content-sha256` and `x-amz-date` signed) for a raw exchange: request line and
+/// headers, ending with the empty line. `payload` is the x-amz-content-sha256 value
+/// (`UNSIGNED-PAYLOAD` or a hex digest); `headers` are sent unsigned (no `x-amz-*` ones).
+pub fn signed_head(port: u16, method: &str, path_and_query: &str, headers: &[(&str, &str)], payload: &str) -> String {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let hmac = |key: &[u8], data: &[u8]| -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    };
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() as i64;
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let (day, month) = (doy - (153 * mp + 2) / 5 + 1, if mp < 10 { mp + 3 } else { mp - 9 });
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rem = secs.rem_euclid(86_400);
+    let date = format!("{year:04}{month:02}{day:02}");
+    let amz = format!("{date}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+    let host = format!("127.0.0.1:{port}");
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| if p.contains('=') { p.to_owned() } else { format!("{p}=") })
+        .collect();
+    pairs.sort();
+    let canonical = format!(
+        "{method}\n{path}\n{}\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}",
+        pairs.join("&")
+    );
+    let scope = format!("{date}/{REGION}/s3/aws4_request");
+    let sts = format!("AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
+    let mut key = hmac(format!("AWS4{SECRET_KEY}").as_bytes(), date.as_bytes());
+    for part in [REGION.as_bytes(), b"s3", b"aws4_request"] {
+        key = hmac(&key, part);
+    }
+    let sig = hex::encode(hmac(&key, sts.as_bytes()));
+    let mut head = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nX-Amz-Date: {amz}\r\nX-Amz-Content-Sha256: {payload}\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}\r\n"
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Resident memory of a process in KiB (Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's soft open-files limit to the hard limit (tests that hold many
+/// sockets), returning the new soft limit.
+pub fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let target = hard.min(1 << 20);
+    if soft < target && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+        return target;
+    }
+    soft
 }
