@@ -82,6 +82,8 @@ def test_soak(tmp_path: Path, s3load: Path):
     finally:
         stop.set()
         code = s.stop()
+        # Blobs deleted under churn wait for GC; do not leave gigabytes in pytest's kept temp dirs.
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)
     assert code == 0, f"walstore exited with {code}"
 
     # Warm: caches and memtables have filled (half of a short run, 5 minutes of a long one).
