@@ -8,7 +8,7 @@ Two sources:
   signing, before any network I/O), so headers and aws-chunked bodies are exactly what
   boto3 sends;
 - the requests WAL-G (aws-sdk-go v1) sends, with the header sets captured on the wire
-  (see /work/shared/reference/walg-s3-protocol.md), signed with botocore's S3SigV4Auth.
+  (see the shared reference notes, walg-s3-protocol.md), signed with botocore's S3SigV4Auth.
 
 The clock is frozen at 2026-11-25T17:12:44Z; s3api/tests/fuzz.rs verifies at that time
 with the same key pair. Run it with the test venv (boto3 installed):
