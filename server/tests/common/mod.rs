@@ -194,6 +194,23 @@ pub fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u
     (status, headers, body)
 }
 
+/// `YYYYMMDDTHHMMSSZ` (SigV4's x-amz-date) of `t`, UTC, without a date crate.
+#[allow(dead_code)] // not every test binary signs requests by hand
+pub fn amz_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() as i64;
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rem = secs.rem_euclid(86_400);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// The head of a request signed with the root key (header auth; `host`,
 /// `x-amz-content-sha256` and `x-amz-date` signed) for a raw exchange: request line and
 /// headers, ending with the empty line. `payload` is the x-amz-content-sha256 value
@@ -206,18 +223,8 @@ pub fn signed_head(port: u16, method: &str, path_and_query: &str, headers: &[(&s
         m.update(data);
         m.finalize().into_bytes().to_vec()
     };
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs() as i64;
-    let z = secs.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let (day, month) = (doy - (153 * mp + 2) / 5 + 1, if mp < 10 { mp + 3 } else { mp - 9 });
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let rem = secs.rem_euclid(86_400);
-    let date = format!("{year:04}{month:02}{day:02}");
-    let amz = format!("{date}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+    let amz = amz_date(std::time::SystemTime::now());
+    let date = &amz[..8];
     let host = format!("127.0.0.1:{port}");
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let mut pairs: Vec<String> = query
