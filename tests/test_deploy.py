@@ -304,6 +304,7 @@ def test_alert_rules_cover_the_required_conditions():
         "WalstoreChecksumFailures": ["increase(walstore_checksum_failures_total"],
         "WalstoreScrubOverdue": ["walstore_scrub_last_completion_timestamp_seconds > 8 * 86400"],
         "WalstoreMaintenanceErrors": ["increase(walstore_maintenance_errors_total"],
+        "WalstoreGcBehind": ["walstore_gc_backlog_seconds > 3600"],
     }
     for name, fragments in expected.items():
         assert name in rules, f"missing alert {name}"
@@ -521,6 +522,22 @@ tests:
         exp_alerts: []
       - eval_time: 200h
         alertname: WalstoreScrubOverdue
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w}
+  - name: GC falling behind (a short lag is normal, a lasting one is not)
+    interval: 1m
+    input_series:
+      - series: 'walstore_gc_backlog_seconds{instance="w"}'
+        values: '0 7200x20 0x10 3700+60x60'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: WalstoreGcBehind
+        exp_alerts: []
+      - eval_time: 31m
+        alertname: WalstoreGcBehind
+        exp_alerts: []
+      - eval_time: 70m
+        alertname: WalstoreGcBehind
         exp_alerts:
           - exp_labels: {severity: warning, instance: w}
 """

@@ -26,12 +26,17 @@ import threading
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 
 from harness import Walstore
 
 REPO = Path(__file__).resolve().parent.parent
 SECONDS = int(os.environ.get("SOAK_SECONDS", "60"))
+# s3load soak's defaults: 2,000 small keys and 8 kept segments.
+LIVE_KEYS = 2000 + 8
+# Unreferenced blobs GC may trail by: the churn of a few GC ticks (5 s here).
+MAX_GC_LAG_BLOBS = 50_000
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,19 @@ def s3load(tmp_path_factory) -> Path:
     subprocess.run(["go", "build", "-trimpath", "-o", str(exe), "."], cwd=REPO / "benches" / "s3load",
                    check=True, timeout=300, env=dict(os.environ, CGO_ENABLED="0"))
     return exe
+
+
+def blob_usage(data: Path) -> tuple[int, int]:
+    """(blob files, their bytes) under the data directory."""
+    files = size = 0
+    for root, _, names in os.walk(data / "blobs"):
+        for n in names:
+            try:
+                size += os.stat(os.path.join(root, n)).st_size
+                files += 1
+            except FileNotFoundError:  # collected while we walked
+                pass
+    return files, size
 
 
 def proc_sample(pid: int) -> tuple[int, int]:
@@ -58,6 +76,7 @@ def test_soak(tmp_path: Path, s3load: Path):
     s = Walstore(data_dir=tmp_path / "data", buckets=["soak"],
                  extra_args=["--gc-grace", "0s", "--gc-interval", "5s"]).start()
     samples: list[tuple[float, int, int]] = []
+    blobs: list[tuple[float, int, int]] = []
     stop = threading.Event()
     try:
         pid = s.proc.pid
@@ -67,6 +86,7 @@ def test_soak(tmp_path: Path, s3load: Path):
         def sampler():
             while not stop.wait(max(1.0, SECONDS / 120)):
                 samples.append((time.monotonic() - t0, *proc_sample(pid)))
+                blobs.append((time.monotonic() - t0, *blob_usage(tmp_path / "data")))
 
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
@@ -79,6 +99,15 @@ def test_soak(tmp_path: Path, s3load: Path):
         samples.append((time.monotonic() - t0, *proc_sample(pid)))
         assert cp.stdout.strip(), f"s3load printed nothing: {cp.stderr[-2000:]}"
         res = json.loads(cp.stdout)
+        # Load has stopped: within a few GC ticks only the live objects' blobs remain.
+        s3 = boto3.client("s3", **s.boto3_kwargs())
+        live = sum(len(pg.get("Contents", [])) for pg in s3.get_paginator("list_objects_v2").paginate(Bucket="soak"))
+        deadline = time.monotonic() + 60
+        while True:
+            settled = blob_usage(tmp_path / "data")
+            if settled[0] <= LIVE_KEYS or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     finally:
         stop.set()
         code = s.stop()
@@ -98,6 +127,9 @@ def test_soak(tmp_path: Path, s3load: Path):
     for op in ops:
         o = res[op]
         lines.append(f"| {op} | {o['count']} | {o['errors']} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {o['max_ms']:.1f} |")
+    peak_blobs = max(blobs, key=lambda x: x[1]) if blobs else (0.0, 0, 0)
+    lines.append(f"blob files: peak {peak_blobs[1]} ({peak_blobs[2] / mib:.0f} MiB) at {peak_blobs[0]:.0f} s; "
+                 f"after the load {settled[0]} ({settled[1] / mib:.0f} MiB); live objects {live}")
     lines.append(f"RSS MiB: start {start[1] / mib:.0f}, warm {warm[1] / mib:.0f}, peak {peak_rss / mib:.0f}, "
                  f"end {end[1] / mib:.0f}; open fds: start {start[2]}, warm {warm[2]}, peak {peak_fds}, end {end[2]}")
     print("\n" + "\n".join(lines))
@@ -107,3 +139,6 @@ def test_soak(tmp_path: Path, s3load: Path):
         assert res[op]["count"] > 0, f"no {op} ran: {res}"
     assert end[1] <= warm[1] * 1.25 + 32 * mib, f"RSS grew from {warm[1] / mib:.0f} to {end[1] / mib:.0f} MiB"
     assert end[2] <= warm[2] + 16, f"open file descriptors grew from {warm[2]} to {end[2]}"
+    # GC keeps up: deleted and overwritten bodies do not pile up on disk.
+    assert peak_blobs[1] <= LIVE_KEYS + MAX_GC_LAG_BLOBS, f"blob files peaked at {peak_blobs[1]}"
+    assert settled[0] <= LIVE_KEYS, f"{settled[0]} blob files left 60 s after the load for <= {LIVE_KEYS} objects"

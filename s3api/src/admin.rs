@@ -345,16 +345,16 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
                 let gc = store.gc_pass(now, 10_000)?;
                 total.reclaimed_blobs += gc.reclaimed_blobs;
                 total.reclaimed_bytes += gc.reclaimed_bytes;
-                total.waiting = gc.waiting;
-                if gc.reclaimed_blobs == 0 {
+                if gc.examined < 10_000 {
                     break;
                 }
             }
+            let waiting = store.gc_queue_stats(now)?.pending;
             let orphans = store.sweep_orphans(now)?;
             let expired = store.expire_uploads(now)?;
             (
                 true,
-                json!({"reclaimed_blobs": total.reclaimed_blobs, "reclaimed_bytes": total.reclaimed_bytes, "waiting": total.waiting, "orphan_files": orphans, "expired_uploads": expired}),
+                json!({"reclaimed_blobs": total.reclaimed_blobs, "reclaimed_bytes": total.reclaimed_bytes, "waiting": waiting, "orphan_files": orphans, "expired_uploads": expired}),
             )
         }
         AdminRequest::Check => {

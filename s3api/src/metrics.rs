@@ -43,6 +43,7 @@ pub struct Metrics {
     blobs: IntGauge,
     dedup: Gauge,
     gc_queue: IntGauge,
+    gc_backlog: Gauge,
     gc_bytes: IntCounter,
     gc_blobs: IntCounter,
     disk_free: IntGauge,
@@ -202,6 +203,11 @@ impl Metrics {
             blobs: gauge(&r, "walstore_blobs", "Distinct blobs stored."),
             dedup: fgauge(&r, "walstore_dedup_ratio", "Logical bytes over physical bytes."),
             gc_queue: gauge(&r, "walstore_gc_queue_blobs", "Blobs waiting for garbage collection."),
+            gc_backlog: fgauge(
+                &r,
+                "walstore_gc_backlog_seconds",
+                "How long the oldest blob due for garbage collection has been due (0 when GC keeps up).",
+            ),
             gc_bytes: counter(&r, "walstore_gc_reclaimed_bytes_total", "Bytes reclaimed by GC since start."),
             gc_blobs: counter(&r, "walstore_gc_reclaimed_blobs_total", "Blobs reclaimed by GC since start."),
             disk_free: gauge(&r, "walstore_data_dir_free_bytes", "Free bytes on the data directory's filesystem."),
@@ -357,7 +363,9 @@ impl Metrics {
         self.physical.set(u.physical_bytes as i64);
         self.blobs.set(u.blobs as i64);
         self.dedup.set(u.dedup_ratio());
-        self.gc_queue.set(store.gc_queue_len()? as i64);
+        let q = store.gc_queue_stats(std::time::SystemTime::now())?;
+        self.gc_queue.set(q.pending as i64);
+        self.gc_backlog.set(q.backlog.as_secs_f64());
         if let Ok((free, total)) = store.disk_space() {
             self.disk_free.set(free as i64);
             self.disk_total.set(total as i64);

@@ -35,21 +35,53 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
     }
 }
 
-/// Encodes a reference-count delta or total: `[version][i64 little endian]`.
-pub(crate) fn encode_count(n: i64) -> [u8; 9] {
-    let mut out = [0u8; 9];
-    out[0] = VALUE_V1;
-    out[1..].copy_from_slice(&n.to_le_bytes());
+/// Version byte of a reference count that also carries the time of its last
+/// decrement (schema 2).
+pub(crate) const COUNT_V2: u8 = 2;
+
+/// A reference count as stored in `refs`: the count, and the latest time (ms
+/// since the epoch) a reference was dropped. GC needs the second: a blob that
+/// lost its references at t1, was deduplicated into a new object and lost that
+/// one at t2 must wait for t2's grace, not t1's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RefCount {
+    pub count: i64,
+    pub last_unref_ms: i64,
+}
+
+impl RefCount {
+    /// Combines two deltas (or a total and a delta): counts add, times take the
+    /// later one. Associative and commutative, as RocksDB's merge needs.
+    pub fn merge(self, other: RefCount) -> RefCount {
+        RefCount {
+            count: self.count.saturating_add(other.count),
+            last_unref_ms: self.last_unref_ms.max(other.last_unref_ms),
+        }
+    }
+}
+
+/// Encodes a reference-count delta or total:
+/// `[2][count i64 LE][last decrement ms i64 LE]`.
+pub(crate) fn encode_count(c: RefCount) -> [u8; 17] {
+    let mut out = [0u8; 17];
+    out[0] = COUNT_V2;
+    out[1..9].copy_from_slice(&c.count.to_le_bytes());
+    out[9..].copy_from_slice(&c.last_unref_ms.to_le_bytes());
     out
 }
 
-/// Decodes a count written by [`encode_count`].
-pub(crate) fn decode_count(bytes: &[u8]) -> Result<i64> {
+/// Decodes a count written by [`encode_count`], or by schema 1 (`[1][i64 LE]`,
+/// no time: read as "never decremented").
+pub(crate) fn decode_count(bytes: &[u8]) -> Result<RefCount> {
+    let i64_at = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        i64::from_le_bytes(a)
+    };
     match bytes {
-        [VALUE_V1, rest @ ..] if rest.len() == 8 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(rest);
-            Ok(i64::from_le_bytes(b))
+        [VALUE_V1, rest @ ..] if rest.len() == 8 => Ok(RefCount { count: i64_at(rest), last_unref_ms: 0 }),
+        [COUNT_V2, rest @ ..] if rest.len() == 16 => {
+            Ok(RefCount { count: i64_at(&rest[..8]), last_unref_ms: i64_at(&rest[8..]) })
         }
         _ => Err(Error::Decode(format!("refcount: bad value of {} bytes", bytes.len()))),
     }
@@ -81,8 +113,16 @@ mod tests {
 
     #[test]
     fn counts() {
-        assert_eq!(decode_count(&encode_count(-3)).ok(), Some(-3));
+        let c = RefCount { count: -3, last_unref_ms: 17 };
+        assert_eq!(decode_count(&encode_count(c)).ok(), Some(c));
+        // Schema 1 counts (no time) are still read.
+        assert_eq!(decode_count(&[1, 5, 0, 0, 0, 0, 0, 0, 0]).ok(), Some(RefCount { count: 5, last_unref_ms: 0 }));
         assert!(decode_count(&[1, 2, 3]).is_err());
         assert!(decode_count(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(decode_count(&[3; 17]).is_err());
+        // Merge: counts add, the later decrement wins, in any order.
+        let (a, b) = (RefCount { count: 1, last_unref_ms: 0 }, RefCount { count: -1, last_unref_ms: 9 });
+        assert_eq!(a.merge(b), b.merge(a));
+        assert_eq!(a.merge(b), RefCount { count: 0, last_unref_ms: 9 });
     }
 }

@@ -5,8 +5,10 @@
 //! - `buckets`: `<bucket>` → [`BucketEntry`]
 //! - `objects`: `<bucket> 0x00 <key>` → [`ObjectEntry`]; byte order = S3 listing order
 //! - `blobs`:   `<sha256>` → [`BlobMeta`] (size, per-block CRC32s)
-//! - `refs`:    `<sha256>` → reference count (merge operator adds deltas)
-//! - `gcq`:     `<sha256>` → time the blob last lost a reference (GC candidates)
+//! - `refs`:    `<sha256>` → reference count and time of the last decrement
+//!   (merge operator adds deltas, keeps the later time)
+//! - `gcq`:     `<ms since epoch u64 BE> <sha256>` → empty: a blob lost a reference
+//!   then (GC candidates, oldest first, so a GC pass reads only what is due)
 //! - `uploads`: `<bucket> 0x00 <key> 0x00 <upload id>` → [`UploadEntry`]
 //! - `parts`:   `<upload id> <part number u32 BE>` → [`PartEntry`]
 //! - `meta`:    `schema` → schema version
@@ -66,7 +68,30 @@ const ALL_CFS: [&str; 13] = [
 ];
 
 /// Version of the index layout as a whole (CF set and key encodings).
-const SCHEMA_VERSION: u32 = 1;
+/// 2: `gcq` keyed by time (was: by hash, valued by time); `refs` values carry
+/// the time of the last decrement. A schema 1 index is migrated at open.
+const SCHEMA_VERSION: u32 = 2;
+
+/// Length of a `gcq` key: time (8) + blob hash (32).
+pub(crate) const GCQ_KEY_LEN: usize = 40;
+
+/// The `gcq` key of a blob that lost a reference at `since`.
+pub(crate) fn gcq_key(since: Timestamp, hash: &BlobHash) -> [u8; GCQ_KEY_LEN] {
+    let mut k = [0u8; GCQ_KEY_LEN];
+    k[..8].copy_from_slice(&u64::try_from(since.as_millis()).unwrap_or(0).to_be_bytes());
+    k[8..].copy_from_slice(hash.as_bytes());
+    k
+}
+
+/// Splits a `gcq` key; `None` for a key of another shape.
+pub(crate) fn gcq_split(key: &[u8]) -> Option<(Timestamp, BlobHash)> {
+    if key.len() != GCQ_KEY_LEN {
+        return None;
+    }
+    let ms = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let hash: [u8; 32] = key[8..].try_into().ok()?;
+    Some((Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX)), BlobHash::from_bytes(hash)))
+}
 
 /// Tuning of the index.
 #[derive(Debug, Clone)]
@@ -139,9 +164,9 @@ pub(crate) struct Index {
 fn refcount_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
     // A damaged operand must not abort the process; it is counted as 0 and
     // `walstore check` reports the mismatch.
-    let mut total = existing.and_then(|v| codec::decode_count(v).ok()).unwrap_or(0);
+    let mut total = existing.and_then(|v| codec::decode_count(v).ok()).unwrap_or_default();
     for op in operands {
-        total = total.saturating_add(codec::decode_count(op).unwrap_or(0));
+        total = total.merge(codec::decode_count(op).unwrap_or_default());
     }
     Some(codec::encode_count(total).to_vec())
 }
@@ -196,22 +221,57 @@ impl Index {
     fn check_schema(&self) -> Result<()> {
         let cf = self.cf(CF_META)?;
         match self.db.get_cf(cf, b"schema")? {
-            None => {
-                let mut b = WriteBatch::default();
-                b.put_cf(cf, b"schema", codec::encode(&SCHEMA_VERSION));
-                self.write(b)
-            }
+            None => self.set_schema(),
             Some(v) => {
                 let found: u32 = codec::decode(&v, "schema version")?;
-                if found == SCHEMA_VERSION {
-                    Ok(())
-                } else {
-                    Err(Error::Index(format!(
+                match found {
+                    SCHEMA_VERSION => Ok(()),
+                    1 => {
+                        self.migrate_gcq_v1()?;
+                        self.set_schema()
+                    }
+                    _ => Err(Error::Index(format!(
                         "index schema version {found} is not supported by this build (expects {SCHEMA_VERSION})"
-                    )))
+                    ))),
                 }
             }
         }
+    }
+
+    fn set_schema(&self) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf(CF_META)?, b"schema", codec::encode(&SCHEMA_VERSION));
+        self.write(b)
+    }
+
+    /// Schema 1 → 2: re-keys the GC queue by time. Each chunk moves entries
+    /// atomically and only 32-byte (schema 1) keys are touched, so a crash
+    /// mid-way is finished by the next open. `refs` needs nothing: schema 1
+    /// counts decode as "never decremented", which GC reads as long past.
+    fn migrate_gcq_v1(&self) -> Result<()> {
+        let cf = self.cf(CF_GCQ)?;
+        let mut moved = 0u64;
+        let mut batch = WriteBatch::default();
+        // One iterator (it reads a snapshot, so the keys written meanwhile are
+        // not met again); a batch every 10,000 entries.
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let Ok(hash) = <[u8; 32]>::try_from(&k[..]) else { continue };
+            let since: Timestamp = codec::decode(&v, CF_GCQ).unwrap_or(Timestamp::from_millis(0));
+            batch.put_cf(cf, gcq_key(since, &BlobHash::from_bytes(hash)), b"");
+            batch.delete_cf(cf, &k);
+            moved += 1;
+            if batch.len() >= 20_000 {
+                self.write(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.write(batch)?;
+        }
+        if moved > 0 {
+            tracing::info!(entries = moved, "index migrated to schema 2: GC queue ordered by time");
+        }
+        Ok(())
     }
 
     pub fn cf(&self, name: &str) -> Result<&ColumnFamily> {
@@ -232,6 +292,12 @@ impl Index {
         Ok(())
     }
 
+    /// Deletes one key, not synced (for entries whose loss is harmless).
+    pub fn delete_relaxed(&self, cf: &str, key: &[u8]) -> Result<()> {
+        self.db.delete_cf(self.cf(cf)?, key)?;
+        Ok(())
+    }
+
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(cf)?, key)?)
     }
@@ -244,11 +310,34 @@ impl Index {
     }
 
     /// Current reference count of a blob (0 when absent).
-    pub fn refcount(&self, hash: &BlobHash) -> Result<i64> {
+    pub fn refcount(&self, hash: &BlobHash) -> Result<codec::RefCount> {
         match self.get(CF_REFS, hash.as_bytes())? {
             Some(v) => codec::decode_count(&v),
-            None => Ok(0),
+            None => Ok(codec::RefCount::default()),
         }
+    }
+
+    /// Iterates `cf` over keys in `[lower, upper)` with both bounds given to
+    /// RocksDB, so deleted entries below `lower` are never stepped over.
+    pub fn range_bounded<'a>(
+        &'a self,
+        cf: &str,
+        lower: Vec<u8>,
+        upper: Vec<u8>,
+    ) -> Result<impl Iterator<Item = Result<KeyValue>> + 'a> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lower.clone());
+        ro.set_iterate_upper_bound(upper);
+        let it = self.db.iterator_cf_opt(self.cf(cf)?, ro, IteratorMode::From(&lower, Direction::Forward));
+        Ok(it.map(|r| r.map_err(Error::from)))
+    }
+
+    /// Compacts `cf` up to `end` (exclusive), dropping the tombstones of
+    /// consumed queue entries so a later scan from the start does not step
+    /// over them.
+    pub fn compact_prefix(&self, cf: &str, end: &[u8]) -> Result<()> {
+        self.db.compact_range_cf(self.cf(cf)?, None::<&[u8]>, Some(end));
+        Ok(())
     }
 
     /// Iterates `cf` over keys in `[start, end)` (end `None` = to the end), in order.
@@ -368,6 +457,37 @@ pub(crate) fn part_key(id: &UploadId, part: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_1_gc_queue_is_rekeyed_by_time_at_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (h1, h2) = (BlobHash::from_bytes([7; 32]), BlobHash::from_bytes([1; 32]));
+        {
+            let idx = Index::open(dir.path(), &IndexOptions::default()).expect("open");
+            let mut b = WriteBatch::default();
+            b.put_cf(idx.cf(CF_META).expect("cf"), b"schema", codec::encode(&1u32));
+            b.put_cf(idx.cf(CF_GCQ).expect("cf"), h1.as_bytes(), codec::encode(&Timestamp::from_millis(1000)));
+            b.put_cf(idx.cf(CF_GCQ).expect("cf"), h2.as_bytes(), codec::encode(&Timestamp::from_millis(2000)));
+            // A schema 1 count: no decrement time.
+            b.put_cf(idx.cf(CF_REFS).expect("cf"), h1.as_bytes(), [1u8, 0, 0, 0, 0, 0, 0, 0, 0]);
+            idx.write(b).expect("write");
+        }
+        let idx = Index::open(dir.path(), &IndexOptions::default()).expect("reopen migrates");
+        let keys: Vec<_> = idx.range(CF_GCQ, b"", None).expect("range").map(|kv| kv.expect("kv").0).collect();
+        let split: Vec<_> = keys.iter().map(|k| gcq_split(k).expect("schema 2 key")).collect();
+        assert_eq!(split, vec![(Timestamp::from_millis(1000), h1), (Timestamp::from_millis(2000), h2)]);
+        assert_eq!(idx.get_decoded::<u32>(CF_META, b"schema").expect("get"), Some(SCHEMA_VERSION));
+        assert_eq!(idx.refcount(&h1).expect("rc"), codec::RefCount { count: 0, last_unref_ms: 0 });
+        // A merge onto a schema 1 count keeps the count and adds the time.
+        let mut b = WriteBatch::default();
+        b.merge_cf(
+            idx.cf(CF_REFS).expect("cf"),
+            h1.as_bytes(),
+            codec::encode_count(codec::RefCount { count: 2, last_unref_ms: 5 }),
+        );
+        idx.write(b).expect("merge");
+        assert_eq!(idx.refcount(&h1).expect("rc"), codec::RefCount { count: 2, last_unref_ms: 5 });
+    }
 
     #[test]
     fn key_order_matches_s3_listing_order() {

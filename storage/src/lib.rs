@@ -35,7 +35,7 @@ pub use blob::{BlobFile, BlobListing, BlobStore, Durability, FsBlobStore, OsDura
 pub use error::{Error, Result};
 pub use index::IndexOptions;
 pub use keys::{AccessKey, KeyRole};
-pub use maintenance::{CheckReport, GcReport, ORPHAN_SWEEP_LIMIT};
+pub use maintenance::{CheckReport, GcQueueStats, GcReport, ORPHAN_SWEEP_LIMIT};
 pub use multipart::{CompletedPart, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER};
 pub use space::SpaceReserve;
 pub use store::{

@@ -9,15 +9,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rocksdb::WriteBatch;
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    BlobMeta, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_PARTS, CF_QUARANTINE,
-    CF_REFS, CF_UPLOADS,
+    gcq_key, gcq_split, BlobMeta, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_OBJECTS,
+    CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, GCQ_KEY_LEN,
 };
 use crate::locks::lock_id;
 use crate::multipart::split_upload_key;
@@ -27,14 +27,46 @@ use crate::types::{BlobHash, BucketName, Timestamp};
 /// What one GC pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
-    /// Candidates examined.
+    /// Due queue entries examined (each is consumed unless its count is negative).
     pub examined: u64,
     /// Blobs removed.
     pub reclaimed_blobs: u64,
     /// Bytes removed.
     pub reclaimed_bytes: u64,
-    /// Candidates still inside their grace period.
-    pub waiting: u64,
+}
+
+/// The GC queue at a glance (for metrics and `walstore gc`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcQueueStats {
+    /// Entries in the queue (a blob lost a reference; GC has not looked yet).
+    pub pending: u64,
+    /// Of those, entries whose grace period is over.
+    pub due: u64,
+    /// How long the oldest due entry has been due: GC's lag behind deletes.
+    pub backlog: Duration,
+}
+
+/// How often a GC pass reads the queue from its start instead of from where
+/// the last pass stopped; see [`GcCursor`].
+const GC_RESCAN: Duration = Duration::from_secs(300);
+
+/// Consumed queue entries after which their tombstones are compacted away.
+const GC_COMPACT_AFTER: u64 = 100_000;
+
+/// Where GC stopped reading the queue, kept in memory.
+///
+/// The queue is ordered by time, so each pass starts where the last one
+/// stopped and RocksDB never steps over the tombstones of consumed entries
+/// (scanning from the start every pass made each pass slower under churn
+/// until GC fell behind deletes). The cursor is only a hint: an entry is keyed
+/// by the time its delete was prepared, and a batch committed late (or a clock
+/// stepped back) can land below it. So every [`GC_RESCAN`] a pass compacts
+/// the consumed prefix (dropping its tombstones) and reads from the start.
+#[derive(Debug, Default)]
+pub(crate) struct GcCursor {
+    lower: Vec<u8>,
+    rescanned: Option<Instant>,
+    consumed: u64,
 }
 
 /// Result of [`Store::check`].
@@ -57,56 +89,89 @@ pub const ORPHAN_SWEEP_LIMIT: u64 = 256;
 
 impl Store {
     /// Removes unreferenced blobs whose grace period ended before `now`. Handles
-    /// at most `limit` candidates, so callers can throttle.
+    /// at most `limit` due queue entries, so callers can throttle; a pass that
+    /// examined fewer than `limit` left nothing due behind.
     pub fn gc_pass(&self, now: SystemTime, limit: usize) -> Result<GcReport> {
         let cutoff = Timestamp::from_system(now.checked_sub(self.config.gc_grace).unwrap_or(SystemTime::UNIX_EPOCH));
+        let upper = gcq_key(cutoff.plus(Duration::from_millis(1)), &BlobHash::from_bytes([0; 32]));
         let mut report = GcReport::default();
-        let mut candidates = Vec::new();
-        for item in self.index.range(CF_GCQ, b"", None)? {
-            let (k, v) = item?;
-            let since: Timestamp = codec::decode(&v, CF_GCQ)?;
+        // Held for the pass: passes (the background job, `walstore gc`) take turns.
+        let mut cur = self.gc_cursor.lock();
+        if cur.rescanned.is_none_or(|t| t.elapsed() >= GC_RESCAN) {
+            if cur.consumed > 0 {
+                self.index.compact_prefix(CF_GCQ, &cur.lower)?;
+            }
+            *cur = GcCursor { lower: Vec::new(), rescanned: Some(Instant::now()), consumed: 0 };
+        }
+        let mut due = Vec::new();
+        for item in self.index.range_bounded(CF_GCQ, cur.lower.clone(), upper.to_vec())?.take(limit) {
+            let (k, _) = item?;
+            due.push(k);
+        }
+        for key in due {
             report.examined += 1;
-            if since > cutoff {
-                report.waiting += 1;
+            cur.lower = key.to_vec();
+            cur.consumed += 1;
+            let Some((_, hash)) = gcq_split(&key) else {
+                tracing::error!(key = %hex::encode(&key), "GC queue entry of unknown shape; dropping it");
+                self.index.delete_relaxed(CF_GCQ, &key)?;
+                continue;
+            };
+            let _g = self.blob_locks.lock_all(&[lock_id(&hash)]);
+            let rc = self.index.refcount(&hash)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_cf(self.index.cf(CF_GCQ)?, &key);
+            if rc.count < 0 {
+                // Kept in the queue (met again after the next rescan) for `walstore check`.
+                tracing::error!(blob = %hash, count = rc.count, "negative reference count; keeping the blob, run `walstore check`");
                 continue;
             }
-            let Ok(h) = <[u8; 32]>::try_from(&k[..]) else { continue };
-            candidates.push(BlobHash::from_bytes(h));
-            if candidates.len() >= limit {
-                break;
-            }
-        }
-        for hash in candidates {
-            let _g = self.blob_locks.lock_all(&[lock_id(&hash)]);
-            let count = self.index.refcount(&hash)?;
-            let mut batch = WriteBatch::default();
-            batch.delete_cf(self.index.cf(CF_GCQ)?, hash.as_bytes());
-            if count == 0 {
-                let size = self.index.get_decoded::<BlobMeta>(CF_BLOBS, hash.as_bytes())?.map(|m| m.size).unwrap_or(0);
+            // A count above zero: referenced again (deduplicated into a newer
+            // object); the entry is spent. A later decrement than this entry's
+            // cutoff: a newer entry waits for its own grace and decides then.
+            if rc.count == 0 && rc.last_unref_ms <= cutoff.as_millis() {
+                let meta = self.index.get_decoded::<BlobMeta>(CF_BLOBS, hash.as_bytes())?;
                 self.blobs.remove(&hash)?;
                 batch.delete_cf(self.index.cf(CF_BLOBS)?, hash.as_bytes());
                 batch.delete_cf(self.index.cf(CF_REFS)?, hash.as_bytes());
-                report.reclaimed_blobs += 1;
-                report.reclaimed_bytes += size;
-            } else if count < 0 {
-                tracing::error!(blob = %hash, count, "negative reference count; keeping the blob, run `walstore check`");
-                continue;
+                // No metadata: an earlier entry of the same blob collected it.
+                if let Some(m) = meta {
+                    report.reclaimed_blobs += 1;
+                    report.reclaimed_bytes += m.size;
+                }
             }
+            // Relaxed: losing it in a crash only repeats this entry.
             self.index.write_relaxed(batch)?;
         }
+        if cur.consumed >= GC_COMPACT_AFTER {
+            self.index.compact_prefix(CF_GCQ, &cur.lower)?;
+            cur.consumed = 0;
+        }
+        drop(cur);
         self.stats.gc_reclaimed_blobs.fetch_add(report.reclaimed_blobs, Ordering::Relaxed);
         self.stats.gc_reclaimed_bytes.fetch_add(report.reclaimed_bytes, Ordering::Relaxed);
         Ok(report)
     }
 
-    /// Number of blobs waiting for GC (candidates, in or past their grace).
-    pub fn gc_queue_len(&self) -> Result<u64> {
-        let mut n = 0;
-        for item in self.index.range(CF_GCQ, b"", None)? {
-            item?;
-            n += 1;
+    /// Counts the GC queue from where GC last stopped (cost: the pending
+    /// entries, not the consumed ones).
+    pub fn gc_queue_stats(&self, now: SystemTime) -> Result<GcQueueStats> {
+        let cutoff = Timestamp::from_system(now.checked_sub(self.config.gc_grace).unwrap_or(SystemTime::UNIX_EPOCH));
+        let lower = self.gc_cursor.lock().lower.clone();
+        let mut stats = GcQueueStats::default();
+        for item in self.index.range_bounded(CF_GCQ, lower, vec![0xff; GCQ_KEY_LEN + 1])? {
+            let (k, _) = item?;
+            stats.pending += 1;
+            if let Some((since, _)) = gcq_split(&k) {
+                if since <= cutoff {
+                    if stats.due == 0 {
+                        stats.backlog = cutoff.to_system().duration_since(since.to_system()).unwrap_or_default();
+                    }
+                    stats.due += 1;
+                }
+            }
         }
-        Ok(n)
+        Ok(stats)
     }
 
     /// Aborts multipart uploads initiated before `now - multipart_expiry`.
@@ -228,7 +293,7 @@ impl Store {
                 report.problems.push("refcount key of the wrong length".into());
                 continue;
             };
-            stored.insert(BlobHash::from_bytes(h), codec::decode_count(&v)?);
+            stored.insert(BlobHash::from_bytes(h), codec::decode_count(&v)?.count);
         }
         report.blobs = expected.len() as u64;
         for (hash, want) in &expected {
@@ -250,7 +315,9 @@ impl Store {
         let mut queued = std::collections::HashSet::new();
         for item in self.index.range(CF_GCQ, b"", None)? {
             let (k, _) = item?;
-            queued.insert(k.to_vec());
+            if let Some((_, hash)) = gcq_split(&k) {
+                queued.insert(hash.as_bytes().to_vec());
+            }
         }
         for (hash, have) in &stored {
             if *have != 0 && !expected.contains_key(hash) {

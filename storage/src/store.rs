@@ -200,6 +200,7 @@ pub struct Store {
     pub(crate) guard: crate::wal::guard::WalGuard,
     pub(crate) scrub: crate::usage::ScrubStats,
     space: Arc<SpaceGuard>,
+    pub(crate) gc_cursor: parking_lot::Mutex<crate::maintenance::GcCursor>,
 }
 
 impl Store {
@@ -253,6 +254,7 @@ impl Store {
             guard: crate::wal::guard::WalGuard::default(),
             scrub: crate::usage::ScrubStats::default(),
             space: SpaceGuard::new(config.data_dir.clone(), config.space_reserve),
+            gc_cursor: Default::default(),
             config,
         })
     }
@@ -344,7 +346,11 @@ impl Store {
                 let meta = BlobMeta { size, block_size: BLOCK_SIZE, crcs };
                 batch.put_cf(blobs_cf, hash.as_bytes(), codec::encode(&meta));
             }
-            batch.merge_cf(refs_cf, hash.as_bytes(), codec::encode_count(1));
+            batch.merge_cf(
+                refs_cf,
+                hash.as_bytes(),
+                codec::encode_count(codec::RefCount { count: 1, last_unref_ms: 0 }),
+            );
         }
         self.index.write(batch)
     }
@@ -353,9 +359,10 @@ impl Store {
     pub(crate) fn unref(&self, batch: &mut WriteBatch, blobs: &[BlobRef], now: Timestamp) -> Result<()> {
         let refs_cf = self.index.cf(CF_REFS)?;
         let gcq_cf = self.index.cf(CF_GCQ)?;
+        let dec = codec::encode_count(codec::RefCount { count: -1, last_unref_ms: now.as_millis() });
         for b in blobs {
-            batch.merge_cf(refs_cf, b.hash.as_bytes(), codec::encode_count(-1));
-            batch.put_cf(gcq_cf, b.hash.as_bytes(), codec::encode(&now));
+            batch.merge_cf(refs_cf, b.hash.as_bytes(), dec);
+            batch.put_cf(gcq_cf, crate::index::gcq_key(now, &b.hash), b"");
         }
         Ok(())
     }
@@ -365,7 +372,11 @@ impl Store {
     pub(crate) fn add_refs(&self, batch: &mut WriteBatch, blobs: &[BlobRef]) -> Result<()> {
         let refs_cf = self.index.cf(CF_REFS)?;
         for b in blobs {
-            batch.merge_cf(refs_cf, b.hash.as_bytes(), codec::encode_count(1));
+            batch.merge_cf(
+                refs_cf,
+                b.hash.as_bytes(),
+                codec::encode_count(codec::RefCount { count: 1, last_unref_ms: 0 }),
+            );
         }
         Ok(())
     }

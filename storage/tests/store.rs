@@ -127,7 +127,9 @@ fn dedup_and_gc_after_grace() {
     s.delete_object(&b2, &ObjectKey::parse("y").expect("k"), ME).expect("del");
     // Inside the grace period nothing is removed.
     let r = s.gc_pass(SystemTime::now(), 100).expect("gc");
-    assert_eq!((r.reclaimed_blobs, r.waiting), (0, 1));
+    assert_eq!((r.reclaimed_blobs, r.examined), (0, 0));
+    let q = s.gc_queue_stats(SystemTime::now()).expect("stats");
+    assert_eq!((q.pending, q.due), (1, 0));
     assert_eq!(blob_files(dir.path()), 1);
     let r = s.gc_pass(later(), 100).expect("gc");
     assert_eq!(r.reclaimed_blobs, 1);
@@ -147,6 +149,63 @@ fn put_of_same_bytes_during_grace_keeps_blob() {
     assert_eq!(s.gc_pass(later(), 100).expect("gc").reclaimed_blobs, 0);
     assert_eq!(read_all(&s, &info), b"payload");
     assert!(s.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn reused_blob_waits_for_the_grace_of_its_last_drop() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.gc_grace = Duration::from_secs(1);
+    let s = Store::open(cfg).expect("open store");
+    let b = bucket(&s, "bkt");
+    put(&s, &b, "first", b"shared payload");
+    s.delete_object(&b, &ObjectKey::parse("first").expect("k"), ME).expect("del");
+    std::thread::sleep(Duration::from_millis(1200));
+    // The first drop is past its grace now; the same bytes are stored again
+    // and dropped again: the blob must wait for the second drop's grace.
+    let info = put(&s, &b, "second", b"shared payload");
+    s.delete_object(&b, &ObjectKey::parse("second").expect("k"), ME).expect("del");
+    let r = s.gc_pass(SystemTime::now() + Duration::from_millis(300), 100).expect("gc");
+    assert_eq!((r.examined, r.reclaimed_blobs), (1, 0), "the first drop's entry is spent, nothing removed");
+    assert_eq!(blob_files(dir.path()), 1);
+    let r = s.gc_pass(SystemTime::now() + Duration::from_secs(5), 100).expect("gc");
+    assert_eq!((r.examined, r.reclaimed_blobs, r.reclaimed_bytes), (1, 1, info.size));
+    assert_eq!(blob_files(dir.path()), 0);
+    assert!(s.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn gc_reads_only_due_entries_in_bounded_passes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = open(dir.path());
+    let b = bucket(&s, "bkt");
+    for i in 0..50 {
+        put(&s, &b, &format!("k{i}"), format!("body {i}").as_bytes());
+    }
+    for i in 0..50 {
+        s.delete_object(&b, &ObjectKey::parse(&format!("k{i}")).expect("k"), ME).expect("del");
+    }
+    let q = s.gc_queue_stats(SystemTime::now()).expect("stats");
+    assert_eq!((q.pending, q.due, q.backlog), (50, 0, Duration::ZERO));
+    let q = s.gc_queue_stats(later()).expect("stats");
+    assert_eq!((q.pending, q.due), (50, 50));
+    assert!(q.backlog > Duration::from_secs(3000), "{q:?}");
+    let mut passes = Vec::new();
+    loop {
+        let r = s.gc_pass(later(), 20).expect("gc");
+        passes.push((r.examined, r.reclaimed_blobs));
+        if r.examined < 20 {
+            break;
+        }
+    }
+    assert_eq!(passes, vec![(20, 20), (20, 20), (10, 10)]);
+    assert_eq!(s.gc_queue_stats(later()).expect("stats"), GcQueueStats::default());
+    assert_eq!(blob_files(dir.path()), 0);
+    assert!(s.check().expect("check").problems.is_empty());
+    // Reopened, the queue is read from its start: nothing is left to find.
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.gc_pass(later(), 100).expect("gc").examined, 0);
 }
 
 #[test]
