@@ -36,7 +36,8 @@ use tokio::time::Instant;
 
 const SEG: u64 = 16 << 20;
 const BUCKET: &str = "pgbkt";
-const TARS: [&str; 3] = ["part_001.tar.lz4", "part_002.tar.lz4", "pg_control.tar.lz4"];
+/// Data tar parts per backup (`part_001.tar.lz4` …), besides `pg_control.tar.lz4`.
+const TAR_PARTS: usize = 2;
 const SYSID: u64 = 7_312_345_678_901_234_567;
 
 // ------------------------------------------------------------------------------------------------
@@ -162,6 +163,8 @@ struct Repo {
     t0: Instant,
     /// One Part C "day".
     u: Duration,
+    /// Data tar parts of each backup.
+    tar_parts: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -181,8 +184,15 @@ struct DeleteAnswer {
 
 impl Repo {
     fn new(name: &str, u_ms: u64) -> Repo {
+        Repo::with_args(name, u_ms, &[])
+    }
+
+    /// A repository on a server started with `extra` arguments.
+    fn with_args(name: &str, u_ms: u64, extra: &[&str]) -> Repo {
         let dir = tempfile::tempdir().expect("tmp");
-        let srv = Server::start(dir.path(), &["--bucket", BUCKET]);
+        let mut args = vec!["--bucket", BUCKET];
+        args.extend_from_slice(extra);
+        let srv = Server::start(dir.path(), &args);
         let c = srv.client();
         Repo {
             srv,
@@ -191,8 +201,16 @@ impl Repo {
             target: format!("{BUCKET}/spilo/{name}/wal/15"),
             t0: Instant::now(),
             u: Duration::from_millis(u_ms),
+            tar_parts: TAR_PARTS,
             _dir: dir,
         }
+    }
+
+    /// `kill -9` of the server, restart on the same data directory.
+    fn kill_and_restart(&mut self) {
+        self.srv.kill();
+        self.srv.spawn();
+        self.c = self.srv.client();
     }
 
     fn ms(&self, days: f64) -> String {
@@ -271,7 +289,11 @@ impl Repo {
     }
 
     fn tar_keys(&self, name: &str) -> Vec<String> {
-        TARS.iter().map(|t| self.key(&format!("basebackups_005/{name}/tar_partitions/{t}"))).collect()
+        (1..=self.tar_parts)
+            .map(|i| format!("part_{i:03}.tar.lz4"))
+            .chain(["pg_control.tar.lz4".to_owned()])
+            .map(|t| self.key(&format!("basebackups_005/{name}/tar_partitions/{t}")))
+            .collect()
     }
 
     fn metadata(start: u64, finish: u64, permanent: bool, t_start: i64, t_finish: i64) -> String {
@@ -1786,4 +1808,109 @@ async fn c40_backups_stop_window_slides() {
         let wal: BTreeSet<String> = r.all_keys().await.into_iter().filter(|k| k.contains("/wal_005/")).collect();
         assert_eq!(wal, expect, "day {day}");
     }
+}
+
+/// Retention under `kill -9`. The server enforces the policy itself (worker
+/// every 50 ms, keep the 2 newest backups); each cycle archives 60 segments
+/// and a backup of 40 tar parts, whose sentinel releases the backup two
+/// before it and the WAL up to the new second-newest backup's start (about
+/// 100 deletions), and the server is killed at a random moment in the first
+/// 120 ms after that (the worker starts within 50 ms and needs tens of ms). After
+/// every restart: a backup whose sentinel is listed is complete (units go
+/// sentinel first), the two newest backups and every segment from the older
+/// one's start are there, and the WAL left has no hole (oldest first). At the
+/// end everything released is gone (interrupted units resumed from the
+/// journal) and `walstore check` is clean. Cycles: `WALSTORE_CRASH_CYCLES`
+/// (default 8); replay: `WALSTORE_CRASH_SEED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletions_survive_kill_dash_nine() {
+    use rand::{Rng, SeedableRng};
+    let cycles: u64 = std::env::var("WALSTORE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let seed: u64 = std::env::var("WALSTORE_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    println!("retention crash test: {cycles} cycles, seed {seed} (replay with WALSTORE_CRASH_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut r = Repo::with_args("crash", 100, &["--gc-interval", "50ms", "--retention-interval", "50ms"]);
+    r.tar_parts = 40;
+    r.base_policy(&[
+        "--min-backups",
+        "2",
+        "--recovery-window",
+        "1ms",
+        "--archive-lag-grace",
+        "1s",
+        "--enforce",
+        "true",
+    ]);
+    const PER: u64 = 60;
+    let mut backups: Vec<Backup> = Vec::new();
+    let (mut cut_backups, mut cut_wal, mut prev_lo) = (0, 0, 0);
+    for cycle in 0..cycles {
+        let base = cycle * PER;
+        r.segs_bulk(1, base..=base + PER - 1).await;
+        backups.push(r.backup(1, base + PER - 2, base + PER - 1, None, false).await);
+        let pushed = base + PER - 1;
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..120))).await;
+        r.kill_and_restart();
+
+        let keys = r.all_keys().await;
+        // Listed backups are whole.
+        for b in &backups {
+            if keys.contains(b.sentinel()) {
+                for k in &b.keys {
+                    assert!(keys.contains(k), "cycle {cycle}: {} is listed but {k} is gone", b.name);
+                }
+            } else if b.keys.iter().any(|k| keys.contains(k)) {
+                cut_backups += 1; // cut after its sentinel: the journal finishes the unit
+            }
+        }
+        // The kept backups and their WAL.
+        let keep_from = backups.len().saturating_sub(2);
+        for b in &backups[keep_from..] {
+            for k in &b.keys {
+                assert!(keys.contains(k), "cycle {cycle}: kept backup {} lost {k}", b.name);
+            }
+        }
+        let need_from = (keep_from as u64) * PER + PER - 2;
+        let wal: Vec<u64> =
+            keys.iter().filter_map(|k| k.contains("/wal_005/").then(|| first24(k)).flatten()).map(|(_, n)| n).collect();
+        let lo = *wal.first().expect("some WAL");
+        assert!(lo <= need_from, "cycle {cycle}: WAL from {need_from} is needed, oldest left is {lo}");
+        assert_eq!(wal, (lo..=pushed).collect::<Vec<_>>(), "cycle {cycle}: WAL left must be one run with no hole");
+        if lo > prev_lo && lo < need_from {
+            cut_wal += 1;
+        }
+        prev_lo = lo;
+        println!("cycle {cycle}: {} keys after the restart, oldest segment {lo}", keys.len());
+    }
+    // The worker finishes what the kills interrupted.
+    let keep_from = backups.len().saturating_sub(2);
+    let mut expect: BTreeSet<String> = backups[keep_from..].iter().flat_map(|b| b.keys.iter().cloned()).collect();
+    expect.extend(r.keys(&wal_paths(1, (keep_from as u64) * PER + PER - 2..=cycles * PER - 1)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut keys = r.all_keys().await;
+    while keys != expect && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        keys = r.all_keys().await;
+    }
+    assert_eq!(keys, expect, "after the last restart retention converges to the two newest backups and their WAL");
+    let (ok, v, out) = r.cli(&["audit", "--limit", "100000"]);
+    assert!(ok, "{out}");
+    let resumed = v["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x.to_string().contains("resumed after a restart"))
+        .count();
+    println!(
+        "{cycles} kills: {cut_backups} cut a backup's deletion after its sentinel, {cut_wal} cut the WAL deletion; \
+         {resumed} objects deleted by a resumed unit"
+    );
+    assert_eq!(r.srv.stop(), Some(0), "clean shutdown");
+    let out = r.srv.cli(&["check"]);
+    assert!(
+        out.status.success(),
+        "walstore check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
