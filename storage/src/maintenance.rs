@@ -50,6 +50,9 @@ pub struct GcQueueStats {
 /// the last pass stopped; see [`GcCursor`].
 const GC_RESCAN: Duration = Duration::from_secs(300);
 
+/// How far behind `now` the cursor stays (see [`GcCursor`]).
+const LATE_COMMIT_SLACK: Duration = Duration::from_secs(10);
+
 /// Consumed queue entries after which their tombstones are compacted away.
 const GC_COMPACT_AFTER: u64 = 100_000;
 
@@ -60,8 +63,10 @@ const GC_COMPACT_AFTER: u64 = 100_000;
 /// (scanning from the start every pass made each pass slower under churn
 /// until GC fell behind deletes). The cursor is only a hint: an entry is keyed
 /// by the time its delete was prepared, and a batch committed late (or a clock
-/// stepped back) can land below it. So every [`GC_RESCAN`] a pass compacts
-/// the consumed prefix (dropping its tombstones) and reads from the start.
+/// stepped back) can land below it. So the cursor never gets closer than
+/// [`LATE_COMMIT_SLACK`] to `now` (it only matters when the grace is shorter
+/// than that), and every [`GC_RESCAN`] a pass compacts the consumed prefix
+/// (dropping its tombstones) and reads from the start.
 #[derive(Debug, Default)]
 pub(crate) struct GcCursor {
     lower: Vec<u8>,
@@ -108,9 +113,15 @@ impl Store {
             let (k, _) = item?;
             due.push(k);
         }
+        // The cursor stays LATE_COMMIT_SLACK behind `now`: with a short grace a
+        // delete keyed a moment ago may still be committing.
+        let slack_cap = gcq_key(
+            Timestamp::from_system(now.checked_sub(LATE_COMMIT_SLACK).unwrap_or(SystemTime::UNIX_EPOCH)),
+            &BlobHash::from_bytes([0; 32]),
+        );
         for key in due {
             report.examined += 1;
-            cur.lower = key.to_vec();
+            cur.lower = key.to_vec().min(slack_cap.to_vec());
             cur.consumed += 1;
             let Some((_, hash)) = gcq_split(&key) else {
                 tracing::error!(key = %hex::encode(&key), "GC queue entry of unknown shape; dropping it");
