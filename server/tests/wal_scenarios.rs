@@ -1815,7 +1815,9 @@ async fn c40_backups_stop_window_slides() {
 /// and a backup of 40 tar parts, whose sentinel releases the backup two
 /// before it and the WAL up to the new second-newest backup's start (about
 /// 100 deletions), and the server is killed at a random moment in the first
-/// 120 ms after that (the worker starts within 50 ms and needs tens of ms). After
+/// 120 ms after that (the worker starts within 50 ms and needs tens of ms)
+/// while 16 uploads push the next segments, as archiving goes on meanwhile;
+/// every acknowledged one must be there after the restart. After
 /// every restart: a backup whose sentinel is listed is complete (units go
 /// sentinel first), the two newest backups and every segment from the older
 /// one's start are there, and the WAL left has no hole (oldest first). At the
@@ -1843,14 +1845,40 @@ async fn retention_deletions_survive_kill_dash_nine() {
     ]);
     const PER: u64 = 60;
     let mut backups: Vec<Backup> = Vec::new();
-    let (mut cut_backups, mut cut_wal, mut prev_lo) = (0, 0, 0);
+    let (mut cut_backups, mut cut_wal, mut prev_lo, mut extra_acked) = (0, 0, 0, 0);
     for cycle in 0..cycles {
         let base = cycle * PER;
         r.segs_bulk(1, base..=base + PER - 1).await;
         backups.push(r.backup(1, base + PER - 2, base + PER - 1, None, false).await);
         let pushed = base + PER - 1;
+        // Archiving goes on while retention deletes: the next cycle's segments,
+        // 16 uploads at a time, until the kill. Acknowledged ones must survive.
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(pushed + 1));
+        let mut pushers = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (c, acked, next, prefix) = (r.c.clone(), acked.clone(), next.clone(), r.prefix.clone());
+            pushers.spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n > pushed + PER {
+                        return;
+                    }
+                    let key = format!("{prefix}{}", wal_path(1, n));
+                    if put_object(&c, &key, lz4(&seg_content(1, n))).await.is_err() {
+                        return; // the server is gone
+                    }
+                    acked.lock().expect("acked").insert(n);
+                }
+            });
+        }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..120))).await;
         r.kill_and_restart();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(60), async { while pushers.join_next().await.is_some() {} }).await;
+        pushers.abort_all();
+        let acked: BTreeSet<u64> = acked.lock().expect("acked").clone();
+        extra_acked += acked.len();
 
         let keys = r.all_keys().await;
         // Listed backups are whole.
@@ -1871,8 +1899,12 @@ async fn retention_deletions_survive_kill_dash_nine() {
             }
         }
         let need_from = (keep_from as u64) * PER + PER - 2;
-        let wal: Vec<u64> =
+        let all_wal: Vec<u64> =
             keys.iter().filter_map(|k| k.contains("/wal_005/").then(|| first24(k)).flatten()).map(|(_, n)| n).collect();
+        for n in &acked {
+            assert!(all_wal.contains(n), "cycle {cycle}: acknowledged segment {n} is missing after the restart");
+        }
+        let wal: Vec<u64> = all_wal.into_iter().filter(|n| *n <= pushed).collect();
         let lo = *wal.first().expect("some WAL");
         assert!(lo <= need_from, "cycle {cycle}: WAL from {need_from} is needed, oldest left is {lo}");
         assert_eq!(wal, (lo..=pushed).collect::<Vec<_>>(), "cycle {cycle}: WAL left must be one run with no hole");
@@ -1886,11 +1918,19 @@ async fn retention_deletions_survive_kill_dash_nine() {
     let keep_from = backups.len().saturating_sub(2);
     let mut expect: BTreeSet<String> = backups[keep_from..].iter().flat_map(|b| b.keys.iter().cloned()).collect();
     expect.extend(r.keys(&wal_paths(1, (keep_from as u64) * PER + PER - 2..=cycles * PER - 1)));
+    // Segments after the last backup (pushed during the last kill) are not retention's business.
+    let last = cycles * PER - 1;
+    let settled = || async {
+        let keys: BTreeSet<String> = r.all_keys().await;
+        keys.into_iter()
+            .filter(|k| !k.contains("/wal_005/") || first24(k).is_some_and(|(_, n)| n <= last))
+            .collect::<BTreeSet<String>>()
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut keys = r.all_keys().await;
+    let mut keys = settled().await;
     while keys != expect && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        keys = r.all_keys().await;
+        keys = settled().await;
     }
     assert_eq!(keys, expect, "after the last restart retention converges to the two newest backups and their WAL");
     let (ok, v, out) = r.cli(&["audit", "--limit", "100000"]);
@@ -1903,7 +1943,7 @@ async fn retention_deletions_survive_kill_dash_nine() {
         .count();
     println!(
         "{cycles} kills: {cut_backups} cut a backup's deletion after its sentinel, {cut_wal} cut the WAL deletion; \
-         {resumed} objects deleted by a resumed unit"
+         {resumed} objects deleted by a resumed unit; {extra_acked} segments acknowledged during the kill windows"
     );
     assert_eq!(r.srv.stop(), Some(0), "clean shutdown");
     let out = r.srv.cli(&["check"]);
