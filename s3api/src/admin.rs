@@ -340,15 +340,7 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
         }
         AdminRequest::Gc => {
             let now = SystemTime::now();
-            let mut total = storage::GcReport::default();
-            loop {
-                let gc = store.gc_pass(now, 10_000)?;
-                total.reclaimed_blobs += gc.reclaimed_blobs;
-                total.reclaimed_bytes += gc.reclaimed_bytes;
-                if gc.examined < 10_000 {
-                    break;
-                }
-            }
+            let total = store.gc_until_done(now, None)?;
             let waiting = store.gc_queue_stats(now)?.pending;
             let orphans = store.sweep_orphans(now)?;
             let expired = store.expire_uploads(now)?;

@@ -401,21 +401,11 @@ fn run_job(job: &str, s: &Store, m: &s3api::metrics::Metrics) -> storage::Result
     let now = SystemTime::now();
     match job {
         "gc" => {
-            // Passes until nothing is due or the time budget is spent, so GC
-            // keeps up with any delete rate the server accepts; the other
-            // jobs wait at most the budget.
-            let started = std::time::Instant::now();
-            let (mut blobs, mut bytes) = (0, 0);
-            loop {
-                let gc = s.gc_pass(now, 10_000)?;
-                blobs += gc.reclaimed_blobs;
-                bytes += gc.reclaimed_bytes;
-                if gc.examined < 10_000 || started.elapsed() >= GC_JOB_BUDGET {
-                    break;
-                }
-            }
-            if blobs > 0 {
-                tracing::info!(blobs, bytes, "GC reclaimed space");
+            // Until nothing is due, so GC keeps up with any delete rate the
+            // server accepts; the other jobs wait at most the budget.
+            let gc = s.gc_until_done(now, Some(GC_JOB_BUDGET))?;
+            if gc.reclaimed_blobs > 0 {
+                tracing::info!(blobs = gc.reclaimed_blobs, bytes = gc.reclaimed_bytes, "GC reclaimed space");
             }
             let expired = s.expire_uploads(now)?;
             if expired > 0 {

@@ -97,7 +97,7 @@ impl Store {
     /// at most `limit` due queue entries, so callers can throttle; a pass that
     /// examined fewer than `limit` left nothing due behind.
     pub fn gc_pass(&self, now: SystemTime, limit: usize) -> Result<GcReport> {
-        let cutoff = Timestamp::from_system(now.checked_sub(self.config.gc_grace).unwrap_or(SystemTime::UNIX_EPOCH));
+        let cutoff = self.gc_cutoff(now);
         let upper = gcq_key(cutoff.plus(Duration::from_millis(1)), &BlobHash::from_bytes([0; 32]));
         let mut report = GcReport::default();
         // Held for the pass: passes (the background job, `walstore gc`) take turns.
@@ -164,10 +164,32 @@ impl Store {
         Ok(report)
     }
 
+    /// Runs GC passes until nothing is due, or until `budget` is spent (so a
+    /// caller sharing a worker with other jobs is not held up for long).
+    pub fn gc_until_done(&self, now: SystemTime, budget: Option<Duration>) -> Result<GcReport> {
+        const PASS: usize = 10_000;
+        let started = Instant::now();
+        let mut total = GcReport::default();
+        loop {
+            let r = self.gc_pass(now, PASS)?;
+            total.examined += r.examined;
+            total.reclaimed_blobs += r.reclaimed_blobs;
+            total.reclaimed_bytes += r.reclaimed_bytes;
+            if r.examined < PASS as u64 || budget.is_some_and(|b| started.elapsed() >= b) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Entries queued at or before this time are due.
+    fn gc_cutoff(&self, now: SystemTime) -> Timestamp {
+        Timestamp::from_system(now.checked_sub(self.config.gc_grace).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
     /// Counts the GC queue from where GC last stopped (cost: the pending
     /// entries, not the consumed ones).
     pub fn gc_queue_stats(&self, now: SystemTime) -> Result<GcQueueStats> {
-        let cutoff = Timestamp::from_system(now.checked_sub(self.config.gc_grace).unwrap_or(SystemTime::UNIX_EPOCH));
+        let cutoff = self.gc_cutoff(now);
         let lower = self.gc_cursor.lock().lower.clone();
         let mut stats = GcQueueStats::default();
         for item in self.index.range_bounded(CF_GCQ, lower, vec![0xff; GCQ_KEY_LEN + 1])? {
