@@ -49,7 +49,9 @@ def client(s: Walstore):
 
 
 def body(i: int) -> bytes:
-    return f"object {i} ".encode() * (1 + i % 7)
+    # Most objects are small enough to live inline in the index; every fifth is
+    # a blob file (over 64 KiB).
+    return f"object {i} ".encode() * (1 + i % 7 if i % 5 else 8000)
 
 
 def blob_count(d: Path) -> int:

@@ -71,7 +71,8 @@ fn wal_key(n: usize) -> String {
 
 fn put_pipeline(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let blobs = FsBlobStore::open(dir.path().join("blobs")).expect("blob store");
+    let blobs: std::sync::Arc<dyn storage::BlobStore> =
+        std::sync::Arc::new(FsBlobStore::open(dir.path().join("blobs")).expect("blob store"));
     let body = pseudo_random(16 * MIB, 16);
     let mut g = c.benchmark_group("put_pipeline");
     g.throughput(Throughput::Bytes(body.len() as u64));
@@ -80,7 +81,8 @@ fn put_pipeline(c: &mut Criterion) {
     // of SHA-256, MD5 and the block CRC32s.
     g.bench_function("blob_writer_16MiB_in_1MiB_writes", |b| {
         b.iter(|| {
-            let mut w = BlobWriter::new(&blobs, &[ChecksumAlgorithm::Crc64Nvme]).expect("writer");
+            let mut w = BlobWriter::new(blobs.clone(), &[ChecksumAlgorithm::Crc64Nvme], Some(body.len() as u64))
+                .expect("writer");
             for buf in body.chunks(MIB) {
                 w.write(buf).expect("write");
             }

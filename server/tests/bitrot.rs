@@ -43,12 +43,14 @@ async fn flipped_bytes_are_never_served_and_scrub_finds_every_one() {
     let srv = Server::start(dir.path(), &["--bucket", "rot"]);
     let c = srv.client();
 
-    // Sizes from one byte to several 1 MiB CRC blocks.
+    // Sizes from just above the inline limit (smaller bodies live in the index,
+    // whose damage tests/test_index_damage.py covers) to several 1 MiB CRC blocks.
+    let small = storage::INLINE_MAX as usize + 1;
     let mut objects = Vec::new();
     for i in 0..OBJECTS {
         let len = match i % 4 {
-            0 => rng.gen_range(1..4096),
-            1 => rng.gen_range(4096..(1 << 20)),
+            0 => rng.gen_range(small..small + 4096),
+            1 => rng.gen_range(small + 4096..(1 << 20)),
             2 => (1 << 20) + rng.gen_range(0..(1 << 20)),
             _ => rng.gen_range((2 << 20)..(5 << 20)),
         };

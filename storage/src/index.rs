@@ -5,6 +5,8 @@
 //! - `buckets`: `<bucket>` → [`BucketEntry`]
 //! - `objects`: `<bucket> 0x00 <key>` → [`ObjectEntry`]; byte order = S3 listing order
 //! - `blobs`:   `<sha256>` → [`BlobMeta`] (size, per-block CRC32s)
+//! - `inline`:  `<sha256>` → `[1]` + the bytes of a blob of at most
+//!   [`crate::writer::INLINE_MAX`] bytes kept in the index instead of a file
 //! - `refs`:    `<sha256>` → reference count and time of the last decrement
 //!   (merge operator adds deltas, keeps the later time)
 //! - `gcq`:     `<ms since epoch u64 BE> <sha256>` → empty: a blob lost a reference
@@ -50,8 +52,9 @@ pub(crate) const CF_QUARANTINE: &str = "quarantine";
 pub(crate) const CF_AUDIT: &str = "audit";
 pub(crate) const CF_KEYS: &str = "keys";
 pub(crate) const CF_JOURNAL: &str = "journal";
+pub(crate) const CF_INLINE: &str = "inline";
 
-const ALL_CFS: [&str; 13] = [
+const ALL_CFS: [&str; 14] = [
     CF_BUCKETS,
     CF_OBJECTS,
     CF_BLOBS,
@@ -65,12 +68,16 @@ const ALL_CFS: [&str; 13] = [
     CF_AUDIT,
     CF_KEYS,
     CF_JOURNAL,
+    CF_INLINE,
 ];
 
 /// Version of the index layout as a whole (CF set and key encodings).
 /// 2: `gcq` keyed by time (was: by hash, valued by time); `refs` values carry
 /// the time of the last decrement. A schema 1 index is migrated at open.
-const SCHEMA_VERSION: u32 = 2;
+/// 3: the `inline` column family (small blobs). Schema 2 needs no migration
+/// (the family is created empty at open); the version moves so that an older
+/// build refuses an index that may hold blobs it cannot read.
+const SCHEMA_VERSION: u32 = 3;
 
 /// Length of a `gcq` key: time (8) + blob hash (32).
 pub(crate) const GCQ_KEY_LEN: usize = 40;
@@ -230,6 +237,7 @@ impl Index {
                         self.migrate_gcq_v1()?;
                         self.set_schema()
                     }
+                    2 => self.set_schema(),
                     _ => Err(Error::Index(format!(
                         "index schema version {found} is not supported by this build (expects {SCHEMA_VERSION})"
                     ))),

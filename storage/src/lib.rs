@@ -44,4 +44,4 @@ pub use store::{
 };
 pub use types::*;
 pub use usage::{CorruptBlob, ScrubReport, ScrubStats, Usage};
-pub use writer::{block_crcs, BlobWriter, StagedBlob, BLOCK_SIZE};
+pub use writer::{block_crcs, BlobWriter, StagedBlob, BLOCK_SIZE, INLINE_MAX};

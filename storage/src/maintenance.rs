@@ -16,8 +16,8 @@ use rocksdb::WriteBatch;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    gcq_key, gcq_split, BlobMeta, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_OBJECTS,
-    CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, GCQ_KEY_LEN,
+    gcq_key, gcq_split, BlobMeta, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE,
+    CF_OBJECTS, CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, GCQ_KEY_LEN,
 };
 use crate::locks::lock_id;
 use crate::multipart::split_upload_key;
@@ -64,8 +64,10 @@ const GC_COMPACT_AFTER: u64 = 100_000;
 /// until GC fell behind deletes). The cursor is only a hint: an entry is keyed
 /// by the time its delete was prepared, and a batch committed late (or a clock
 /// stepped back) can land below it. So the cursor never gets closer than
-/// [`LATE_COMMIT_SLACK`] to `now` (it only matters when the grace is shorter
-/// than that), and every [`GC_RESCAN`] a pass compacts the consumed prefix
+/// [`LATE_COMMIT_SLACK`] to the clock (the real one, not the `now` a caller
+/// passes: a pass told it is an hour later must not move the cursor past
+/// entries committed a moment after it; it only matters when the grace is
+/// shorter than the slack), and every [`GC_RESCAN`] a pass compacts the consumed prefix
 /// (dropping its tombstones) and reads from the start.
 #[derive(Debug, Default)]
 pub(crate) struct GcCursor {
@@ -113,10 +115,12 @@ impl Store {
             let (k, _) = item?;
             due.push(k);
         }
-        // The cursor stays LATE_COMMIT_SLACK behind `now`: with a short grace a
+        // The cursor stays LATE_COMMIT_SLACK behind the clock: with a short grace a
         // delete keyed a moment ago may still be committing.
         let slack_cap = gcq_key(
-            Timestamp::from_system(now.checked_sub(LATE_COMMIT_SLACK).unwrap_or(SystemTime::UNIX_EPOCH)),
+            Timestamp::from_system(
+                SystemTime::now().min(now).checked_sub(LATE_COMMIT_SLACK).unwrap_or(SystemTime::UNIX_EPOCH),
+            ),
             &BlobHash::from_bytes([0; 32]),
         );
         for key in due {
@@ -142,8 +146,11 @@ impl Store {
             // cutoff: a newer entry waits for its own grace and decides then.
             if rc.count == 0 && rc.last_unref_ms <= cutoff.as_millis() {
                 let meta = self.index.get_decoded::<BlobMeta>(CF_BLOBS, hash.as_bytes())?;
+                // Also for an inline blob: a blob written before inlining
+                // existed may be a small file (a missing file is no error).
                 self.blobs.remove(&hash)?;
                 batch.delete_cf(self.index.cf(CF_BLOBS)?, hash.as_bytes());
+                batch.delete_cf(self.index.cf(CF_INLINE)?, hash.as_bytes());
                 batch.delete_cf(self.index.cf(CF_REFS)?, hash.as_bytes());
                 // No metadata: an earlier entry of the same blob collected it.
                 if let Some(m) = meta {
@@ -336,7 +343,7 @@ impl Store {
             }
             match self.index.get_decoded::<BlobMeta>(CF_BLOBS, hash.as_bytes())? {
                 None => report.problems.push(format!("blob {hash}: referenced but has no metadata")),
-                Some(meta) => match self.blobs.size_of(hash)? {
+                Some(meta) => match self.stored_size(hash, meta.size)? {
                     None => report.problems.push(format!("blob {hash}: referenced but its file is missing")),
                     Some(s) if s != meta.size => {
                         report.problems.push(format!("blob {hash}: file has {s} bytes, index says {}", meta.size))
@@ -366,6 +373,12 @@ impl Store {
             }
             Ok(())
         })?;
+        for item in self.index.range(CF_INLINE, b"", None)? {
+            let (k, _) = item?;
+            if self.index.get(CF_BLOBS, &k)?.is_none() {
+                report.problems.push(format!("inline blob {}: bytes without metadata", hex::encode(&k)));
+            }
+        }
         Ok(report)
     }
 

@@ -1,10 +1,11 @@
 //! The store: buckets, objects and the one durable-write routine.
 //!
 //! Every operation that acknowledges a write ends in [`Store::commit`], which
-//! (1) makes each new blob durable under its hash (fsync, rename, fsync dir) while
-//! holding the blob's lock and (2) commits one RocksDB batch with `sync`, holding
-//! the object entry, the blob metadata and every reference-count change. Only
-//! after both does the caller answer the client.
+//! (1) makes each new blob file durable under its hash (fsync, rename, fsync dir)
+//! while holding the blob's lock and (2) commits one RocksDB batch with `sync`,
+//! holding the object entry, the blob metadata (and the bytes of a blob small
+//! enough to be inline, see [`INLINE_MAX`]) and every reference-count change.
+//! Only after both does the caller answer the client.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
     bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, CF_BLOBS,
-    CF_BUCKETS, CF_GCQ, CF_OBJECTS, CF_REFS, CF_UPLOADS,
+    CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS,
 };
 use crate::locks::{lock_id, Stripes};
 use crate::space::{SpaceGuard, SpaceReserve};
@@ -30,7 +31,7 @@ use crate::types::{
     Timestamp,
 };
 use crate::wal::guard::{DeleteAuth, NewBytes, Quarantined, Verdict};
-use crate::writer::{BlobWriter, StagedBlob, BLOCK_SIZE};
+use crate::writer::{BlobWriter, StagedBlob, StagedBody, BLOCK_SIZE, INLINE_MAX};
 
 /// Settings of the storage engine.
 #[derive(Debug, Clone)]
@@ -214,30 +215,49 @@ impl Store {
     pub fn open_with_blob_store(config: StoreConfig, blobs: Arc<dyn BlobStore>) -> Result<Self> {
         crate::blob::create_dir_durable(&config.data_dir)?;
         let index_dir = config.data_dir.join("index");
-        if !index_dir.join("CURRENT").exists() && any_blob(blobs.as_ref())? {
-            // Starting would create an empty index, and the orphan sweep would
-            // then delete every blob an hour later.
-            return Err(Error::Corrupt(format!(
-                "{} holds no index but {} holds blob files; refusing to start with an empty index (the orphan \
-                 sweep would delete them). Restore index/ from the copy it belongs to",
-                index_dir.display(),
-                blobs.root().display()
-            )));
+        let marker = config.data_dir.join(IN_USE_MARKER);
+        // What says this directory held objects, apart from the index itself.
+        let evidence = || -> Result<Option<String>> {
+            if any_blob(blobs.as_ref())? {
+                Ok(Some(format!("{} holds blob files", blobs.root().display())))
+            } else if marker.exists() {
+                Ok(Some(format!("{} says the index held buckets", marker.display())))
+            } else {
+                Ok(None)
+            }
+        };
+        if !index_dir.join("CURRENT").exists() {
+            if let Some(evidence) = evidence()? {
+                // Starting would create an empty index, and the orphan sweep would
+                // then delete every blob an hour later.
+                return Err(Error::Corrupt(format!(
+                    "{} holds no index but {evidence}; refusing to start with an empty index (the orphan sweep \
+                     would delete the blob files, and objects kept inline in the index would be gone). Restore \
+                     index/ from the copy it belongs to",
+                    index_dir.display(),
+                )));
+            }
         }
         let index = Index::open(&index_dir, &config.index)?;
         let empty = |cf| -> Result<bool> { Ok(index.range(cf, b"", None)?.next().is_none()) };
-        if empty(CF_BUCKETS)? && empty(CF_BLOBS)? && any_blob(blobs.as_ref())? {
+        if empty(CF_BUCKETS)? && empty(CF_BLOBS)? {
             // RocksDB reads a MANIFEST cut at a record boundary as an older state
             // (here: before the first bucket) and drops the newer table files.
-            // Every blob file has a record until GC removes both, so files
-            // without any bucket or blob record mean the index was lost.
-            return Err(Error::Corrupt(format!(
-                "the index at {} is empty but {} holds blob files: the index was lost or reset (a damaged \
-                 MANIFEST reads as an older state). Refusing to start (the orphan sweep would delete the \
-                 blobs); restore index/ from the copy it belongs to",
-                index_dir.display(),
-                blobs.root().display()
-            )));
+            // Every blob file has a record until GC removes both, and the marker
+            // exists while a bucket does, so either without any bucket or blob
+            // record means the index was lost.
+            if let Some(evidence) = evidence()? {
+                return Err(Error::Corrupt(format!(
+                    "the index at {} is empty but {evidence}: the index was lost or reset (a damaged MANIFEST \
+                     reads as an older state). Refusing to start (the orphan sweep would delete the blob files); \
+                     restore index/ from the copy it belongs to",
+                    index_dir.display(),
+                )));
+            }
+        } else if !marker.exists() {
+            // An index from before the marker existed, or a crash between the
+            // last bucket's deletion and a new bucket's marker.
+            write_marker(&marker)?;
         }
         let swept = blobs.sweep_staging()?;
         if swept > 0 {
@@ -301,7 +321,7 @@ impl Store {
         if !algos.contains(&ChecksumAlgorithm::Crc64Nvme) {
             algos.push(ChecksumAlgorithm::Crc64Nvme);
         }
-        Ok(BlobWriter::new(self.blobs.as_ref(), &algos)?.with_space(ticket))
+        Ok(BlobWriter::new(self.blobs.clone(), &algos, expected_len)?.with_space(ticket))
     }
 
     /// The disk-space reserve in bytes on the data directory's filesystem now.
@@ -337,12 +357,25 @@ impl Store {
         let blobs_cf = self.index.cf(CF_BLOBS)?;
         let refs_cf = self.index.cf(CF_REFS)?;
         for s in staged {
-            let StagedBlob { staging, hash, size, crcs, .. } = s;
-            let new = self.blobs.place(staging, &hash, size)?;
-            if !new {
+            let StagedBlob { body, hash, size, crcs, .. } = s;
+            let known = |index: &Index| -> Result<bool> { Ok(index.get(CF_BLOBS, hash.as_bytes())?.is_some()) };
+            // Whether the blob was already stored (as a file or inline).
+            let existed = match body {
+                StagedBody::File(staging) => {
+                    let new_file = self.blobs.place(staging, &hash, size)?;
+                    !new_file && known(&self.index)?
+                }
+                StagedBody::Inline(bytes) => {
+                    let existed = known(&self.index)?;
+                    if !existed {
+                        batch.put_cf(self.index.cf(CF_INLINE)?, hash.as_bytes(), encode_inline(&bytes));
+                    }
+                    existed
+                }
+            };
+            if existed {
                 self.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
-            }
-            if new || self.index.get(CF_BLOBS, hash.as_bytes())?.is_none() {
+            } else {
                 let meta = BlobMeta { size, block_size: BLOCK_SIZE, crcs };
                 batch.put_cf(blobs_cf, hash.as_bytes(), codec::encode(&meta));
             }
@@ -391,9 +424,17 @@ impl Store {
             return Err(Error::BucketAlreadyExists);
         }
         let entry = BucketEntry { created: Timestamp::now() };
+        // The marker first: a bucket without it would lose the evidence.
+        write_marker(&self.config.data_dir.join(IN_USE_MARKER))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes(), codec::encode(&entry));
-        self.commit(Vec::new(), batch)?;
+        if let Err(e) = self.commit(Vec::new(), batch) {
+            if self.list_buckets().is_ok_and(|b| b.is_empty()) {
+                // Else the next start would read the empty index as a lost one.
+                let _ = remove_marker(&self.config.data_dir.join(IN_USE_MARKER));
+            }
+            return Err(e);
+        }
         Ok(BucketInfo { name: name.clone(), created: entry.created })
     }
 
@@ -407,6 +448,13 @@ impl Store {
                 first?;
                 return Err(Error::BucketNotEmpty);
             }
+        }
+        let last = self.list_buckets()?.len() == 1;
+        if last {
+            // Removed before the commit: a crash in between leaves a bucket
+            // without its marker (written again at the next open), never a
+            // marker that would refuse an index that is empty on purpose.
+            remove_marker(&self.config.data_dir.join(IN_USE_MARKER))?;
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes());
@@ -453,7 +501,7 @@ impl Store {
         let old = self.entry(req.bucket, req.key.as_str())?;
         req.condition.check(old.as_ref())?;
         let now = Timestamp::now();
-        let new = NewBytes::Staged { path: req.blob.staging.path(), hash: req.blob.hash, size: req.blob.size };
+        let new = NewBytes::Staged(&req.blob);
         match self.wal_conflict(req.bucket, req.key, new)? {
             Verdict::Proceed => {}
             Verdict::Identical(existing) => {
@@ -722,7 +770,7 @@ impl Store {
             if meta.size != b.size {
                 return Err(Error::Corrupt(format!("blob {} size mismatch", b.hash)));
             }
-            let file = self.blobs.open(&b.hash)?;
+            let file = self.open_blob(&b.hash, meta.size)?;
             segments.push_back(Segment {
                 file,
                 hash: b.hash,
@@ -732,6 +780,66 @@ impl Store {
             });
         }
         Ok(ObjectReader { segments, remaining: range.end.saturating_sub(range.start), stats: self.stats.clone() })
+    }
+
+    /// The bytes of `hash` if it is stored inline (only blobs of at most
+    /// [`INLINE_MAX`] bytes can be; larger ones cost no lookup).
+    pub(crate) fn inline_blob(&self, hash: &BlobHash, size: u64) -> Result<Option<Bytes>> {
+        if size > INLINE_MAX {
+            return Ok(None);
+        }
+        match self.index.get(CF_INLINE, hash.as_bytes())? {
+            None => Ok(None),
+            Some(v) => match v.split_first() {
+                Some((&codec::VALUE_V1, _)) => Ok(Some(Bytes::from(v).slice(1..))),
+                _ => Err(Error::Decode(format!("inline blob {hash}: unknown format"))),
+            },
+        }
+    }
+
+    /// Length of the stored bytes of `hash` (inline or its file); `None` if missing.
+    pub(crate) fn stored_size(&self, hash: &BlobHash, size: u64) -> Result<Option<u64>> {
+        match self.inline_blob(hash, size)? {
+            Some(bytes) => Ok(Some(bytes.len() as u64)),
+            None => self.blobs.size_of(hash),
+        }
+    }
+
+    /// Opens a stored blob of `size` bytes (its metadata's size) for reading,
+    /// inline or from its file.
+    pub(crate) fn open_blob(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn BlobFile>> {
+        match self.inline_blob(hash, size)? {
+            Some(bytes) => Ok(Box::new(InlineBlob(bytes))),
+            None => self.blobs.open(hash),
+        }
+    }
+}
+
+/// `[1]` + the bytes: the value of an `inline` entry.
+fn encode_inline(bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(bytes.len() + 1);
+    v.push(codec::VALUE_V1);
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// A blob stored inline in the index, read like a file.
+struct InlineBlob(Bytes);
+
+impl BlobFile for InlineBlob {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match self.0.get(start..).and_then(|rest| rest.get(..buf.len())) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "inline blob is shorter")),
+        }
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.0.len() as u64)
     }
 }
 
@@ -826,6 +934,37 @@ fn summary_of(key: String, e: &ObjectEntry) -> ObjectSummary {
         checksum_algorithm: e.checksum.as_ref().map(|c| c.algorithm),
         checksum_type: e.checksum.as_ref().map(|c| c.type_name()),
     }
+}
+
+/// A file in the data directory that exists while the index holds a bucket.
+/// Without it, an index lost with only small (inline) objects in it would look
+/// like a new, empty store; see [`Store::open_with_blob_store`].
+const IN_USE_MARKER: &str = "index-in-use";
+
+fn write_marker(path: &std::path::Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let text = "walstore: the index in index/ holds buckets. Do not delete this file; walstore refuses to start \
+                on an empty index while it exists.\n";
+    let io = |e| Error::io(format!("writing {}", path.display()), e);
+    let f = std::fs::File::create(path).map_err(io)?;
+    std::io::Write::write_all(&mut &f, text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    sync_parent(path)
+}
+
+fn remove_marker(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+fn sync_parent(path: &std::path::Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("fsync of {}", dir.display()), e))
 }
 
 /// True if `blobs` holds at least one finished blob (stops at the first).

@@ -162,7 +162,7 @@ impl Store {
     }
 
     fn verify_blob(&self, hash: &BlobHash, meta: &BlobMeta, bytes: &mut u64) -> std::result::Result<(), String> {
-        let file = self.blobs.open(hash).map_err(|e| e.to_string())?;
+        let file = self.open_blob(hash, meta.size).map_err(|e| e.to_string())?;
         let len = file.size().map_err(|e| e.to_string())?;
         if len != meta.size {
             return Err(format!("file has {len} bytes, the index says {}", meta.size));

@@ -1,8 +1,12 @@
 //! One pass over an incoming body: every byte is hashed for its content address
 //! (SHA-256, which is also what a signed `x-amz-content-sha256` must equal), its
 //! ETag (MD5), its per-block CRC32s (verified on every read) and any checksums
-//! the client asked for, and written to a staging file.
+//! the client asked for, and written to a staging file, or kept in memory when
+//! it is small enough to be stored inline in the index (see [`INLINE_MAX`]).
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -15,6 +19,19 @@ use crate::types::{BlobHash, Checksum, ChecksumAlgorithm, ChecksumType};
 /// Size of the blocks each blob's CRC32s cover. Reads verify whole blocks, so
 /// this bounds how much is read beyond a requested range.
 pub const BLOCK_SIZE: u32 = 1 << 20;
+
+/// Bodies of at most this many bytes are stored in the index (RocksDB) next to
+/// their metadata instead of in a blob file of their own.
+///
+/// Why: a blob file costs two syncs of its own (the file's data, then its
+/// directory after the rename) on top of the index's synced batch, and those
+/// syncs dominate the latency of a small PUT. Inline, a small PUT is one synced
+/// batch, and concurrent batches share one WAL sync (RocksDB's group commit).
+/// WAL-G's small files (sentinels, `.history` files, metadata, the WAL of an
+/// idle cluster after compression) all fit. Larger bodies stay files, so the
+/// index stays small enough to compact cheaply. Inline blobs are content-
+/// addressed, deduplicated, reference-counted and collected like blob files.
+pub const INLINE_MAX: u64 = 64 * 1024;
 
 /// Above this size a buffer's MD5 runs on a second thread while this one does
 /// SHA-256, CRC and the write: the two digests are the CPU cost of a PUT.
@@ -61,16 +78,48 @@ impl ExtraHasher {
     }
 }
 
-/// Streams a body into a staging file while hashing it.
-pub struct BlobWriter {
-    staging: Staging,
+/// Where a body's bytes go while it is received.
+enum Sink {
+    /// Still at most [`INLINE_MAX`] bytes.
+    Memory(Vec<u8>),
+    /// Too large to be inline: a staging file.
+    File(Staging),
+}
+
+/// Where a received body's bytes are until the store commits them.
+pub(crate) enum StagedBody {
+    /// At most [`INLINE_MAX`] bytes, stored in the index on commit.
+    Inline(Bytes),
+    /// A staging file, renamed into place on commit.
+    File(Staging),
+}
+
+/// Every digest but MD5 (which may run on its own thread, see [`PARALLEL_MD5_MIN`]).
+struct Digests {
     sha256: Sha256,
-    md5: Md5,
     block_crc: crc32fast::Hasher,
     block_fill: u32,
     crcs: Vec<u32>,
-    size: u64,
     extra: Vec<ExtraHasher>,
+}
+
+impl Digests {
+    fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        update_blocks(&mut self.block_crc, &mut self.block_fill, &mut self.crcs, data);
+        for h in self.extra.iter_mut() {
+            h.update(data);
+        }
+    }
+}
+
+/// Streams a body into a staging file (or memory, if small) while hashing it.
+pub struct BlobWriter {
+    store: Arc<dyn BlobStore>,
+    sink: Sink,
+    md5: Md5,
+    digests: Digests,
+    size: u64,
     /// Admission against the disk-space reserve (none for writers made outside a [`crate::Store`]).
     space: Option<SpaceTicket>,
 }
@@ -78,7 +127,7 @@ pub struct BlobWriter {
 /// A fully received blob, hashed but not yet durable. Dropping it deletes the
 /// staging file; [`crate::Store`] consumes it in its durable-write routine.
 pub struct StagedBlob {
-    pub(crate) staging: Staging,
+    pub(crate) body: StagedBody,
     /// Content address (SHA-256 of the bytes).
     pub hash: BlobHash,
     /// MD5 of the bytes (the single-PUT ETag).
@@ -95,22 +144,36 @@ impl StagedBlob {
     pub fn checksum(&self, algorithm: ChecksumAlgorithm) -> Option<&Checksum> {
         self.checksums.iter().find(|c| c.algorithm == algorithm)
     }
+
+    /// True if the bytes will be stored inline in the index (see [`INLINE_MAX`]).
+    pub fn is_inline(&self) -> bool {
+        matches!(self.body, StagedBody::Inline(_))
+    }
 }
 
 impl BlobWriter {
     /// Starts a blob in `store`, computing the listed extra checksums too.
-    pub fn new(store: &dyn BlobStore, extra: &[ChecksumAlgorithm]) -> Result<Self> {
+    /// `expected_len`, if known, lets a body too large to be inline go straight
+    /// to a staging file.
+    pub fn new(store: Arc<dyn BlobStore>, extra: &[ChecksumAlgorithm], expected_len: Option<u64>) -> Result<Self> {
         let mut algos: Vec<ChecksumAlgorithm> = extra.to_vec();
         algos.dedup();
+        let sink = match expected_len {
+            Some(n) if n > INLINE_MAX => Sink::File(store.create_staging()?),
+            _ => Sink::Memory(Vec::with_capacity(expected_len.unwrap_or(0) as usize)),
+        };
         Ok(Self {
-            staging: store.create_staging()?,
-            sha256: Sha256::new(),
+            store,
+            sink,
             md5: Md5::new(),
-            block_crc: crc32fast::Hasher::new(),
-            block_fill: 0,
-            crcs: Vec::new(),
+            digests: Digests {
+                sha256: Sha256::new(),
+                block_crc: crc32fast::Hasher::new(),
+                block_fill: 0,
+                crcs: Vec::new(),
+                extra: algos.into_iter().map(ExtraHasher::new).collect(),
+            },
             size: 0,
-            extra: algos.into_iter().map(ExtraHasher::new).collect(),
             space: None,
         })
     }
@@ -133,57 +196,56 @@ impl BlobWriter {
         if let Some(t) = self.space.as_mut() {
             t.wrote(data.len() as u64)?;
         }
-        if data.len() >= PARALLEL_MD5_MIN {
-            let md5 = &mut self.md5;
-            let (sha, crc, extra, staging) =
-                (&mut self.sha256, &mut self.block_crc, &mut self.extra, &mut self.staging);
-            let (fill, crcs) = (&mut self.block_fill, &mut self.crcs);
-            std::thread::scope(|s| {
-                s.spawn(|| md5.update(data));
-                sha.update(data);
-                update_blocks(crc, fill, crcs, data);
-                for h in extra.iter_mut() {
-                    h.update(data);
-                }
-                staging.write_all(data)
-            })?;
-        } else {
-            self.md5.update(data);
-            self.sha256.update(data);
-            update_blocks(&mut self.block_crc, &mut self.block_fill, &mut self.crcs, data);
-            for h in self.extra.iter_mut() {
-                h.update(data);
+        if let Sink::Memory(buf) = &self.sink {
+            if (buf.len() + data.len()) as u64 > INLINE_MAX {
+                let mut staging = self.store.create_staging()?;
+                staging.write_all(buf)?;
+                self.sink = Sink::File(staging);
             }
-            self.staging.write_all(data)?;
+        }
+        match &mut self.sink {
+            Sink::File(staging) if data.len() >= PARALLEL_MD5_MIN => {
+                let (md5, digests) = (&mut self.md5, &mut self.digests);
+                std::thread::scope(|s| {
+                    s.spawn(|| md5.update(data));
+                    digests.update(data);
+                    staging.write_all(data)
+                })?;
+            }
+            sink => {
+                self.md5.update(data);
+                self.digests.update(data);
+                match sink {
+                    Sink::Memory(buf) => buf.extend_from_slice(data),
+                    Sink::File(staging) => staging.write_all(data)?,
+                }
+            }
         }
         self.size += data.len() as u64;
         Ok(())
     }
 
     /// Finishes hashing. The bytes are not yet durable: [`crate::Store`] fsyncs and
-    /// renames them when it commits the write.
-    pub fn finish(mut self) -> Result<StagedBlob> {
-        if self.block_fill > 0 {
-            self.crcs.push(self.block_crc.finalize());
+    /// renames them (or stores them inline) when it commits the write.
+    pub fn finish(self) -> Result<StagedBlob> {
+        let Digests { sha256, block_crc, block_fill, mut crcs, extra } = self.digests;
+        if block_fill > 0 {
+            crcs.push(block_crc.finalize());
         }
-        let hash: [u8; 32] = self.sha256.finalize().into();
+        let hash: [u8; 32] = sha256.finalize().into();
         let md5: [u8; 16] = self.md5.finalize().into();
-        let checksums = self
-            .extra
+        let checksums = extra
             .into_iter()
             .map(|h| {
                 let (algorithm, value) = h.finish(&hash);
                 Checksum { algorithm, value, kind: ChecksumType::FullObject }
             })
             .collect();
-        Ok(StagedBlob {
-            staging: self.staging,
-            hash: BlobHash::from_bytes(hash),
-            md5,
-            size: self.size,
-            crcs: self.crcs,
-            checksums,
-        })
+        let body = match self.sink {
+            Sink::Memory(buf) => StagedBody::Inline(Bytes::from(buf)),
+            Sink::File(staging) => StagedBody::File(staging),
+        };
+        Ok(StagedBlob { body, hash: BlobHash::from_bytes(hash), md5, size: self.size, crcs, checksums })
     }
 }
 
@@ -215,10 +277,10 @@ mod tests {
     #[test]
     fn hashes_match_one_shot_digests_for_any_split() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = FsBlobStore::open(dir.path().join("blobs")).expect("open");
+        let store: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(dir.path().join("blobs")).expect("open"));
         let data: Vec<u8> = (0..(3 * BLOCK_SIZE as usize + 12345)).map(|i| (i * 31 % 251) as u8).collect();
         for split in [1usize << 10, 300_000, 1 << 20, 5 << 20] {
-            let mut w = BlobWriter::new(&store, &ChecksumAlgorithm::ALL).expect("writer");
+            let mut w = BlobWriter::new(store.clone(), &ChecksumAlgorithm::ALL, None).expect("writer");
             for c in data.chunks(split) {
                 w.write(c).expect("write");
             }
@@ -243,8 +305,8 @@ mod tests {
     fn known_checksum_values() {
         // "123456789" check values of each CRC (from the CRC catalogue).
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = FsBlobStore::open(dir.path().join("blobs")).expect("open");
-        let mut w = BlobWriter::new(&store, &ChecksumAlgorithm::ALL).expect("writer");
+        let store: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(dir.path().join("blobs")).expect("open"));
+        let mut w = BlobWriter::new(store.clone(), &ChecksumAlgorithm::ALL, None).expect("writer");
         w.write(b"123456789").expect("write");
         let s = w.finish().expect("finish");
         let v = |a| s.checksum(a).expect("present").value.clone();
@@ -256,8 +318,8 @@ mod tests {
     #[test]
     fn empty_blob() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = FsBlobStore::open(dir.path().join("blobs")).expect("open");
-        let s = BlobWriter::new(&store, &[]).expect("w").finish().expect("finish");
+        let store: Arc<dyn BlobStore> = Arc::new(FsBlobStore::open(dir.path().join("blobs")).expect("open"));
+        let s = BlobWriter::new(store.clone(), &[], None).expect("w").finish().expect("finish");
         assert_eq!(s.size, 0);
         assert!(s.crcs.is_empty());
         assert_eq!(s.hash.to_hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

@@ -64,6 +64,21 @@ fn blob_files(dir: &std::path::Path) -> usize {
     n
 }
 
+/// `label` repeated past [`INLINE_MAX`]: a body stored as a blob file.
+fn big(label: &[u8]) -> Vec<u8> {
+    label.iter().copied().cycle().take(INLINE_MAX as usize + 1000).collect()
+}
+
+/// The two ways a blob is stored: inline in the index (small) and as a file.
+fn both_forms(label: &[u8]) -> [(Vec<u8>, usize); 2] {
+    [(label.to_vec(), 0), (big(label), 1)]
+}
+
+/// Blobs the index knows.
+fn indexed_blobs(s: &Store) -> u64 {
+    s.usage().expect("usage").blobs
+}
+
 fn later() -> SystemTime {
     SystemTime::now() + Duration::from_secs(3600)
 }
@@ -113,28 +128,69 @@ fn empty_object() {
 
 #[test]
 fn dedup_and_gc_after_grace() {
+    for (body, files) in both_forms(b"same bytes") {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = open(dir.path());
+        let b1 = bucket(&s, "one");
+        let b2 = bucket(&s, "two");
+        put(&s, &b1, "x", &body);
+        put(&s, &b2, "y", &body);
+        assert_eq!((indexed_blobs(&s), blob_files(dir.path())), (1, files), "identical bytes are stored once");
+        assert_eq!(s.stats().dedup_hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+        s.delete_object(&b1, &ObjectKey::parse("x").expect("k"), ME).expect("del");
+        // Still referenced by two/y.
+        assert_eq!(s.gc_pass(later(), 100).expect("gc").reclaimed_blobs, 0);
+        assert_eq!((indexed_blobs(&s), blob_files(dir.path())), (1, files));
+        s.delete_object(&b2, &ObjectKey::parse("y").expect("k"), ME).expect("del");
+        // Inside the grace period nothing is removed.
+        let r = s.gc_pass(SystemTime::now(), 100).expect("gc");
+        assert_eq!((r.reclaimed_blobs, r.examined), (0, 0));
+        let q = s.gc_queue_stats(SystemTime::now()).expect("stats");
+        assert_eq!((q.pending, q.due), (1, 0));
+        assert_eq!((indexed_blobs(&s), blob_files(dir.path())), (1, files));
+        let r = s.gc_pass(later(), 100).expect("gc");
+        assert_eq!((r.reclaimed_blobs, r.reclaimed_bytes), (1, body.len() as u64));
+        assert_eq!((indexed_blobs(&s), blob_files(dir.path())), (0, 0));
+        // `check` also reports inline bytes left without their metadata.
+        assert!(s.check().expect("check").problems.is_empty());
+    }
+}
+
+/// Small bodies live in the index: no blob file and no staging file is ever
+/// made for them, they read back verified, survive a reopen, and a body one
+/// byte over the limit is a file.
+#[test]
+fn small_bodies_are_inline_and_larger_ones_are_files() {
     let dir = tempfile::tempdir().expect("tmp");
+    let at_limit: Vec<u8> = (0..INLINE_MAX as usize).map(|i| (i % 251) as u8).collect();
+    let over: Vec<u8> = (0..INLINE_MAX as usize + 1).map(|i| (i % 241) as u8).collect();
+    {
+        let s = open(dir.path());
+        let b = bucket(&s, "bkt");
+        let mut w = s.blob_writer(&[]).expect("writer");
+        w.write(&at_limit[..10]).expect("write");
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs/tmp")).expect("ls").count(), 0);
+        w.write(&at_limit[10..]).expect("write");
+        let staged = w.finish().expect("finish");
+        assert!(staged.is_inline());
+        drop(staged);
+        let small = put(&s, &b, "small", &at_limit);
+        assert_eq!(blob_files(dir.path()), 0);
+        let large = put(&s, &b, "large", &over);
+        assert_eq!((indexed_blobs(&s), blob_files(dir.path())), (2, 1));
+        assert_eq!(read_all(&s, &small), at_limit);
+        assert_eq!(read_all(&s, &large), over);
+        let mut r = s.read_object(&small, 100..200).expect("range");
+        assert_eq!(&r.next_chunk().expect("chunk").expect("some")[..], &at_limit[100..200]);
+        assert!(s.scrub(&mut |_, _| {}).expect("scrub").corrupt.is_empty());
+    }
     let s = open(dir.path());
-    let b1 = bucket(&s, "one");
-    let b2 = bucket(&s, "two");
-    put(&s, &b1, "x", b"same bytes");
-    put(&s, &b2, "y", b"same bytes");
-    assert_eq!(blob_files(dir.path()), 1, "identical bytes are stored once");
-    s.delete_object(&b1, &ObjectKey::parse("x").expect("k"), ME).expect("del");
-    // Still referenced by two/y.
-    assert_eq!(s.gc_pass(later(), 100).expect("gc").reclaimed_blobs, 0);
-    assert_eq!(blob_files(dir.path()), 1);
-    s.delete_object(&b2, &ObjectKey::parse("y").expect("k"), ME).expect("del");
-    // Inside the grace period nothing is removed.
-    let r = s.gc_pass(SystemTime::now(), 100).expect("gc");
-    assert_eq!((r.reclaimed_blobs, r.examined), (0, 0));
-    let q = s.gc_queue_stats(SystemTime::now()).expect("stats");
-    assert_eq!((q.pending, q.due), (1, 0));
-    assert_eq!(blob_files(dir.path()), 1);
-    let r = s.gc_pass(later(), 100).expect("gc");
-    assert_eq!(r.reclaimed_blobs, 1);
-    assert_eq!(blob_files(dir.path()), 0);
-    assert!(s.check().expect("check").problems.is_empty());
+    let b = BucketName::parse("bkt").expect("b");
+    let head = s.head_object(&b, &ObjectKey::parse("small").expect("k")).expect("head");
+    assert_eq!(read_all(&s, &head), at_limit);
+    let report = s.check().expect("check");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.orphan_files, 0);
 }
 
 #[test]
@@ -167,10 +223,10 @@ fn reused_blob_waits_for_the_grace_of_its_last_drop() {
     s.delete_object(&b, &ObjectKey::parse("second").expect("k"), ME).expect("del");
     let r = s.gc_pass(SystemTime::now() + Duration::from_millis(300), 100).expect("gc");
     assert_eq!((r.examined, r.reclaimed_blobs), (1, 0), "the first drop's entry is spent, nothing removed");
-    assert_eq!(blob_files(dir.path()), 1);
+    assert_eq!(indexed_blobs(&s), 1);
     let r = s.gc_pass(SystemTime::now() + Duration::from_secs(5), 100).expect("gc");
     assert_eq!((r.examined, r.reclaimed_blobs, r.reclaimed_bytes), (1, 1, info.size));
-    assert_eq!(blob_files(dir.path()), 0);
+    assert_eq!(indexed_blobs(&s), 0);
     assert!(s.check().expect("check").problems.is_empty());
 }
 
@@ -200,7 +256,7 @@ fn gc_reads_only_due_entries_in_bounded_passes() {
     }
     assert_eq!(passes, vec![(20, 20), (20, 20), (10, 10)]);
     assert_eq!(s.gc_queue_stats(later()).expect("stats"), GcQueueStats::default());
-    assert_eq!(blob_files(dir.path()), 0);
+    assert_eq!(indexed_blobs(&s), 0);
     assert!(s.check().expect("check").problems.is_empty());
     // Reopened, the queue is read from its start: nothing is left to find.
     drop(s);
@@ -210,17 +266,19 @@ fn gc_reads_only_due_entries_in_bounded_passes() {
 
 #[test]
 fn copy_shares_blobs() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let s = open(dir.path());
-    let b = bucket(&s, "bkt");
-    put(&s, &b, "src", b"copy me");
-    let (src, dst) = (ObjectKey::parse("src").expect("k"), ObjectKey::parse("dst").expect("k"));
-    let info = s.copy_object(&b, &src, &b, &dst, None, WriteCondition::None).expect("copy");
-    assert_eq!(blob_files(dir.path()), 1);
-    s.delete_object(&b, &src, ME).expect("del");
-    s.gc_pass(later(), 100).expect("gc");
-    assert_eq!(read_all(&s, &info), b"copy me");
-    assert!(s.check().expect("check").problems.is_empty());
+    for (body, files) in both_forms(b"copy me") {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = open(dir.path());
+        let b = bucket(&s, "bkt");
+        put(&s, &b, "src", &body);
+        let (src, dst) = (ObjectKey::parse("src").expect("k"), ObjectKey::parse("dst").expect("k"));
+        let info = s.copy_object(&b, &src, &b, &dst, None, WriteCondition::None).expect("copy");
+        assert_eq!((indexed_blobs(&s), blob_files(dir.path())), (1, files));
+        s.delete_object(&b, &src, ME).expect("del");
+        s.gc_pass(later(), 100).expect("gc");
+        assert_eq!(read_all(&s, &info), body);
+        assert!(s.check().expect("check").problems.is_empty());
+    }
 }
 
 #[test]
@@ -452,7 +510,7 @@ fn reopen_keeps_everything_and_sweeps_staging() {
         let b = bucket(&s, "bkt");
         info = put(&s, &b, "k", b"durable");
         let mut w = s.blob_writer(&[]).expect("writer");
-        w.write(b"half-written").expect("write");
+        w.write(&big(b"half-written")).expect("write");
         std::mem::forget(w); // a crash mid-upload leaves a staging file
     }
     assert_eq!(std::fs::read_dir(dir.path().join("blobs/tmp")).expect("ls").count(), 1);
@@ -469,7 +527,7 @@ fn orphan_blob_files_are_swept_after_grace() {
     let dir = tempfile::tempdir().expect("tmp");
     let s = open(dir.path());
     let b = bucket(&s, "bkt");
-    put(&s, &b, "k", b"kept");
+    put(&s, &b, "k", &big(b"kept"));
     // A blob renamed into place whose index commit never happened.
     let orphan = b"orphan";
     let hash = {
@@ -492,7 +550,7 @@ fn orphan_sweep_refuses_mass_deletion() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open(dir.path());
     let b = bucket(&s, "backups");
-    let kept = put(&s, &b, "kept", b"kept bytes");
+    let kept = put(&s, &b, "kept", &big(b"kept bytes"));
     let fake = |i: u32| {
         let hex = format!("{:0>64x}", u128::from(i) * 0x9E37_79B9_7F4A_7C15 + 1);
         let d = dir.path().join("blobs").join(&hex[0..2]).join(&hex[2..4]);
@@ -510,5 +568,42 @@ fn orphan_sweep_refuses_mass_deletion() {
     let e = s.sweep_orphans(later).expect_err("mass orphans must not be swept");
     assert!(matches!(e, Error::Corrupt(ref m) if m.contains("not in the index")), "{e}");
     assert_eq!(blob_files(dir.path()), ORPHAN_SWEEP_LIMIT as usize + 2, "nothing deleted");
-    assert_eq!(read_all(&s, &kept), b"kept bytes");
+    assert_eq!(read_all(&s, &kept), big(b"kept bytes"));
+}
+
+/// An index lost next to a store that holds only small (inline) objects has no
+/// blob files to betray it; the in-use marker does. A store whose buckets were
+/// all deleted on purpose starts as empty.
+#[test]
+fn lost_index_of_inline_only_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let s = open(dir.path());
+        let b = bucket(&s, "bkt");
+        put(&s, &b, "small", b"only inline bytes here");
+    }
+    assert_eq!(blob_files(dir.path()), 0);
+    let index = dir.path().join("index");
+    let saved = dir.path().join("index.saved");
+    std::fs::rename(&index, &saved).expect("move index away");
+    let e = Store::open(StoreConfig::new(dir.path())).err().expect("a missing index is refused");
+    assert!(matches!(&e, Error::Corrupt(m) if m.contains("no index") && m.contains("index-in-use")), "{e}");
+    assert!(!index.exists(), "the refused start created an empty index");
+    // An index reset to empty (what a MANIFEST cut at a record boundary reads as).
+    Store::open(StoreConfig::new(dir.path().join("scratch"))).expect("scratch store");
+    std::fs::rename(dir.path().join("scratch/index"), &index).expect("empty index");
+    let e = Store::open(StoreConfig::new(dir.path())).err().expect("an empty index is refused");
+    assert!(matches!(&e, Error::Corrupt(m) if m.contains("is empty")), "{e}");
+    std::fs::remove_dir_all(&index).expect("rm");
+    std::fs::rename(&saved, &index).expect("restore index");
+
+    // Every bucket deleted on purpose: an empty index is fine again.
+    let s = open(dir.path());
+    let b = BucketName::parse("bkt").expect("b");
+    s.delete_object(&b, &ObjectKey::parse("small").expect("k"), ME).expect("del");
+    s.gc_pass(later(), 100).expect("gc");
+    s.delete_bucket(&b).expect("delete bucket");
+    drop(s);
+    let s = open(dir.path());
+    assert!(s.list_buckets().expect("list").is_empty());
 }

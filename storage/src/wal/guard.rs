@@ -809,7 +809,7 @@ pub struct OpenConflict {
 /// The bytes of a write being checked: staged (not yet stored) or already-stored blobs.
 pub(crate) enum NewBytes<'a> {
     /// A staged single PUT.
-    Staged { path: &'a std::path::Path, hash: crate::types::BlobHash, size: u64 },
+    Staged(&'a crate::writer::StagedBlob),
     /// Blobs already stored (multipart parts, copy source).
     Stored { blobs: &'a [BlobRef], size: u64 },
 }
@@ -817,20 +817,23 @@ pub(crate) enum NewBytes<'a> {
 impl NewBytes<'_> {
     fn same_as(&self, blobs: &[BlobRef]) -> bool {
         match self {
-            NewBytes::Staged { hash, size, .. } => {
-                (*size == 0 && blobs.is_empty()) || (blobs.len() == 1 && blobs[0].hash == *hash)
-            }
+            NewBytes::Staged(s) => (s.size == 0 && blobs.is_empty()) || (blobs.len() == 1 && blobs[0].hash == s.hash),
             NewBytes::Stored { blobs: b, .. } => *b == blobs,
         }
     }
 
     fn bytes(&self, store: &Store) -> Result<Vec<u8>> {
         match self {
-            NewBytes::Staged { path, size, .. } => {
-                if *size as usize > MAX_COMPARE_BYTES {
+            NewBytes::Staged(s) => {
+                if s.size as usize > MAX_COMPARE_BYTES {
                     return Err(Error::InvalidArgument("object too large to compare".into()));
                 }
-                std::fs::read(path).map_err(|e| Error::io("reading a staged upload", e))
+                match &s.body {
+                    crate::writer::StagedBody::Inline(bytes) => Ok(bytes.to_vec()),
+                    crate::writer::StagedBody::File(staging) => {
+                        std::fs::read(staging.path()).map_err(|e| Error::io("reading a staged upload", e))
+                    }
+                }
             }
             NewBytes::Stored { blobs, size } => store.read_refs(blobs, *size),
         }
