@@ -4,7 +4,8 @@
 //! are (optionally) aws-chunked-decoded, gathered into buffers of up to
 //! [`WRITE_BUFFER`] bytes and handed over a bounded channel to a blocking task
 //! that hashes and writes them ([`storage::BlobWriter`]). Memory per upload is
-//! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)`.
+//! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)`. A body announced small
+//! enough to be stored inline is hashed on the receiving task instead.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use storage::{ChecksumAlgorithm, StagedBlob, Store};
+use storage::{BlobWriter, ChecksumAlgorithm, StagedBlob, Store};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
@@ -289,18 +290,7 @@ where
     // Known up front, the length lets a write that would eat into the disk
     // reserve be refused before any byte is stored.
     let expected = if spec.is_chunked() { spec.decoded_length } else { body.size_hint().exact() };
-    let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
-    let writer_store = store.clone();
-    let writer = tokio::task::spawn_blocking(move || -> storage::Result<Option<StagedBlob>> {
-        let mut w = writer_store.blob_writer_for(&checksums, expected)?;
-        loop {
-            match rx.blocking_recv() {
-                Some(Msg::Data(b)) => w.write(&b)?,
-                Some(Msg::Done) => return w.finish().map(Some),
-                None => return Ok(None), // sender gone: aborted; staging removed on drop
-            }
-        }
-    });
+    let mut writer = Writer::start(store, checksums, expected)?;
 
     let mut decoder = spec.is_chunked().then(|| {
         let mode = match spec.chunk_signer.take() {
@@ -327,6 +317,13 @@ where
                 None => &data,
             };
             total += piece.len() as u64;
+            if let Some(n) = spec.decoded_length.filter(|n| total > *n) {
+                // Early, so a body announced small (hashed on the async task) cannot run long.
+                return Err(S3Error::new(
+                    S3Code::IncompleteBody,
+                    format!("x-amz-decoded-content-length is {n} but more bytes were received"),
+                ));
+            }
             if total > limit {
                 return Err(S3Error::new(
                     S3Code::EntityTooLarge,
@@ -334,7 +331,7 @@ where
                 ));
             }
             if let Some(full) = gather.push(piece) {
-                tx.send(Msg::Data(full)).await.map_err(|_| writer_gone())?;
+                writer.write(full).await?;
             }
         }
         // End of input: `finish` (not `is_done`) also accepts the lenient end the
@@ -354,28 +351,15 @@ where
             }
         }
         if !gather.buf.is_empty() {
-            tx.send(Msg::Data(gather.buf.split().freeze())).await.map_err(|_| writer_gone())?;
+            writer.write(gather.buf.split().freeze()).await?;
         }
-        tx.send(Msg::Done).await.map_err(|_| writer_gone())?;
         Ok(())
     }
     .await;
-    if let Err(e) = outcome {
-        drop(tx);
-        // Its staging file is removed when it drops the writer. When the writer
-        // stopped first (disk full, I/O error), its error is the real cause.
-        return Err(match writer.await {
-            Ok(Err(cause)) => S3Error::from(cause),
-            _ if e.code == S3Code::InternalError => S3Error::internal("body writer", &"the writer task stopped early"),
-            _ => e,
-        });
-    }
-    drop(tx);
-    let staged = writer
-        .await
-        .map_err(|e| S3Error::internal("body writer task", &e))?
-        .map_err(S3Error::from)?
-        .ok_or_else(|| S3Error::internal("body writer", &"the writer task stopped early"))?;
+    let staged = match outcome {
+        Ok(()) => writer.finish().await?,
+        Err(e) => return Err(writer.abort(e).await),
+    };
     if let PayloadHash::Sha256(expected) = spec.payload {
         if staged.hash.as_bytes() != &expected {
             return Err(S3Error::code(S3Code::XAmzContentSHA256Mismatch));
@@ -400,6 +384,77 @@ pub fn check_empty_payload(payload: &PayloadHash, body_is_empty: bool) -> S3Resu
 
 /// The writer task is gone; `receive` reports its error instead when it has one
 /// (so this is not logged here).
+/// Where received bytes are hashed and stored.
+enum Writer {
+    /// A body announced at most [`storage::INLINE_MAX`] bytes long: hashed on
+    /// this task (microseconds; it stays in memory until the store commits it),
+    /// which spares a hop to the blocking pool on every small PUT.
+    Here(Box<BlobWriter>),
+    /// Anything else: a blocking task fed over a bounded channel.
+    Pool { tx: mpsc::Sender<Msg>, task: tokio::task::JoinHandle<storage::Result<Option<StagedBlob>>> },
+}
+
+impl Writer {
+    fn start(store: &Arc<Store>, checksums: Vec<ChecksumAlgorithm>, expected: Option<u64>) -> S3Result<Self> {
+        if expected.is_some_and(|n| n <= storage::INLINE_MAX) {
+            return Ok(Writer::Here(Box::new(store.blob_writer_for(&checksums, expected)?)));
+        }
+        let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
+        let store = store.clone();
+        let task = tokio::task::spawn_blocking(move || -> storage::Result<Option<StagedBlob>> {
+            let mut w = store.blob_writer_for(&checksums, expected)?;
+            loop {
+                match rx.blocking_recv() {
+                    Some(Msg::Data(b)) => w.write(&b)?,
+                    Some(Msg::Done) => return w.finish().map(Some),
+                    None => return Ok(None), // sender gone: aborted; staging removed on drop
+                }
+            }
+        });
+        Ok(Writer::Pool { tx, task })
+    }
+
+    async fn write(&mut self, data: Bytes) -> S3Result<()> {
+        match self {
+            Writer::Here(w) => Ok(w.write(&data)?),
+            Writer::Pool { tx, .. } => tx.send(Msg::Data(data)).await.map_err(|_| writer_gone()),
+        }
+    }
+
+    async fn finish(self) -> S3Result<StagedBlob> {
+        match self {
+            Writer::Here(w) => Ok((*w).finish()?),
+            Writer::Pool { tx, task } => {
+                tx.send(Msg::Done).await.map_err(|_| writer_gone())?;
+                drop(tx);
+                task.await
+                    .map_err(|e| S3Error::internal("body writer task", &e))?
+                    .map_err(S3Error::from)?
+                    .ok_or_else(|| S3Error::internal("body writer", &"the writer task stopped early"))
+            }
+        }
+    }
+
+    /// Stops after a failed receive; returns the error to answer with.
+    async fn abort(self, e: S3Error) -> S3Error {
+        match self {
+            Writer::Here(_) => e,
+            Writer::Pool { tx, task } => {
+                drop(tx);
+                // Its staging file is removed when it drops the writer. When the
+                // writer stopped first (disk full, I/O error), its error is the real cause.
+                match task.await {
+                    Ok(Err(cause)) => S3Error::from(cause),
+                    _ if e.code == S3Code::InternalError => {
+                        S3Error::internal("body writer", &"the writer task stopped early")
+                    }
+                    _ => e,
+                }
+            }
+        }
+    }
+}
+
 fn writer_gone() -> S3Error {
     S3Error::code(S3Code::InternalError)
 }

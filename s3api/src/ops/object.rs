@@ -87,7 +87,23 @@ pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>
     // return the current object instead of the version that was asked for.
     check_version_id(ctx.query.get("versionId"))?;
     let store = ctx.state.store.clone();
-    let info = blocking(move || store.head_object(&bucket, &key)).await?;
+    // A small object is read whole in the same trip to the blocking pool as
+    // its metadata: one hop instead of two for most of a backup's small files.
+    let (info, small) = blocking(move || {
+        let info = store.head_object(&bucket, &key)?;
+        let small = if !head && info.size > 0 && info.size <= storage::INLINE_MAX {
+            let mut r = store.read_object(&info, 0..info.size)?;
+            let mut all = bytes::BytesMut::with_capacity(info.size as usize);
+            while let Some(c) = r.next_chunk()? {
+                all.extend_from_slice(&c);
+            }
+            Some(all.freeze())
+        } else {
+            None
+        };
+        Ok((info, small))
+    })
+    .await?;
     check_read_conditions(&ctx.headers, &info, "")?;
 
     let mut range = parse_range(text(&ctx.headers, "range")?, info.size)?;
@@ -130,6 +146,8 @@ pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>
 
     let body = if head || len == 0 {
         ResponseBody::Empty
+    } else if let Some(all) = small.filter(|a| a.len() as u64 == info.size) {
+        ResponseBody::full(all.slice(span.start as usize..span.end as usize))
     } else {
         let store = ctx.state.store.clone();
         let info2 = info.clone();
