@@ -358,15 +358,14 @@ impl Store {
         let refs_cf = self.index.cf(CF_REFS)?;
         for s in staged {
             let StagedBlob { body, hash, size, crcs, .. } = s;
-            let known = |index: &Index| -> Result<bool> { Ok(index.get(CF_BLOBS, hash.as_bytes())?.is_some()) };
             // Whether the blob was already stored (as a file or inline).
             let existed = match body {
                 StagedBody::File(staging) => {
                     let new_file = self.blobs.place(staging, &hash, size)?;
-                    !new_file && known(&self.index)?
+                    !new_file && self.index.get(CF_BLOBS, hash.as_bytes())?.is_some()
                 }
                 StagedBody::Inline(bytes) => {
-                    let existed = known(&self.index)?;
+                    let existed = self.index.get(CF_BLOBS, hash.as_bytes())?.is_some();
                     if !existed {
                         batch.put_cf(self.index.cf(CF_INLINE)?, hash.as_bytes(), encode_inline(&bytes));
                     }
@@ -425,13 +424,13 @@ impl Store {
         }
         let entry = BucketEntry { created: Timestamp::now() };
         // The marker first: a bucket without it would lose the evidence.
-        write_marker(&self.config.data_dir.join(IN_USE_MARKER))?;
+        write_marker(&self.marker_path())?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes(), codec::encode(&entry));
         if let Err(e) = self.commit(Vec::new(), batch) {
             if self.list_buckets().is_ok_and(|b| b.is_empty()) {
                 // Else the next start would read the empty index as a lost one.
-                let _ = remove_marker(&self.config.data_dir.join(IN_USE_MARKER));
+                let _ = remove_marker(&self.marker_path());
             }
             return Err(e);
         }
@@ -454,7 +453,7 @@ impl Store {
             // Removed before the commit: a crash in between leaves a bucket
             // without its marker (written again at the next open), never a
             // marker that would refuse an index that is empty on purpose.
-            remove_marker(&self.config.data_dir.join(IN_USE_MARKER))?;
+            remove_marker(&self.marker_path())?;
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes());
@@ -780,6 +779,10 @@ impl Store {
             });
         }
         Ok(ObjectReader { segments, remaining: range.end.saturating_sub(range.start), stats: self.stats.clone() })
+    }
+
+    fn marker_path(&self) -> PathBuf {
+        self.config.data_dir.join(IN_USE_MARKER)
     }
 
     /// The bytes of `hash` if it is stored inline (only blobs of at most
