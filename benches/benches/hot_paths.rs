@@ -90,6 +90,26 @@ fn put_pipeline(c: &mut Criterion) {
             black_box(w.finish().expect("finish").hash)
         })
     });
+    // Eight uploads at once, as under `warp put --concurrent 8`: their MD5s share the
+    // MD5 service's vector lanes (storage/src/md5lanes.rs). Throughput is per body.
+    let shared = bytes::Bytes::from(body.clone());
+    g.bench_function("blob_writer_8_concurrent_16MiB_in_256KiB_writes", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        let mut w =
+                            BlobWriter::new(blobs.clone(), &[ChecksumAlgorithm::Crc64Nvme], Some(shared.len() as u64))
+                                .expect("writer");
+                        for at in (0..shared.len()).step_by(256 << 10) {
+                            w.write_bytes(shared.slice(at..(at + (256 << 10)).min(shared.len()))).expect("write");
+                        }
+                        black_box(w.finish().expect("finish").md5)
+                    });
+                }
+            })
+        })
+    });
     g.bench_function("sha256_only_16MiB", |b| b.iter(|| black_box(Sha256::digest(&body))));
     g.bench_function("md5_only_16MiB", |b| b.iter(|| black_box(Md5::digest(&body))));
     g.finish();

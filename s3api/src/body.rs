@@ -4,7 +4,8 @@
 //! are (optionally) aws-chunked-decoded, gathered into buffers of up to
 //! [`WRITE_BUFFER`] bytes and handed over a bounded channel to a blocking task
 //! that hashes and writes them ([`storage::BlobWriter`]). Memory per upload is
-//! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)`. A body announced small
+//! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)` plus at most 1 MiB of buffers
+//! waiting for the shared MD5 service (storage's `md5lanes`). A body announced small
 //! enough to be stored inline is hashed on the receiving task instead.
 
 use std::future::Future;
@@ -405,7 +406,7 @@ impl Writer {
             let mut w = store.blob_writer_for(&checksums, expected)?;
             loop {
                 match rx.blocking_recv() {
-                    Some(Msg::Data(b)) => w.write(&b)?,
+                    Some(Msg::Data(b)) => w.write_bytes(b)?,
                     Some(Msg::Done) => return w.finish().map(Some),
                     None => return Ok(None), // sender gone: aborted; staging removed on drop
                 }

@@ -22,6 +22,7 @@ mod index;
 pub mod keys;
 mod locks;
 mod maintenance;
+mod md5lanes;
 mod multipart;
 mod space;
 mod store;

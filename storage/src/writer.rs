@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blob::{BlobStore, Staging};
 use crate::error::Result;
+use crate::md5lanes::Md5Stream;
 use crate::space::SpaceTicket;
 use crate::types::{BlobHash, Checksum, ChecksumAlgorithm, ChecksumType};
 
@@ -32,10 +33,6 @@ pub const BLOCK_SIZE: u32 = 1 << 20;
 /// index stays small enough to compact cheaply. Inline blobs are content-
 /// addressed, deduplicated, reference-counted and collected like blob files.
 pub const INLINE_MAX: u64 = 64 * 1024;
-
-/// Above this size a buffer's MD5 runs on a second thread while this one does
-/// SHA-256, CRC and the write: the two digests are the CPU cost of a PUT.
-const PARALLEL_MD5_MIN: usize = 256 * 1024;
 
 enum ExtraHasher {
     Crc32(crc32fast::Hasher),
@@ -94,7 +91,43 @@ pub(crate) enum StagedBody {
     File(Staging),
 }
 
-/// Every digest but MD5 (which may run on its own thread, see [`PARALLEL_MD5_MIN`]).
+/// The ETag digest. Bodies bound for a blob file are hashed by the shared MD5 service
+/// (see [`crate::md5lanes`]), side by side with other uploads and in parallel with
+/// this writer's other digests; small ones, here.
+enum Md5Sink {
+    Here(Md5),
+    Service(Md5Stream),
+}
+
+impl Md5Sink {
+    fn update(&mut self, data: &[u8], shared: Option<&Bytes>) {
+        match self {
+            Self::Here(h) => h.update(data),
+            Self::Service(s) => s.update(shared.cloned().unwrap_or_else(|| Bytes::copy_from_slice(data))),
+        }
+    }
+
+    /// Moves a body that outgrew memory to the service; `so_far` is every byte hashed
+    /// until now (the in-memory body), re-hashed there because the local state cannot
+    /// be handed over.
+    fn move_to_service(&mut self, so_far: &[u8]) {
+        if let Self::Here(_) = self {
+            if let Some(mut s) = Md5Stream::new() {
+                s.update(Bytes::copy_from_slice(so_far));
+                *self = Self::Service(s);
+            }
+        }
+    }
+
+    fn finish(self) -> [u8; 16] {
+        match self {
+            Self::Here(h) => h.finalize().into(),
+            Self::Service(s) => s.finish(),
+        }
+    }
+}
+
+/// Every digest but MD5.
 struct Digests {
     sha256: Sha256,
     block_crc: crc32fast::Hasher,
@@ -117,7 +150,7 @@ impl Digests {
 pub struct BlobWriter {
     store: Arc<dyn BlobStore>,
     sink: Sink,
-    md5: Md5,
+    md5: Md5Sink,
     digests: Digests,
     size: u64,
     /// Admission against the disk-space reserve (none for writers made outside a [`crate::Store`]).
@@ -162,10 +195,14 @@ impl BlobWriter {
             Some(n) if n > INLINE_MAX => Sink::File(store.create_staging()?),
             _ => Sink::Memory(Vec::with_capacity(expected_len.unwrap_or(0) as usize)),
         };
+        let mut md5 = Md5Sink::Here(Md5::new());
+        if let Sink::File(_) = sink {
+            md5.move_to_service(&[]);
+        }
         Ok(Self {
             store,
             sink,
-            md5: Md5::new(),
+            md5,
             digests: Digests {
                 sha256: Sha256::new(),
                 block_crc: crc32fast::Hasher::new(),
@@ -190,6 +227,16 @@ impl BlobWriter {
 
     /// Hashes and writes `data`.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.write_inner(data, None)
+    }
+
+    /// Hashes and writes `data`; the same as [`BlobWriter::write`], but a large body's
+    /// MD5 is computed from `data` itself instead of a copy.
+    pub fn write_bytes(&mut self, data: Bytes) -> Result<()> {
+        self.write_inner(&data, Some(&data))
+    }
+
+    fn write_inner(&mut self, data: &[u8], shared: Option<&Bytes>) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -200,26 +247,15 @@ impl BlobWriter {
             if (buf.len() + data.len()) as u64 > INLINE_MAX {
                 let mut staging = self.store.create_staging()?;
                 staging.write_all(buf)?;
+                self.md5.move_to_service(buf);
                 self.sink = Sink::File(staging);
             }
         }
+        self.md5.update(data, shared);
+        self.digests.update(data);
         match &mut self.sink {
-            Sink::File(staging) if data.len() >= PARALLEL_MD5_MIN => {
-                let (md5, digests) = (&mut self.md5, &mut self.digests);
-                std::thread::scope(|s| {
-                    s.spawn(|| md5.update(data));
-                    digests.update(data);
-                    staging.write_all(data)
-                })?;
-            }
-            sink => {
-                self.md5.update(data);
-                self.digests.update(data);
-                match sink {
-                    Sink::Memory(buf) => buf.extend_from_slice(data),
-                    Sink::File(staging) => staging.write_all(data)?,
-                }
-            }
+            Sink::Memory(buf) => buf.extend_from_slice(data),
+            Sink::File(staging) => staging.write_all(data)?,
         }
         self.size += data.len() as u64;
         Ok(())
@@ -233,7 +269,7 @@ impl BlobWriter {
             crcs.push(block_crc.finalize());
         }
         let hash: [u8; 32] = sha256.finalize().into();
-        let md5: [u8; 16] = self.md5.finalize().into();
+        let md5 = self.md5.finish();
         let checksums = extra
             .into_iter()
             .map(|h| {
