@@ -279,7 +279,10 @@ impl BlobWriter {
             .collect();
         let body = match self.sink {
             Sink::Memory(buf) => StagedBody::Inline(Bytes::from(buf)),
-            Sink::File(staging) => StagedBody::File(staging),
+            Sink::File(mut staging) => {
+                staging.finish_writes()?;
+                StagedBody::File(staging)
+            }
         };
         Ok(StagedBlob { body, hash: BlobHash::from_bytes(hash), md5, size: self.size, crcs, checksums })
     }
