@@ -426,7 +426,9 @@ impl Writer {
         match self {
             Writer::Here(w) => Ok((*w).finish()?),
             Writer::Pool { tx, task } => {
-                tx.send(Msg::Done).await.map_err(|_| writer_gone())?;
+                // A failed send means the task already stopped on an error of its own
+                // (disk full on the last buffer, say): that error is the answer.
+                let _ = tx.send(Msg::Done).await;
                 drop(tx);
                 task.await
                     .map_err(|e| S3Error::internal("body writer task", &e))?
