@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -27,6 +28,11 @@ pub(crate) const MAX_QUEUED: usize = 1 << 20;
 
 /// Streams advanced by one pass of the service thread (the widest kernel's lanes).
 const PASS_STREAMS: usize = 16;
+
+/// With fewer streams than this ready (and more registered), the service thread waits
+/// up to [`GATHER_MAX`] for others before a pass.
+const GATHER_LANES: usize = 8;
+const GATHER_MAX: Duration = Duration::from_millis(2);
 
 const IV: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
@@ -369,6 +375,9 @@ struct Streams {
     next_id: u64,
     /// Where the next pass starts looking, so that more streams than lanes take turns.
     turn: u64,
+    /// Writers blocked on the service (queue full, or waiting for their digest): a
+    /// pass runs at once for them instead of gathering more lanes.
+    waiting: usize,
 }
 
 struct Service {
@@ -403,14 +412,38 @@ impl Service {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Blocks a writer until the next pass ends, telling the service thread not to
+    /// keep gathering lanes meanwhile.
+    fn wait_done<'a>(&'a self, mut g: MutexGuard<'a, Streams>) -> MutexGuard<'a, Streams> {
+        g.waiting += 1;
+        self.work.notify_one();
+        let mut g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
+        g.waiting -= 1;
+        g
+    }
+
     fn serve(&self) {
         let mut g = self.lock();
+        let mut gathering: Option<Instant> = None;
         loop {
             let mut ready: Vec<u64> = g.map.iter().filter(|(_, s)| !s.queue.is_empty()).map(|(&id, _)| id).collect();
             if ready.is_empty() {
                 g = self.work.wait(g).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
+            // A pass costs the same for one lane as for all of them, and writers do not
+            // wait for it (their buffers queue), so wait briefly for more streams to have
+            // bytes, unless a writer is blocked on us.
+            let wanted = g.map.len().min(self.kernel.width()).min(GATHER_LANES);
+            if ready.len() < wanted && g.waiting == 0 {
+                let since = *gathering.get_or_insert_with(Instant::now);
+                let left = GATHER_MAX.saturating_sub(since.elapsed());
+                if !left.is_zero() {
+                    g = self.work.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
+                    continue;
+                }
+            }
+            gathering = None;
             let turn = g.turn;
             ready.sort_by_key(|id| id.wrapping_sub(turn));
             ready.truncate(PASS_STREAMS);
@@ -483,7 +516,7 @@ impl Md5Stream {
         }
         let mut g = self.svc.lock();
         while g.map.get(&self.id).is_some_and(|s| s.queued > 0 && s.queued + data.len() > MAX_QUEUED) {
-            g = self.svc.done.wait(g).unwrap_or_else(|e| e.into_inner());
+            g = self.svc.wait_done(g);
         }
         if let Some(s) = g.map.get_mut(&self.id) {
             s.queued += data.len();
@@ -497,7 +530,7 @@ impl Md5Stream {
     pub(crate) fn finish(self) -> [u8; 16] {
         let mut g = self.svc.lock();
         while g.map.get(&self.id).is_some_and(|s| !s.queue.is_empty()) {
-            g = self.svc.done.wait(g).unwrap_or_else(|e| e.into_inner());
+            g = self.svc.wait_done(g);
         }
         let md5 = g.map.get(&self.id).map_or_else(Md5State::new, |s| s.md5.clone());
         drop(g);
