@@ -50,8 +50,10 @@ impl XmlWriter {
 
     /// `<name>` with a number.
     pub fn num(&mut self, name: &str, n: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
         self.open(name);
-        self.buf.push_str(&n.to_string());
+        // Writing to a String cannot fail.
+        let _ = write!(self.buf, "{n}");
         self.close(name)
     }
 
@@ -62,7 +64,9 @@ impl XmlWriter {
 
     /// `<name>` with an ISO-8601 timestamp.
     pub fn time(&mut self, name: &str, t: Timestamp) -> &mut Self {
-        self.elem(name, &iso8601(t))
+        self.open(name);
+        iso8601_into(&mut self.buf, t);
+        self.close(name)
     }
 
     /// `<name>` only if `text` is `Some`.
@@ -104,6 +108,13 @@ impl XmlWriter {
 
 /// Escapes text for element content and attribute values.
 pub fn escape_into(out: &mut String, text: &str) {
+    // Listings escape every key; almost none needs it.
+    let plain =
+        |b: u8| (b >= 0x20 && !matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')) || matches!(b, b'\t' | b'\n' | b'\r');
+    if text.bytes().all(plain) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -123,13 +134,22 @@ pub fn escape_into(out: &mut String, text: &str) {
 
 /// `2025-01-02T03:04:05.678Z`.
 pub fn iso8601(t: Timestamp) -> String {
+    let mut s = String::with_capacity(24);
+    iso8601_into(&mut s, t);
+    s
+}
+
+/// [`iso8601`], appended to `out`.
+pub fn iso8601_into(out: &mut String, t: Timestamp) {
+    use std::fmt::Write;
     let ms = t.as_millis();
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60);
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
@@ -359,6 +379,13 @@ mod tests {
         let mut s = String::new();
         escape_into(&mut s, "a<b>&\"'\u{1}é");
         assert_eq!(s, "a&lt;b&gt;&amp;&quot;&apos;&#x1;é");
+        // Text with nothing to escape is copied as it is (the fast path), tabs and
+        // line breaks included; one special byte anywhere takes the slow path.
+        for (text, want) in [("wal_005/0001.lz4\t\r\né", "wal_005/0001.lz4\t\r\né"), ("x\u{7f}>", "x\u{7f}&gt;")] {
+            let mut s = String::from("<");
+            escape_into(&mut s, text);
+            assert_eq!(s, format!("<{want}"));
+        }
     }
 
     #[test]

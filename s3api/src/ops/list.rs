@@ -55,11 +55,11 @@ async fn page(ctx: &Ctx, p: &Params, after: Option<String>) -> S3Result<ListPage
 const URL_SET: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/');
 
-fn enc(p: &Params, s: &str) -> String {
+fn enc<'a>(p: &Params, s: &'a str) -> std::borrow::Cow<'a, str> {
     if p.url_encode {
-        percent_encoding::utf8_percent_encode(s, URL_SET).to_string()
+        percent_encoding::utf8_percent_encode(s, URL_SET).into()
     } else {
-        s.to_owned()
+        s.into()
     }
 }
 
