@@ -227,7 +227,9 @@ impl From<storage::Error> for S3Error {
                     cause: None,
                 }
             }
-            e @ (E::Corrupt(_) | E::Io { .. } | E::Index(_) | E::Decode(_)) => S3Error::internal("storage", &e),
+            e @ (E::Corrupt(_) | E::Io { .. } | E::Index(_) | E::Decode(_) | E::NotCached) => {
+                S3Error::internal("storage", &e)
+            }
         }
     }
 }

@@ -12,6 +12,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything a storage operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Answering needs the disk, and the caller asked for memory only
+    /// ([`crate::Store::without_io`], which turns it into `None`; never seen outside).
+    #[error("the answer is not in memory")]
+    NotCached,
     /// The bucket does not exist.
     #[error("no such bucket")]
     NoSuchBucket,

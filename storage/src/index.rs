@@ -29,7 +29,7 @@ use std::path::Path;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
-    MergeOperands, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    MergeOperands, Options, ReadOptions, ReadTier, WriteBatch, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 
@@ -307,6 +307,15 @@ impl Index {
     }
 
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if CACHE_ONLY.get() {
+            let mut ro = ReadOptions::default();
+            ro.set_read_tier(ReadTier::BlockCache);
+            return match self.db.get_cf_opt(self.cf(cf)?, key, &ro) {
+                Ok(v) => Ok(v),
+                Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Err(Error::NotCached),
+                Err(e) => Err(e.into()),
+            };
+        }
         Ok(self.db.get_cf(self.cf(cf)?, key)?)
     }
 
@@ -333,6 +342,7 @@ impl Index {
         lower: Vec<u8>,
         upper: Vec<u8>,
     ) -> Result<impl Iterator<Item = Result<KeyValue>> + 'a> {
+        refuse_in_cache_only()?;
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(lower.clone());
         ro.set_iterate_upper_bound(upper);
@@ -355,6 +365,7 @@ impl Index {
         start: &[u8],
         end: Option<Vec<u8>>,
     ) -> Result<impl Iterator<Item = Result<KeyValue>> + 'a> {
+        refuse_in_cache_only()?;
         let mut ro = ReadOptions::default();
         if let Some(end) = end {
             ro.set_iterate_upper_bound(end);
@@ -385,6 +396,7 @@ impl Index {
     /// A raw iterator over `cf`, bounded above by `upper` (exclusive), for scans
     /// that seek (listing with delimiters skips whole common prefixes).
     pub fn raw_iter(&self, cf: &str, upper: Option<Vec<u8>>) -> Result<rocksdb::DBRawIterator<'_>> {
+        refuse_in_cache_only()?;
         let mut ro = ReadOptions::default();
         if let Some(u) = upper {
             ro.set_iterate_upper_bound(u);
@@ -460,6 +472,42 @@ pub(crate) fn part_key(id: &UploadId, part: u32) -> Vec<u8> {
     let mut k = id.as_str().as_bytes().to_vec();
     k.extend_from_slice(&part.to_be_bytes());
     k
+}
+
+thread_local! {
+    /// Set while [`cache_only`] runs on this thread.
+    static CACHE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's index reads limited to what is in memory (memtables and
+/// the block cache): a point read that would touch the disk, and any scan, fails with
+/// [`Error::NotCached`], and then this returns `None`. Lets a request be answered on
+/// the async thread that received it, without a trip to the blocking pool, when that
+/// cannot block it on I/O.
+pub(crate) fn cache_only<T>(f: impl FnOnce() -> Result<T>) -> Option<Result<T>> {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CACHE_ONLY.set(self.0);
+        }
+    }
+    let _reset = Reset(CACHE_ONLY.replace(true));
+    match f() {
+        Err(Error::NotCached) => None,
+        r => Some(r),
+    }
+}
+
+/// True inside [`cache_only`].
+pub(crate) fn in_cache_only() -> bool {
+    CACHE_ONLY.get()
+}
+
+fn refuse_in_cache_only() -> Result<()> {
+    if CACHE_ONLY.get() {
+        return Err(Error::NotCached);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -560,6 +560,15 @@ impl Store {
     }
 
     /// Metadata of an object.
+    /// Runs the reads in `f` only if everything they need is in memory (index entries
+    /// in RocksDB's memtables or block cache, blob bytes stored inline); `None` if any
+    /// of them would touch the disk, and then nothing was done. Lets the S3 layer answer
+    /// a small read on its async thread and go to the blocking pool only when it must.
+    /// Only reads belong in `f`: index scans and blob files always give `None`.
+    pub fn without_io<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Option<Result<T>> {
+        crate::index::cache_only(|| f(self))
+    }
+
     pub fn head_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectInfo> {
         match self.entry(bucket, key.as_str())? {
             Some(e) => Ok(info_of(bucket, key, e)),
@@ -804,6 +813,7 @@ impl Store {
     pub(crate) fn stored_size(&self, hash: &BlobHash, size: u64) -> Result<Option<u64>> {
         match self.inline_blob(hash, size)? {
             Some(bytes) => Ok(Some(bytes.len() as u64)),
+            None if crate::index::in_cache_only() => Err(Error::NotCached),
             None => self.blobs.size_of(hash),
         }
     }
@@ -813,6 +823,7 @@ impl Store {
     pub(crate) fn open_blob(&self, hash: &BlobHash, size: u64) -> Result<Box<dyn BlobFile>> {
         match self.inline_blob(hash, size)? {
             Some(bytes) => Ok(Box::new(InlineBlob(bytes))),
+            None if crate::index::in_cache_only() => Err(Error::NotCached),
             None => self.blobs.open(hash),
         }
     }

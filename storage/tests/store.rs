@@ -193,6 +193,54 @@ fn small_bodies_are_inline_and_larger_ones_are_files() {
     assert_eq!(report.orphan_files, 0);
 }
 
+fn read_in(s: &Store, info: &ObjectInfo) -> storage::Result<Vec<u8>> {
+    let mut r = s.read_object(info, 0..info.size)?;
+    let mut out = Vec::new();
+    while let Some(c) = r.next_chunk()? {
+        out.extend_from_slice(&c);
+    }
+    Ok(out)
+}
+
+/// `without_io` answers from memory or not at all: never a wrong answer, never an
+/// error of its own. Blob files and scans always need the disk; an entry only on disk
+/// after a reopen may too, and once read it is in the block cache.
+#[test]
+fn reads_without_io_answer_from_memory_or_not_at_all() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let small = b"inline bytes".to_vec();
+    let large = big(b"file");
+    let b = BucketName::parse("bkt").expect("b");
+    let (k_small, k_large) = (ObjectKey::parse("small").expect("k"), ObjectKey::parse("large").expect("k"));
+    let q = ListQuery { prefix: String::new(), delimiter: None, after: None, max_keys: 10 };
+    {
+        let s = open(dir.path());
+        bucket(&s, "bkt");
+        put(&s, &b, "small", &small);
+        let large_info = put(&s, &b, "large", &large);
+        // Just written: in the memtable.
+        let got = s.without_io(|s| read_in(s, &s.head_object(&b, &k_small)?));
+        assert_eq!(got.expect("in memory").expect("read"), small);
+        let missing = s.without_io(|s| s.head_object(&b, &ObjectKey::parse("nope").expect("k")));
+        assert!(matches!(missing, Some(Err(Error::NoSuchKey))), "{missing:?}");
+        let head = s.without_io(|s| s.head_object(&b, &k_large)).expect("entry in memory").expect("head");
+        assert_eq!(head.etag, large_info.etag);
+        assert!(s.without_io(|s| read_in(s, &large_info)).is_none(), "a blob file is disk");
+        assert!(s.without_io(|s| s.list_objects(&b, &q)).is_none(), "a scan may read the disk");
+        // The thread is back to normal reads afterwards.
+        assert_eq!(s.list_objects(&b, &q).expect("list").items.len(), 2);
+        assert_eq!(read_all(&s, &large_info), large);
+    }
+    let s = open(dir.path());
+    match s.without_io(|s| read_in(s, &s.head_object(&b, &k_small)?)) {
+        None => {}
+        Some(r) => assert_eq!(r.expect("read"), small),
+    }
+    assert_eq!(read_all(&s, &s.head_object(&b, &k_small).expect("head")), small);
+    let got = s.without_io(|s| read_in(s, &s.head_object(&b, &k_small)?));
+    assert_eq!(got.expect("cached by the read before").expect("read"), small);
+}
+
 #[test]
 fn put_of_same_bytes_during_grace_keeps_blob() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -10,7 +10,7 @@ pub mod object;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Response, StatusCode};
-use storage::{BucketName, ObjectKey};
+use storage::{BucketName, ObjectKey, Store};
 
 use crate::body::{BodySpec, ResponseBody, TimedBody};
 use crate::error::{S3Code, S3Error, S3Result};
@@ -97,6 +97,22 @@ where
         Ok(r) => r.map_err(S3Error::from),
         Err(e) => Err(S3Error::internal("blocking task", &e)),
     }
+}
+
+/// Runs the store reads in `f` right here when all they need is in memory (see
+/// [`storage::Store::without_io`]), else on the blocking pool like [`blocking`]. Saves
+/// the two thread hand-offs of a pool trip on the common small GET/HEAD, and never
+/// blocks this async thread on the disk.
+pub(crate) async fn read<T, F>(store: &Arc<Store>, f: F) -> S3Result<T>
+where
+    F: Fn(&Store) -> storage::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    if let Some(r) = store.without_io(&f) {
+        return r.map_err(S3Error::from);
+    }
+    let store = store.clone();
+    blocking(move || f(&store)).await
 }
 
 /// A response with a status and body.

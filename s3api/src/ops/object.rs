@@ -6,7 +6,7 @@ use http::{HeaderValue, Response, StatusCode};
 use storage::{ObjectKey, PutRequest};
 use tokio::sync::mpsc;
 
-use super::{blocking, response, xml, Ctx};
+use super::{blocking, read, response, xml, Ctx};
 use crate::body::{self, ResponseBody};
 use crate::error::{S3Code, S3Error, S3Result};
 use crate::headers::{
@@ -44,9 +44,8 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let limit = ctx.state.config.max_object_size;
     check_declared_length(&ctx, limit)?;
     {
-        let store = ctx.state.store.clone();
         let b = bucket.clone();
-        blocking(move || store.bucket(&b)).await?;
+        read(&ctx.state.store, move |store| store.bucket(&b)).await?;
     }
     let (incoming, spec) = ctx.take_body()?;
     let received = body::receive(&ctx.state.store, incoming, spec, checks.algorithms(), limit).await?;
@@ -86,10 +85,9 @@ pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>
     // Unversioned: only `null` names an object. Any other id must not silently
     // return the current object instead of the version that was asked for.
     check_version_id(ctx.query.get("versionId"))?;
-    let store = ctx.state.store.clone();
-    // A small object is read whole in the same trip to the blocking pool as
-    // its metadata: one hop instead of two for most of a backup's small files.
-    let (info, small) = blocking(move || {
+    // A small object is read whole together with its metadata: in memory on this
+    // thread when it can be (see `read`), else in one trip to the blocking pool.
+    let (info, small) = read(&ctx.state.store, move |store| {
         let info = store.head_object(&bucket, &key)?;
         let small = if !head && info.size > 0 && info.size <= storage::INLINE_MAX {
             let mut r = store.read_object(&info, 0..info.size)?;
