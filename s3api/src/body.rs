@@ -4,7 +4,7 @@
 //! are (optionally) aws-chunked-decoded, gathered into buffers of up to
 //! [`WRITE_BUFFER`] bytes and handed over a bounded channel to a blocking task
 //! that hashes and writes them ([`storage::BlobWriter`]). Memory per upload is
-//! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)` plus at most 1 MiB of buffers
+//! bounded by `WRITE_BUFFER × (CHANNEL_DEPTH + 2)` plus at most 512 KiB of buffers
 //! waiting for the shared MD5 service (storage's `md5lanes`). A body announced small
 //! enough to be stored inline is hashed on the receiving task instead.
 

@@ -139,7 +139,7 @@ pub struct Staging {
 /// largest logical block size in common use).
 const DIRECT_ALIGN: usize = 4096;
 /// Bytes per direct write.
-const DIRECT_CHUNK: usize = 1 << 20;
+const DIRECT_CHUNK: usize = 512 << 10;
 /// Idle direct-write buffers kept for the next uploads (one per concurrent large upload
 /// is what matters; more would only hold memory).
 const DIRECT_POOL: usize = 16;

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-/// Bytes a stream may have waiting for the service before its writer blocks. Four
-/// upload buffers: enough that a writer rarely waits, small enough to keep memory
-/// per upload bounded.
-pub(crate) const MAX_QUEUED: usize = 1 << 20;
+/// Bytes a stream may have waiting for the service before its writer blocks. Two
+/// upload buffers: enough for the service to gather lanes, small enough that eight
+/// uploads hold 4 MiB at most here (peak RSS under `warp put` is a benchmark row).
+pub(crate) const MAX_QUEUED: usize = 512 << 10;
 
 /// Streams advanced by one pass of the service thread (the widest kernel's lanes).
 const PASS_STREAMS: usize = 16;
