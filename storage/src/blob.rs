@@ -232,41 +232,33 @@ impl Staging {
                 Err(e) => return Err(Error::io("writing a staging blob", e)),
             }
         }
+        buf.raw.copy_within(buf.start + done..buf.start + buf.len, buf.start);
+        buf.len -= done;
         if done < aligned || done % DIRECT_ALIGN != 0 {
             // Refused (or a short write left the offset unaligned): buffered from here.
-            let rest = buf.raw[buf.start + done..buf.start + buf.len].to_vec();
-            self.make_buffered()?;
-            return self.buffered_write(&rest);
+            return self.make_buffered();
         }
-        buf.raw.copy_within(buf.start + aligned..buf.start + buf.len, buf.start);
-        buf.len -= aligned;
         Ok(())
     }
 
-    /// Clears `O_DIRECT` on the file and drops the direct buffer.
+    /// Clears `O_DIRECT` on the file and writes what the direct buffer still holds with
+    /// plain writes; every later write is plain too.
     fn make_buffered(&mut self) -> Result<()> {
-        self.direct = None;
+        let Some(buf) = self.direct.take() else { return Ok(()) };
         if let Some(f) = self.file.as_ref() {
             use nix::fcntl::{fcntl, FcntlArg, OFlag};
             let err = |e: nix::Error| Error::io("switching a staging blob to buffered writes", io::Error::from(e));
             let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL).map_err(err)?);
             fcntl(f, FcntlArg::F_SETFL(flags - OFlag::O_DIRECT)).map_err(err)?;
         }
-        Ok(())
+        self.buffered_write(buf.filled())
     }
 
     /// Writes out everything still buffered, so that the file holds the whole body
     /// (it may be read back by path before it is placed). Further writes are buffered.
     pub fn finish_writes(&mut self) -> Result<()> {
-        if self.direct.is_some() {
-            self.flush_direct()?;
-        }
-        if let Some(buf) = self.direct.as_ref() {
-            let rest = buf.filled().to_vec();
-            self.make_buffered()?;
-            self.buffered_write(&rest)?;
-        }
-        Ok(())
+        self.flush_direct()?;
+        self.make_buffered()
     }
 
     /// Path of the temp file.
@@ -560,9 +552,7 @@ mod tests {
                 while at < data.len() {
                     if refuse_after.is_some_and(|r| at >= r) && st.direct.is_some() {
                         st.flush_direct().expect("flush");
-                        let rest = st.direct.as_ref().map(|b| b.filled().to_vec()).unwrap_or_default();
                         st.make_buffered().expect("buffered");
-                        st.buffered_write(&rest).expect("rest");
                     }
                     let end = (at + piece).min(data.len());
                     st.write_all(&data[at..end]).expect("write");
