@@ -48,12 +48,33 @@ impl XmlWriter {
         self.close(name)
     }
 
+    /// Starts a document like [`XmlWriter::new`] with room for `capacity` bytes, so a
+    /// large listing is not copied again each time it outgrows its buffer.
+    pub fn with_capacity(root: &str, capacity: usize) -> Self {
+        let mut w = Self::new(root);
+        w.buf.reserve(capacity);
+        w
+    }
+
     /// `<name>` with a number.
-    pub fn num(&mut self, name: &str, n: impl std::fmt::Display) -> &mut Self {
-        use std::fmt::Write;
+    pub fn num(&mut self, name: &str, n: impl Into<u64>) -> &mut Self {
         self.open(name);
-        // Writing to a String cannot fail.
-        let _ = write!(self.buf, "{n}");
+        push_u64(&mut self.buf, n.into());
+        self.close(name)
+    }
+
+    /// `<name>` with a count (a `usize`).
+    pub fn count(&mut self, name: &str, n: usize) -> &mut Self {
+        self.num(name, n as u64)
+    }
+
+    /// `<name>&quot;etag&quot;</name>`: an ETag with its quotes escaped, as S3 writes
+    /// it, without building the quoted string first.
+    pub fn etag(&mut self, name: &str, etag: &storage::ETag) -> &mut Self {
+        self.open(name);
+        self.buf.push_str("&quot;");
+        escape_into(&mut self.buf, etag.as_str());
+        self.buf.push_str("&quot;");
         self.close(name)
     }
 
@@ -106,12 +127,29 @@ impl XmlWriter {
     }
 }
 
+/// Bytes that element text can carry as they are.
+static PLAIN: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = false;
+        b += 1;
+    }
+    t[b'\t' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b'&' as usize] = false;
+    t[b'<' as usize] = false;
+    t[b'>' as usize] = false;
+    t[b'"' as usize] = false;
+    t[b'\'' as usize] = false;
+    t
+};
+
 /// Escapes text for element content and attribute values.
 pub fn escape_into(out: &mut String, text: &str) {
     // Listings escape every key; almost none needs it.
-    let plain =
-        |b: u8| (b >= 0x20 && !matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')) || matches!(b, b'\t' | b'\n' | b'\r');
-    if text.bytes().all(plain) {
+    if text.bytes().all(|b| PLAIN[b as usize]) {
         out.push_str(text);
         return;
     }
@@ -141,15 +179,49 @@ pub fn iso8601(t: Timestamp) -> String {
 
 /// [`iso8601`], appended to `out`.
 pub fn iso8601_into(out: &mut String, t: Timestamp) {
-    use std::fmt::Write;
     let ms = t.as_millis();
     let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
+    let millis = ms.rem_euclid(1000) as u32;
     let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60);
+    if !(0..=9999).contains(&y) {
+        // Outside what four digits hold; S3 never stores such a time, but be exact.
+        use std::fmt::Write;
+        let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60);
+        return;
+    }
+    // Listings write one per key: digits by hand, not through `fmt`.
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u32);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, sod / 3600);
+    put(14, 2, (sod % 3600) / 60);
+    put(17, 2, sod % 60);
+    put(20, 3, millis);
+    out.push_str(std::str::from_utf8(&b).expect("ASCII digits"));
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&b[i..]).expect("ASCII digits"));
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
@@ -357,7 +429,7 @@ mod tests {
     fn writer_golden() {
         let mut w = XmlWriter::new("ListBucketResult");
         w.elem("Name", "bkt")
-            .num("KeyCount", 2)
+            .num("KeyCount", 2u64)
             .boolean("IsTruncated", false)
             .time("LastModified", Timestamp::from_millis(1_735_787_045_678));
         let s = String::from_utf8(w.finish("ListBucketResult").to_vec()).expect("utf8");
@@ -372,6 +444,37 @@ mod tests {
         assert_eq!(iso8601(Timestamp::from_millis(0)), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso8601(Timestamp::from_millis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso8601(Timestamp::from_millis(4_102_444_799_999)), "2099-12-31T23:59:59.999Z");
+        // The hand-written digits agree with `fmt` everywhere, including before 1970
+        // and past year 9999 (where `fmt` takes over).
+        let reference = |ms: i64| {
+            let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+            let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, m, d) = civil_from_days(days);
+            format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..20_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let span = if i % 2 == 0 { 253_402_300_800_000 } else { 400_000_000_000_000 };
+            let ms = (x >> 11) as i64 % span - if i % 5 == 0 { span / 2 } else { 0 };
+            assert_eq!(iso8601(Timestamp::from_millis(ms)), reference(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_etags() {
+        for n in [0u64, 7, 10, 99, 1000, 4_294_967_296, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        let mut w = XmlWriter::with_capacity("R", 10);
+        w.etag("ETag", &storage::ETag::from_md5(&[0xab; 16])).count("MaxKeys", 1000).num("Size", u64::MAX);
+        let s = String::from_utf8(w.finish("R").to_vec()).expect("utf8");
+        assert!(
+            s.ends_with("<ETag>&quot;abababababababababababababababab&quot;</ETag><MaxKeys>1000</MaxKeys><Size>18446744073709551615</Size></R>"),
+            "{s}"
+        );
     }
 
     #[test]

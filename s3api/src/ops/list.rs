@@ -68,7 +68,7 @@ fn contents(w: &mut XmlWriter, p: &Params, o: &ObjectSummary, tag: &str, version
     if version {
         w.elem("VersionId", "null").boolean("IsLatest", true);
     }
-    w.time("LastModified", o.last_modified).elem("ETag", &o.etag.quoted());
+    w.time("LastModified", o.last_modified).etag("ETag", &o.etag);
     if let Some(a) = o.checksum_algorithm {
         w.elem("ChecksumAlgorithm", a.name());
     }
@@ -80,6 +80,12 @@ fn contents(w: &mut XmlWriter, p: &Params, o: &ObjectSummary, tag: &str, version
         w.open("Owner").elem("ID", "walstore").elem("DisplayName", "walstore").close("Owner");
     }
     w.close(tag);
+}
+
+/// About how many bytes a page's document takes (names may grow when escaped; the
+/// buffer then grows once more).
+fn document_size(page: &ListPage) -> usize {
+    512 + page.items.iter().map(|i| 256 + 2 * i.name().len()).sum::<usize>()
 }
 
 fn items(w: &mut XmlWriter, p: &Params, page: &ListPage, tag: &str, version: bool) {
@@ -100,7 +106,7 @@ fn head(w: &mut XmlWriter, ctx: &Ctx, p: &Params) -> S3Result<()> {
     if let Some(d) = &p.delimiter {
         w.elem("Delimiter", &enc(p, d));
     }
-    w.num("MaxKeys", p.max_keys);
+    w.count("MaxKeys", p.max_keys);
     if p.url_encode {
         w.elem("EncodingType", "url");
     }
@@ -129,9 +135,9 @@ pub async fn list_objects_v2(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         None => start_after.clone(),
     };
     let page = page(&ctx, &p, after).await?;
-    let mut w = XmlWriter::new("ListBucketResult");
+    let mut w = XmlWriter::with_capacity("ListBucketResult", document_size(&page));
     head(&mut w, &ctx, &p)?;
-    w.num("KeyCount", page.items.len()).boolean("IsTruncated", page.truncated);
+    w.count("KeyCount", page.items.len()).boolean("IsTruncated", page.truncated);
     if let Some(t) = &token {
         w.elem("ContinuationToken", t);
     }
@@ -152,7 +158,7 @@ pub async fn list_objects_v1(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let p = params(&ctx)?;
     let marker = ctx.query.get("marker").filter(|m| !m.is_empty()).map(str::to_owned);
     let page = page(&ctx, &p, marker.clone()).await?;
-    let mut w = XmlWriter::new("ListBucketResult");
+    let mut w = XmlWriter::with_capacity("ListBucketResult", document_size(&page));
     head(&mut w, &ctx, &p)?;
     w.elem("Marker", &enc(&p, marker.as_deref().unwrap_or("")));
     w.boolean("IsTruncated", page.truncated);
@@ -170,7 +176,7 @@ pub async fn list_object_versions(ctx: Ctx) -> S3Result<Response<ResponseBody>> 
     let p = params(&ctx)?;
     let key_marker = ctx.query.get("key-marker").filter(|m| !m.is_empty()).map(str::to_owned);
     let page = page(&ctx, &p, key_marker.clone()).await?;
-    let mut w = XmlWriter::new("ListVersionsResult");
+    let mut w = XmlWriter::with_capacity("ListVersionsResult", document_size(&page));
     head(&mut w, &ctx, &p)?;
     w.elem("KeyMarker", &enc(&p, key_marker.as_deref().unwrap_or("")));
     w.elem("VersionIdMarker", ctx.query.get("version-id-marker").unwrap_or(""));

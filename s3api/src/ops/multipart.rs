@@ -123,7 +123,7 @@ pub async fn complete(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     w.elem("Location", &format!("/{}/{}", bucket, key))
         .elem("Bucket", bucket.as_str())
         .elem("Key", key.as_str())
-        .elem("ETag", &info.etag.quoted());
+        .etag("ETag", &info.etag);
     if let Some(c) = &info.checksum {
         w.elem(&format!("Checksum{}", c.algorithm.name()), &c.to_wire()).elem("ChecksumType", c.type_name());
     }
@@ -171,13 +171,13 @@ pub async fn list_parts(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     if let Some(last) = page.parts.last() {
         w.num("NextPartNumberMarker", last.number);
     }
-    w.num("MaxParts", max).boolean("IsTruncated", page.truncated);
+    w.count("MaxParts", max).boolean("IsTruncated", page.truncated);
     w.elem("StorageClass", "STANDARD");
     if let Some(a) = upload.checksum_algorithm {
         w.elem("ChecksumAlgorithm", a.name());
     }
     for p in &page.parts {
-        w.open("Part").num("PartNumber", p.number).time("LastModified", p.last_modified).elem("ETag", &p.etag.quoted());
+        w.open("Part").num("PartNumber", p.number).time("LastModified", p.last_modified).etag("ETag", &p.etag);
         if let Some(c) = &p.checksum {
             w.elem(&format!("Checksum{}", c.algorithm.name()), &c.to_wire());
         }
@@ -217,7 +217,7 @@ pub async fn list_uploads(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     if let Some(d) = &delimiter {
         w.elem("Delimiter", d);
     }
-    w.num("MaxUploads", max).boolean("IsTruncated", page.truncated);
+    w.count("MaxUploads", max).boolean("IsTruncated", page.truncated);
     for u in &page.uploads {
         w.open("Upload")
             .elem("Key", u.key.as_str())

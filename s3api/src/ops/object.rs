@@ -403,7 +403,7 @@ pub async fn copy_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let store = ctx.state.store.clone();
     let info = blocking(move || store.copy_object(&src_bucket, &src_key, &bucket, &key, meta, condition)).await?;
     let mut w = XmlWriter::new("CopyObjectResult");
-    w.time("LastModified", info.last_modified).elem("ETag", &info.etag.quoted());
+    w.time("LastModified", info.last_modified).etag("ETag", &info.etag);
     if let Some(c) = &info.checksum {
         w.elem(&format!("Checksum{}", c.algorithm.name()), &c.to_wire());
     }
