@@ -35,6 +35,16 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T>
     }
 }
 
+/// Decodes a value written by [`encode`] into a type that borrows from `bytes` (and
+/// may read only a leading part of the value).
+pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
+    match bytes.split_first() {
+        Some((&VALUE_V1, body)) => postcard::from_bytes(body).map_err(|e| Error::Decode(format!("{what}: {e}"))),
+        Some((v, _)) => Err(Error::Decode(format!("{what}: unknown format version {v}"))),
+        None => Err(Error::Decode(format!("{what}: empty value"))),
+    }
+}
+
 /// Version byte of a reference count that also carries the time of its last
 /// decrement (schema 2).
 pub(crate) const COUNT_V2: u8 = 2;

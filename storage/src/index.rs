@@ -133,6 +133,33 @@ pub(crate) struct ObjectEntry {
     pub blobs: Vec<BlobRef>,
 }
 
+/// What a listing needs of an [`ObjectEntry`], decoded in place: borrowed strings and
+/// nothing after the checksum, so listing a key allocates only its own name and ETag.
+///
+/// postcard has no field names, so this mirrors [`ObjectEntry`]'s leading fields in order
+/// and type (`a_listing_reads_what_an_entry_wrote` pins it); the unread rest is ignored.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ObjectListing<'a> {
+    pub size: u64,
+    pub etag: &'a str,
+    pub last_modified: Timestamp,
+    #[serde(borrow)]
+    pub meta: ListingMeta<'a>,
+    pub checksum: Option<Checksum>,
+}
+
+/// [`ObjectMeta`]'s layout with borrowed strings.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListingMeta<'a> {
+    #[allow(dead_code)] // decoded only to reach the fields after it
+    pub content_type: Option<&'a str>,
+    #[serde(borrow)]
+    pub headers: Vec<(&'a str, &'a str)>,
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    pub user: Vec<(&'a str, &'a str)>,
+}
+
 /// Per-blob facts needed to read it safely.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BlobMeta {
@@ -513,6 +540,49 @@ fn refuse_in_cache_only() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every field a listing reads comes back as the full entry wrote it, with and
+    /// without the optional parts, whatever follows them.
+    #[test]
+    fn a_listing_reads_what_an_entry_wrote() {
+        let full = ObjectEntry {
+            size: 16 << 20,
+            etag: ETag::multipart(&[[1; 16], [2; 16]]),
+            last_modified: Timestamp::from_millis(1_765_000_000_123),
+            meta: ObjectMeta {
+                content_type: Some("application/octet-stream".into()),
+                headers: vec![("cache-control".into(), "no-cache".into()), ("x-amz-storage-class".into(), "GLACIER".into())],
+                user: vec![("walg".into(), "yes".into())],
+            },
+            checksum: Some(Checksum {
+                algorithm: ChecksumAlgorithm::Crc32c,
+                value: vec![1, 2, 3, 4],
+                kind: crate::types::ChecksumType::Composite { parts: 2 },
+            }),
+            parts_count: Some(2),
+            blobs: vec![BlobRef { hash: BlobHash::from_bytes([9; 32]), size: 1 }; 3],
+        };
+        let bare = ObjectEntry {
+            size: 0,
+            etag: ETag::from_md5(&[0; 16]),
+            last_modified: Timestamp::from_millis(0),
+            meta: ObjectMeta::default(),
+            checksum: None,
+            parts_count: None,
+            blobs: vec![],
+        };
+        for e in [full, bare] {
+            let bytes = codec::encode(&e);
+            let l: ObjectListing = codec::decode_borrowed(&bytes, "test").expect("decode");
+            assert_eq!((l.size, l.etag, l.last_modified), (e.size, e.etag.as_str(), e.last_modified));
+            assert_eq!(l.meta.content_type, e.meta.content_type.as_deref());
+            let pairs = |v: &[(String, String)]| v.iter().map(|(a, b)| (a.clone(), b.clone())).collect::<Vec<_>>();
+            let owned = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+            assert_eq!(owned(&l.meta.headers), pairs(&e.meta.headers));
+            assert_eq!(owned(&l.meta.user), pairs(&e.meta.user));
+            assert_eq!(l.checksum, e.checksum);
+        }
+    }
 
     #[test]
     fn schema_1_gc_queue_is_rekeyed_by_time_at_open() {

@@ -21,7 +21,7 @@ use crate::blob::{BlobFile, BlobStore, FsBlobStore};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, CF_BLOBS,
+    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, ObjectListing, CF_BLOBS,
     CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS,
 };
 use crate::locks::{lock_id, Stripes};
@@ -740,7 +740,7 @@ impl Store {
                 }
                 None => {
                     let v = it.value().ok_or_else(|| Error::Decode("listing value".into()))?;
-                    let e: ObjectEntry = codec::decode(v, CF_OBJECTS)?;
+                    let e: ObjectListing = codec::decode_borrowed(v, CF_OBJECTS)?;
                     page.items.push(ListItem::Object(summary_of(key.to_owned(), &e)));
                     it.next();
                 }
@@ -938,13 +938,13 @@ pub(crate) fn info_of(bucket: &BucketName, key: &ObjectKey, e: ObjectEntry) -> O
     }
 }
 
-fn summary_of(key: String, e: &ObjectEntry) -> ObjectSummary {
+fn summary_of(key: String, e: &ObjectListing) -> ObjectSummary {
     ObjectSummary {
         key,
         size: e.size,
-        etag: e.etag.clone(),
+        etag: ETag::from_stored(e.etag),
         last_modified: e.last_modified,
-        storage_class: e.meta.headers.iter().find(|(k, _)| k == "x-amz-storage-class").map(|(_, v)| v.clone()),
+        storage_class: e.meta.headers.iter().find(|(k, _)| *k == "x-amz-storage-class").map(|(_, v)| (*v).to_owned()),
         checksum_algorithm: e.checksum.as_ref().map(|c| c.algorithm),
         checksum_type: e.checksum.as_ref().map(|c| c.type_name()),
     }

@@ -147,6 +147,11 @@ impl ETag {
         Self(format!("{}-{}", hex::encode(d), part_md5s.len()))
     }
 
+    /// An ETag as the index stores it (unquoted).
+    pub(crate) fn from_stored(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+
     /// Accepts a client-supplied ETag with or without surrounding quotes.
     pub fn from_client(s: &str) -> Self {
         Self(s.trim().trim_matches('"').to_owned())
