@@ -668,7 +668,7 @@ synchronous_commit = off
         big = {}
         if n_big > n_cmp:
             log(f"P4 seeding walstore up to {n_big} keys with walstore-bench-seed (server stopped)")
-            cp = run([self.seed_exe, data["walstore"], BUCKET, "wal_005/", n_cmp, n_big - n_cmp, 8], timeout=1200)
+            cp = run([self.seed_exe, data["walstore"], BUCKET, "wal_005/", n_cmp, n_big - n_cmp, 64], timeout=1200)
             big["seeding"] = json.loads(cp.stdout.strip().splitlines()[-1])
             log(f"  {big['seeding']['per_sec']:.0f} objects/s")
         # P7: restart with everything stored; walstore at n_big, MinIO at n_cmp (reference).
