@@ -188,7 +188,8 @@ pub fn iso8601_into(out: &mut String, t: Timestamp) {
     if !(0..=9999).contains(&y) {
         // Outside what four digits hold; S3 never stores such a time, but be exact.
         use std::fmt::Write;
-        let _ = write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60);
+        let _ =
+            write!(out, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60);
         return;
     }
     // Listings write one per key: digits by hand, not through `fmt`.

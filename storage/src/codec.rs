@@ -28,11 +28,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a value written by [`encode`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    match bytes.split_first() {
-        Some((&VALUE_V1, body)) => postcard::from_bytes(body).map_err(|e| Error::Decode(format!("{what}: {e}"))),
-        Some((v, _)) => Err(Error::Decode(format!("{what}: unknown format version {v}"))),
-        None => Err(Error::Decode(format!("{what}: empty value"))),
-    }
+    decode_borrowed(bytes, what)
 }
 
 /// Decodes a value written by [`encode`] into a type that borrows from `bytes` (and

@@ -551,7 +551,10 @@ mod tests {
             last_modified: Timestamp::from_millis(1_765_000_000_123),
             meta: ObjectMeta {
                 content_type: Some("application/octet-stream".into()),
-                headers: vec![("cache-control".into(), "no-cache".into()), ("x-amz-storage-class".into(), "GLACIER".into())],
+                headers: vec![
+                    ("cache-control".into(), "no-cache".into()),
+                    ("x-amz-storage-class".into(), "GLACIER".into()),
+                ],
                 user: vec![("walg".into(), "yes".into())],
             },
             checksum: Some(Checksum {

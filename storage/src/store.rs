@@ -21,8 +21,8 @@ use crate::blob::{BlobFile, BlobStore, FsBlobStore};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, ObjectListing, CF_BLOBS,
-    CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS,
+    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, ObjectListing,
+    CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS,
 };
 use crate::locks::{lock_id, Stripes};
 use crate::space::{SpaceGuard, SpaceReserve};
