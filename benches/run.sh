@@ -15,8 +15,9 @@
 #   warp           v1.6.1 from the Go module proxy, built with two dependencies replaced,
 #                  because the proxy refuses the versions its go.mod pins (see README.md)
 #   s3load         benches/s3load (standard library only): seeding, listing, probes
-#   WAL-G          $WALG_BIN or $WALSTORE_CACHE/bin/wal-g (v3.0.9; the Go proxy does not
-#                  serve WAL-G, so it is never downloaded here); without it P1/P6 are skipped
+#   WAL-G          v3.0.9, found as the tests find it (ensure_walg in scripts/common.sh:
+#                  $WALG_BIN, the cached binary, ../shared/tools, go install); without it
+#                  P1/P6 are reported as not run
 # The PostgreSQL fixture (a pgbench cluster and 200 real WAL segments) is built once by
 # compare.py in /var/tmp/walstore-bench-cache (the postgres user cannot reach ~/.cache).
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
@@ -87,12 +88,10 @@ fi
 log "building s3load"
 (cd "$REPO_ROOT/benches/s3load" && go build -trimpath -o "$BENCH_BIN/s3load" .)
 
-WALG_EXE="${WALG_BIN:-$WALSTORE_BIN_DIR/wal-g}"
-if [ -x "$WALG_EXE" ] && "$WALG_EXE" --version 2>/dev/null | grep -q "$WALG_VERSION"; then
-  :
-else
-  log "WARNING: WAL-G $WALG_VERSION not found at $WALG_EXE (set WALG_BIN); P1 and P6 will be reported as not run"
-  WALG_EXE=""
+# WAL-G: the same binary the tests run (ensure_walg in scripts/common.sh).
+apt_install xz-utils
+if ! ensure_walg; then
+  log "WARNING: $WALG_MISSING; P1 and P6 will be reported as not run"
 fi
 
 export WALSTORE_EXE="$BENCH_BIN/walstore" SEED_EXE="$BENCH_BIN/walstore-bench-seed" MINIO_EXE WARP_EXE \

@@ -42,3 +42,81 @@ build_walstore() {
   (cd "$REPO_ROOT" && cargo build --release --locked -p walstore >&2)
   export WALSTORE_EXE="$CARGO_TARGET_DIR/release/walstore"
 }
+
+# Where the WAL-G binary the tests and benches run comes from, first found wins:
+#   1. $WALG_BIN, when it reports $WALG_VERSION;
+#   2. the cached $WALSTORE_BIN_DIR/wal-g of that version (left by an earlier install);
+#   3. shared/tools/wal-g-$WALG_VERSION-linux-amd64.xz beside the checkout (WAL-G built from its
+#      tagged source; see its README), unpacked only if its sha256 matches the .sha256 beside it;
+#   4. `go install github.com/wal-g/wal-g/main/pg@$WALG_VERSION` (the Go module proxy refuses it
+#      today, but a proxy that serves it works).
+# Sets WALG_EXE to the binary, or to "" with WALG_MISSING saying why and how to provide one.
+ensure_walg() {
+  local walg="$WALSTORE_BIN_DIR/wal-g" tried=()
+  WALG_EXE="" WALG_MISSING=""
+  walg_ok() { [ -x "$1" ] && "$1" --version 2>/dev/null | grep -q "version $WALG_VERSION"; }
+  if [ -n "${WALG_BIN:-}" ]; then
+    if walg_ok "$WALG_BIN"; then WALG_EXE="$WALG_BIN"; export WALG_EXE; return 0; fi
+    tried+=("WALG_BIN=$WALG_BIN is not an executable wal-g $WALG_VERSION")
+  fi
+  if walg_ok "$walg"; then WALG_EXE="$walg"; export WALG_EXE; return 0; fi
+
+  local name="wal-g-$WALG_VERSION-linux-amd64" dir xz=""
+  while IFS= read -r dir; do
+    if [ -f "$dir/$name.xz" ] && [ -f "$dir/$name.sha256" ]; then xz="$dir/$name.xz"; break; fi
+  done < <(walg_shared_tools_dirs)
+  if [ -n "$xz" ]; then
+    local tmp want got
+    tmp="$(mktemp "$WALSTORE_BIN_DIR/.wal-g.XXXXXX")"
+    want="$(tr -d '[:space:]' < "${xz%.xz}.sha256")"
+    if xz -dc "$xz" > "$tmp" 2>/dev/null; then
+      got="$(sha256sum "$tmp" | cut -d' ' -f1)"
+      if [ "$got" = "$want" ]; then
+        chmod 0755 "$tmp" && mv -f "$tmp" "$walg"
+        log "installed WAL-G $WALG_VERSION from $xz (sha256 checked)"
+        if walg_ok "$walg"; then WALG_EXE="$walg"; export WALG_EXE; return 0; fi
+        tried+=("$xz unpacked but does not report $WALG_VERSION")
+      else
+        tried+=("$xz: sha256 $got does not match ${xz%.xz}.sha256 ($want); not used")
+      fi
+    else
+      tried+=("$xz could not be unpacked (is xz-utils installed?)")
+    fi
+    rm -f "$tmp"
+  else
+    tried+=("no shared/tools/$name.xz found next to the checkout")
+  fi
+
+  if command -v go >/dev/null; then
+    local gobin
+    gobin="$(mktemp -d)"
+    log "installing WAL-G $WALG_VERSION with go install"
+    if GOBIN="$gobin" go install "github.com/wal-g/wal-g/main/pg@$WALG_VERSION" >"$WALSTORE_CACHE/walg-install.log" 2>&1 \
+       && install -m 0755 "$gobin/pg" "$walg" && walg_ok "$walg"; then
+      rm -rf "$gobin"; WALG_EXE="$walg"; export WALG_EXE; return 0
+    fi
+    rm -rf "$gobin"
+    tried+=("go install was refused (see $WALSTORE_CACHE/walg-install.log)")
+  else
+    tried+=("Go is not installed")
+  fi
+  local why
+  why="$(printf '%s; ' "${tried[@]}")"
+  WALG_MISSING="WAL-G $WALG_VERSION is missing (${why%; }): set WALG_BIN to a wal-g $WALG_VERSION binary or put shared/tools/$name.xz beside the checkout"
+  export WALG_EXE WALG_MISSING
+  return 1
+}
+
+# Candidate shared/tools directories: $WALSTORE_SHARED_TOOLS, then shared/tools next to this
+# checkout or any of its parents, then next to the repository it was cloned from (a CI clone in
+# /tmp finds the tools of the checkout it came from).
+walg_shared_tools_dirs() {
+  [ -n "${WALSTORE_SHARED_TOOLS:-}" ] && echo "$WALSTORE_SHARED_TOOLS"
+  local d="$REPO_ROOT" origin
+  while [ "$d" != "/" ]; do d="$(dirname "$d")"; echo "$d/shared/tools"; done
+  origin="$(git -C "$REPO_ROOT" config --get remote.origin.url 2>/dev/null || true)"
+  if [ -n "$origin" ] && [ -d "$origin" ]; then
+    d="$(cd "$origin" && pwd)"
+    while [ "$d" != "/" ]; do d="$(dirname "$d")"; echo "$d/shared/tools"; done
+  fi
+}

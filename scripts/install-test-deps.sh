@@ -2,6 +2,7 @@
 # Installs what the client test suites need, idempotently:
 # PostgreSQL and pgBackRest from Debian, boto3 + AWS CLI + pytest in a
 # virtualenv (current releases, refreshed daily), and WAL-G $WALG_VERSION.
+# CI=true (set by .ci/run) turns a dependency that cannot be installed into a failure.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 apt_install postgresql postgresql-contrib pgbackrest daemontools python3-venv
@@ -21,27 +22,16 @@ if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ] \
   touch "$stamp"
 fi
 
-# WAL-G: `go install github.com/wal-g/wal-g/main/pg@$WALG_VERSION` (the binary is
-# called `pg`; we install it as `wal-g`). A binary already at
-# $WALSTORE_BIN_DIR/wal-g reporting the pinned version is reused, and
-# $WALG_BIN may point at one built elsewhere.
-walg="$WALSTORE_BIN_DIR/wal-g"
-if [ -n "${WALG_BIN:-}" ] && [ -x "$WALG_BIN" ]; then
-  ln -sf "$WALG_BIN" "$walg"
-fi
-if ! { [ -x "$walg" ] && "$walg" --version 2>/dev/null | grep -q "$WALG_VERSION"; }; then
-  if command -v go >/dev/null; then
-    log "installing WAL-G $WALG_VERSION with go install"
-    gobin="$(mktemp -d)"
-    if GOBIN="$gobin" go install "github.com/wal-g/wal-g/main/pg@$WALG_VERSION" >"$WALSTORE_CACHE/walg-install.log" 2>&1; then
-      install -m 0755 "$gobin/pg" "$walg"
-    else
-      log "WARNING: could not install WAL-G $WALG_VERSION from the Go module proxy (see $WALSTORE_CACHE/walg-install.log); WAL-G tests will be reported as skipped. Set WALG_BIN to a wal-g $WALG_VERSION binary to run them."
-    fi
-    rm -rf "$gobin"
-  else
-    log "WARNING: Go is not installed; WAL-G tests will be reported as skipped"
+# WAL-G $WALG_VERSION: see ensure_walg in common.sh for where it comes from. In CI
+# (CI=true) a missing WAL-G fails here, in one line; elsewhere its tests are skipped and
+# the reason is printed at the end of the pytest run.
+apt_install xz-utils
+if ! ensure_walg; then
+  if [ "${CI:-}" = true ]; then
+    echo "FAILED: $WALG_MISSING" >&2
+    exit 1
   fi
+  log "WARNING: $WALG_MISSING; WAL-G tests will be skipped"
 fi
 
 # Deployment validators for tests/test_deploy.py (pinned; each skipped with a

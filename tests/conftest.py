@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Walstore, walg_exe  # noqa: E402
+from harness import MISSING_DEPENDENCY, Walstore, in_ci, walg_exe, walg_missing  # noqa: E402
 from tlscerts import make_ca_and_cert  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def tls_server(tmp_path, tls_material):
 def walg():
     exe = walg_exe()
     if exe is None:
-        pytest.skip("WAL-G v3.0.9 is not installed (the Go module proxy refused it); set WALG_BIN to run these tests")
+        pytest.skip(walg_missing())
     return exe
 
 
@@ -51,3 +51,33 @@ def s3(server):
     import boto3
 
     return boto3.client("s3", **server.boto3_kwargs())
+
+
+def _skip_reason(report) -> str:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI, a test skipped because a real component is missing fails instead: a green CI
+    run must mean every client (WAL-G, PostgreSQL, pgBackRest, boto3, the AWS CLI) really ran."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and MISSING_DEPENDENCY in _skip_reason(report):
+        report.outcome = "failed"
+        report.longrepr = f"{_skip_reason(report)} (CI=true: a missing dependency fails the run, not a skip)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each skip reason once, with how many tests it skipped (missing dependencies first)."""
+    reasons: dict[str, int] = {}
+    for rep in terminalreporter.stats.get("skipped", []):
+        reason = _skip_reason(rep)
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if not reasons:
+        return
+    terminalreporter.section("skipped, by reason")
+    for reason, n in sorted(reasons.items(), key=lambda kv: (MISSING_DEPENDENCY not in kv[0], kv[0])):
+        terminalreporter.write_line(f"{n:4d} × {reason}")

@@ -26,6 +26,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Prefix of every skip reason that means "a real component this test needs is not installed".
+#: Under ``CI=true`` conftest.py turns such skips into failures (a CI run must exercise every
+#: client); other skips (a documented upstream bug, an optional capability) stay skips.
+MISSING_DEPENDENCY = "missing dependency: "
+
+
+def missing_dependency(what: str) -> str:
+    """The skip reason for a test that cannot run because `what` is not installed."""
+    return MISSING_DEPENDENCY + what
+
+
+def in_ci() -> bool:
+    """True when the suite runs as CI (``CI=true``, which .ci/run sets)."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
 
 def walstore_exe() -> str:
     exe = os.environ.get("WALSTORE_EXE")
@@ -43,6 +58,14 @@ def walg_exe() -> str | None:
     """The pinned WAL-G binary, or None when it could not be installed."""
     exe = os.environ.get("WALG_EXE") or str(Path.home() / ".cache/walstore/bin/wal-g")
     return exe if Path(exe).is_file() and os.access(exe, os.X_OK) else None
+
+
+def walg_missing() -> str:
+    """The skip reason when WAL-G is missing: what scripts/common.sh's ensure_walg found."""
+    why = os.environ.get("WALG_MISSING") or (
+        "WAL-G v3.0.9 is not installed: set WALG_BIN to a wal-g v3.0.9 binary or put "
+        "shared/tools/wal-g-v3.0.9-linux-amd64.xz beside the checkout, then run scripts/install-test-deps.sh")
+    return missing_dependency(why)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import pytest
 
-from harness import wait_for, walg_exe
+from harness import missing_dependency, wait_for, walg_exe, walg_missing
 
 PG_BIN = Path(os.environ.get("WALSTORE_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_OS_USER = "postgres"
@@ -81,10 +81,10 @@ def walg_sandbox(keep: bool) -> Iterator["Sandbox"]:
     global current
     why = missing_prerequisites()
     if why:
-        pytest.skip(why)
+        pytest.skip(missing_dependency(why))
     exe = walg_exe()
     if exe is None:
-        pytest.skip("WAL-G v3.0.9 is not installed (the Go module proxy refused it); set WALG_EXE to run these tests")
+        pytest.skip(walg_missing())
     sb = Sandbox(exe, keep=keep)
     current = sb
     try:

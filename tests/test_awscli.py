@@ -24,10 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from harness import missing_dependency
+
 AWS = str(Path(os.environ.get("WALSTORE_VENV", Path.home() / ".cache/walstore/venv")) / "bin" / "aws")
 MiB = 1 << 20
 
-pytestmark = pytest.mark.skipif(not Path(AWS).is_file(), reason=f"AWS CLI not installed at {AWS}")
+pytestmark = pytest.mark.skipif(not Path(AWS).is_file(),
+                                reason=missing_dependency(f"AWS CLI not installed at {AWS} (run scripts/install-test-deps.sh)"))
 
 
 class Cli:

@@ -33,6 +33,8 @@ import botocore
 import pytest
 from botocore.exceptions import ClientError
 
+from harness import missing_dependency
+
 BUCKET = "test"
 MiB = 1 << 20
 
@@ -299,7 +301,7 @@ ALGORITHMS = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"]
 
 def _checksum_roundtrip(client, algorithm: str, transport: str) -> None:
     if algorithm in ("CRC32C", "CRC64NVME") and not has_awscrt():
-        pytest.skip(f"botocore needs awscrt to compute {algorithm} (MissingDependencyException); pip install awscrt")
+        pytest.skip(missing_dependency(f"botocore needs awscrt to compute {algorithm} (MissingDependencyException); pip install awscrt"))
     rec = Recorder(client)
     data = os.urandom(300_000) + b"tail"
     want = expected_checksum(algorithm, data)

@@ -42,7 +42,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO, new_server, walg_exe, walstore_exe  # noqa: E402
+from harness import REPO, missing_dependency, new_server, walg_exe, walg_missing, walstore_exe  # noqa: E402
 
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -73,7 +73,7 @@ def tool(name: str) -> str | None:
 def need(name: str) -> str:
     p = tool(name)
     if p is None:
-        pytest.skip(f"{name} is not installed ({INSTALL_HINT}; it could not be installed here)")
+        pytest.skip(missing_dependency(f"{name} is not installed ({INSTALL_HINT}; it could not be installed here)"))
     return p
 
 
@@ -96,7 +96,7 @@ def kubernetes_validate():
         import kubernetes_validate as kv
         import kubernetes_validate.utils as kvu
     except ImportError:
-        pytest.skip(f"the PyPI package kubernetes-validate is not installed ({INSTALL_HINT})")
+        pytest.skip(missing_dependency(f"the PyPI package kubernetes-validate is not installed ({INSTALL_HINT})"))
     return kv, kvu
 
 
@@ -1049,7 +1049,7 @@ def test_spilo_wal_writer_key_archives_but_cannot_delete(tmp_path):
     environment of pod-environment-configmap.yaml (endpoint made local)."""
     walg = walg_exe()
     if walg is None:
-        pytest.skip("WAL-G is not installed (see tests/test_walg.py)")
+        pytest.skip(walg_missing())
     data = one(yaml_docs(SPILO / "pod-environment-configmap.yaml"), "ConfigMap")["data"]
     srv = new_server(tmp_path, region=data["AWS_REGION"], buckets=[data["WAL_S3_BUCKET"]])
     try:

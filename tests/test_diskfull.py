@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir, wait_for, walstore_exe
+from harness import Walstore, missing_dependency, rmtree, tempdir, wait_for, walstore_exe
 from pgcluster import walg_sandbox
 
 BUCKET = "backups"
@@ -47,7 +47,7 @@ def small_fs():
                         capture_output=True, text=True)
     if cp.returncode != 0:
         rmtree(base)
-        pytest.skip(f"cannot mount a tmpfs (needs root): {cp.stderr.strip()}")
+        pytest.skip(missing_dependency(f"cannot mount a tmpfs (needs root): {cp.stderr.strip()}"))
     try:
         yield mnt
     finally:

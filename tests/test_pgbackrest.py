@@ -30,7 +30,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from harness import Walstore, rmtree, tempdir, wait_for
+from harness import Walstore, missing_dependency, rmtree, tempdir, wait_for
 from tlscerts import make_ca_and_cert
 
 PG_BIN = Path(os.environ.get("WALSTORE_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -39,10 +39,11 @@ RUNUSER = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sb
 STANZA = "demo"
 
 pytestmark = [
-    pytest.mark.skipif(PGBACKREST is None, reason="pgbackrest is not installed (apt-get install pgbackrest)"),
-    pytest.mark.skipif(not (PG_BIN / "initdb").is_file(), reason=f"PostgreSQL binaries not found in {PG_BIN}"),
+    pytest.mark.skipif(PGBACKREST is None, reason=missing_dependency("pgbackrest is not installed (apt-get install pgbackrest)")),
+    pytest.mark.skipif(not (PG_BIN / "initdb").is_file(),
+                       reason=missing_dependency(f"PostgreSQL binaries not found in {PG_BIN}")),
     pytest.mark.skipif(os.geteuid() != 0 or RUNUSER is None,
-                       reason="needs root and runuser to run PostgreSQL as the postgres user"),
+                       reason=missing_dependency("needs root and runuser to run PostgreSQL as the postgres user")),
 ]
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from harness import Walstore
+from harness import Walstore, missing_dependency
 
 REPO = Path(__file__).resolve().parent.parent
 SECONDS = int(os.environ.get("SOAK_SECONDS", "60"))
@@ -42,7 +42,7 @@ MAX_GC_LAG_BLOBS = 50_000
 @pytest.fixture(scope="module")
 def s3load(tmp_path_factory) -> Path:
     if shutil.which("go") is None:
-        pytest.skip("Go is needed to build benches/s3load")
+        pytest.skip(missing_dependency("Go is needed to build benches/s3load"))
     exe = tmp_path_factory.mktemp("s3load") / "s3load"
     subprocess.run(["go", "build", "-trimpath", "-o", str(exe), "."], cwd=REPO / "benches" / "s3load",
                    check=True, timeout=300, env=dict(os.environ, CGO_ENABLED="0"))
