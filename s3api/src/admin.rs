@@ -13,6 +13,7 @@ use storage::units::{format_duration, parse_duration, parse_size};
 use storage::wal::{DeleteProtection, Keep, SegmentSize, StoredPolicy};
 use storage::{BucketName, KeyRole, Store};
 
+pub use crate::authz::normalize_prefix;
 use crate::authz::Principal;
 use crate::body::{read_small, BodySpec, ResponseBody, TimedBody};
 use crate::error::{S3Code, S3Error, S3Result};
@@ -276,7 +277,7 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
         AdminRequest::Status { bucket, prefix } => {
             let evs: Vec<_> = repos_of(store, &bucket, &prefix)?
                 .iter()
-                .map(|r| store.evaluate(&bucket, r))
+                .map(|r| store.evaluation(&bucket, r))
                 .collect::<Result<_, _>>()?;
             let quarantined = store.quarantine()?;
             (
@@ -300,8 +301,8 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
         AdminRequest::Run { bucket, prefix } => {
             let mut runs = Vec::new();
             for r in repos_of(store, &bucket, &prefix)? {
-                let (objects, bytes) = store.retention_run(&bucket, &r, usize::MAX)?;
-                runs.push(json!({"prefix": r, "deleted_objects": objects, "deleted_bytes": bytes}));
+                let out = store.retention_run(&bucket, &r, &storage::Budget::unlimited())?;
+                runs.push(json!({"prefix": r, "deleted_objects": out.objects, "deleted_bytes": out.bytes}));
             }
             (true, json!({ "bucket": bucket.as_str(), "runs": runs }))
         }
@@ -340,7 +341,7 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
         }
         AdminRequest::Gc => {
             let now = SystemTime::now();
-            let total = store.gc_until_done(now, None)?;
+            let total = store.gc_until_done(now, &storage::Budget::unlimited())?;
             let waiting = store.gc_queue_stats(now)?.pending;
             let orphans = store.sweep_orphans(now)?;
             let expired = store.expire_uploads(now)?;
@@ -361,8 +362,19 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
         AdminRequest::QuarantineResolve { id, keep } => {
             (true, json!({ "resolved": store.resolve_quarantine(&id, keep, actor)? }))
         }
-        AdminRequest::ScrubStart => (true, json!({"started": true})),
-        AdminRequest::ScrubStatus => (true, scrub_status(store)),
+        AdminRequest::ScrubStart => {
+            // A scrub in progress just continues; a request would start another after it.
+            let running = store.scrub_state()?.cursor.is_some();
+            let started = running || store.request_job("scrub");
+            if !started {
+                return Err(S3Error::new(
+                    S3Code::ServiceUnavailable,
+                    "no background scheduler runs in this process; run `walstore scrub --data-dir` on a stopped server",
+                ));
+            }
+            (true, json!({"started": true, "already_running": running}))
+        }
+        AdminRequest::ScrubStatus => (true, scrub_status(store)?),
     })
 }
 
@@ -424,15 +436,14 @@ pub async fn handle(
             keep: parse_keep(q.get("keep").unwrap_or(""))?,
         },
         (Method::GET, "scrub") => AdminRequest::ScrubStatus,
-        (Method::POST, "scrub") => {
-            let store = state.store.clone();
-            if !store.scrub_stats().running.load(std::sync::atomic::Ordering::SeqCst) {
-                tokio::task::spawn_blocking(move || match store.scrub(&mut |_, _| {}) {
-                    Ok(r) => tracing::info!(blobs = r.blobs, corrupt = r.corrupt.len(), "scrub finished"),
-                    Err(e) => tracing::error!(error = %e, "scrub failed"),
-                });
+        (Method::POST, "scrub") => AdminRequest::ScrubStart,
+        (Method::POST, "test-clock") if state.test_clock.is_some() => {
+            let ms: i64 =
+                q.get("ms").and_then(|v| v.parse().ok()).ok_or_else(|| bad("ms=<unix milliseconds> is required"))?;
+            if let Some(c) = &state.test_clock {
+                c.set(storage::Timestamp::from_millis(ms).to_system());
             }
-            AdminRequest::ScrubStart
+            return Ok(json_response(StatusCode::OK, &json!({ "now_ms": ms })));
         }
         _ => return Err(S3Error::new(S3Code::NotImplemented, format!("unknown admin endpoint {method} {path}"))),
     };
@@ -459,26 +470,15 @@ pub fn prefix_arg(q: &Query) -> Option<String> {
     q.get("prefix").map(normalize_prefix)
 }
 
-/// `spilo/c1` → `spilo/c1/`, `` → ``.
-pub fn normalize_prefix(p: &str) -> String {
-    let p = p.trim_matches('/');
-    if p.is_empty() {
-        String::new()
-    } else {
-        format!("{p}/")
-    }
-}
-
-/// Progress and last report of scrubs.
-pub fn scrub_status(store: &Store) -> Value {
-    let st = store.scrub_stats();
-    use std::sync::atomic::Ordering;
-    json!({
-        "running": st.running.load(Ordering::SeqCst),
-        "progress": st.progress_permille.load(Ordering::Relaxed) as f64 / 1000.0,
-        "last_completion": st.last_completion.load(Ordering::Relaxed),
-        "last_report": *st.last_report.lock(),
-    })
+/// Progress and last report of scrubs (persisted: the same after a restart).
+pub fn scrub_status(store: &Store) -> S3Result<Value> {
+    let st = store.scrub_state()?;
+    Ok(json!({
+        "running": st.cursor.is_some(),
+        "progress": st.cursor.as_ref().map_or(1.0, |c| c.progress()),
+        "last_completion": st.last.as_ref().map_or(0, |l| l.completed.as_millis().max(0) / 1000),
+        "last_report": st.last.as_ref().map(|l| &l.report),
+    }))
 }
 
 fn storage_time(t: storage::Timestamp) -> String {

@@ -28,7 +28,7 @@ impl Principal {
     /// policies: `bkt/spilo/c1` covers `spilo/c1/…`, never the sibling `spilo/c10/…`.
     pub fn with_scope(access_key: &str, role: KeyRole, scope: Option<&str>) -> Self {
         let scope = scope.map(|s| match s.split_once('/') {
-            Some((b, p)) => (b.to_owned(), crate::admin::normalize_prefix(p)),
+            Some((b, p)) => (b.to_owned(), normalize_prefix(p)),
             None => (s.to_owned(), String::new()),
         });
         Self { access_key: access_key.to_owned(), role, scope }
@@ -153,6 +153,16 @@ pub fn key_in_scope(who: &Principal, bucket: &BucketName, key: &str) -> bool {
     match &who.scope {
         None => true,
         Some((b, p)) => b == bucket.as_str() && key.starts_with(p.as_str()),
+    }
+}
+
+/// A repository prefix as stored and compared: `spilo/c1` → `spilo/c1/`, `` → ``.
+pub fn normalize_prefix(p: &str) -> String {
+    let p = p.trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub job_success: GaugeVec,
     /// Maintenance job failures.
     pub job_errors: IntCounterVec,
+    worker_steps: IntCounterVec,
+    worker_busy: GaugeVec,
 }
 
 // Metric names and labels are literals covered by the tests below, so
@@ -332,6 +334,18 @@ impl Metrics {
                 "Failed runs of maintenance tasks.",
                 &["task"],
             ),
+            worker_steps: counter_vec(
+                &r,
+                "walstore_worker_steps_total",
+                "Steps taken by a background worker (each at most one budget long).",
+                &["worker"],
+            ),
+            worker_busy: fgauge_vec(
+                &r,
+                "walstore_worker_busy_seconds",
+                "Time a background worker has spent working since start.",
+                &["worker"],
+            ),
             registry: r,
         };
         let info = gauge_vec(&m.registry, "walstore_build_info", "Build information.", &["version"]);
@@ -339,7 +353,7 @@ impl Metrics {
         for op in Operation::ALL {
             m.duration.with_label_values(&[op.name()]);
         }
-        for job in ["gc", "retention", "usage", "scrub"] {
+        for job in ["gc", "evaluate", "retention", "usage", "scrub", "index-verify"] {
             m.job_errors.with_label_values(&[job]);
         }
         m
@@ -385,29 +399,40 @@ impl Metrics {
         follow(&self.gc_blobs, st.gc_reclaimed_blobs.load(Ordering::Relaxed));
         follow(&self.blocks_verified, st.blocks_verified.load(Ordering::Relaxed));
         follow(&self.checksum_failures, st.checksum_failures.load(Ordering::Relaxed));
-        let sc = store.scrub_stats();
-        follow(&self.scrub_checked, sc.blobs_checked.load(Ordering::Relaxed));
-        follow(&self.scrub_corrupt, sc.corrupt_blobs.load(Ordering::Relaxed));
-        self.scrub_progress.set(sc.progress_permille.load(Ordering::Relaxed) as f64 / 1000.0);
-        self.scrub_last.set(sc.last_completion.load(Ordering::Relaxed) as i64);
+        follow(&self.scrub_checked, st.scrub_blobs_checked.load(Ordering::Relaxed));
+        follow(&self.scrub_corrupt, st.scrub_corrupt_blobs.load(Ordering::Relaxed));
         let g = &store.wal_guard().stats;
         follow(&self.retention_deletions, g.retention_deletions.load(Ordering::Relaxed));
         follow(&self.refused, g.refused_deletes.load(Ordering::Relaxed));
         follow(&self.conflicts, g.conflicts.load(Ordering::Relaxed));
     }
 
-    /// Refreshes the WAL gauges at scrape time (blocking: call off the async
-    /// runtime). Evaluations are cached and recomputed only for repositories
-    /// written to since, so a scrape reports the segment that just arrived.
-    pub fn refresh_wal_now(&self, store: &Store) -> storage::Result<()> {
-        let mut evals = Vec::new();
-        for b in store.list_buckets()? {
-            for repo in store.wal_repositories(&b.name)? {
-                evals.push(store.evaluation(&b.name, &repo)?);
+    /// Refreshes the gauges that are cheap to read at scrape time: the WAL
+    /// gauges from the last evaluation of each repository (kept current by the
+    /// `evaluate` worker; a scrape never evaluates, however often it comes) and
+    /// the scrub's progress (persisted in the index).
+    pub fn refresh_at_scrape(&self, store: &Store) {
+        self.refresh_counters(store);
+        self.refresh_wal(&store.last_evaluations());
+        match store.scrub_state() {
+            Ok(sc) => {
+                self.scrub_progress.set(sc.cursor.as_ref().map_or(1.0, |c| c.progress()));
+                self.scrub_last.set(sc.last.as_ref().map_or(0, |l| l.completed.as_millis().max(0) / 1000));
             }
+            Err(e) => tracing::warn!(error = %e, "reading the scrub state for a scrape failed"),
         }
-        self.refresh_wal(&evals);
-        Ok(())
+    }
+
+    /// Records a finished run of a background worker.
+    pub fn observe_worker(&self, w: &storage::worker::WorkerStatus, failed: bool) {
+        if failed {
+            self.job_errors.with_label_values(&[w.name]).inc();
+        } else {
+            let t = w.last_success.load(Ordering::Relaxed) as f64;
+            self.job_success.with_label_values(&[w.name]).set(t);
+        }
+        follow(&self.worker_steps.with_label_values(&[w.name]), w.steps.load(Ordering::Relaxed));
+        self.worker_busy.with_label_values(&[w.name]).set(w.busy_ms.load(Ordering::Relaxed) as f64 / 1000.0);
     }
 
     /// Refreshes the WAL gauges of the given evaluations (all repositories).

@@ -115,10 +115,7 @@ async fn probe(state: &AppState, req: &Request<Incoming>) -> Response<ResponseBo
         }
         let (store, metrics) = (state.store.clone(), state.metrics.clone());
         let body = tokio::task::spawn_blocking(move || {
-            metrics.refresh_counters(&store);
-            if let Err(e) = metrics.refresh_wal_now(&store) {
-                tracing::warn!(error = %e, "refreshing WAL metrics for a scrape failed; serving the previous values");
-            }
+            metrics.refresh_at_scrape(&store);
             metrics.render()
         })
         .await

@@ -92,6 +92,8 @@ pub struct AppState {
     pub keys: Arc<Credentials>,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Tests only (`serve --test-clock`): the store's clock, set through the admin API.
+    pub test_clock: Option<Arc<storage::ManualClock>>,
     shutting_down: AtomicBool,
 }
 
@@ -103,6 +105,7 @@ impl AppState {
             config,
             keys,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            test_clock: None,
             shutting_down: AtomicBool::new(false),
         }
     }

@@ -785,13 +785,22 @@ fn progress_bar(done: f64) {
 /// status 1 when corruption is found, listing the affected objects.
 pub fn scrub(conn: &Conn) -> Result<(), String> {
     let report: Value = if let Some(store) = offline(conn)? {
-        let r = store
-            .scrub(&mut |done, total| {
-                if !conn.json && (done % 64 == 0 || done == total) {
-                    progress_bar(done as f64 / total.max(1) as f64);
-                }
-            })
-            .map_err(|e| e.to_string())?;
+        // Unpaced, in steps that save the position: an interrupted scrub (also
+        // one the server left) continues where it stopped.
+        let r = loop {
+            let mut budget =
+                storage::Budget::for_step(std::time::Duration::from_millis(500), storage::StopSignal::new());
+            if let Some(r) = store.scrub_step(&mut budget).map_err(|e| e.to_string())? {
+                break r;
+            }
+            if !conn.json {
+                let st = store.scrub_state().map_err(|e| e.to_string())?;
+                progress_bar(st.cursor.map_or(1.0, |c| c.progress()));
+            }
+        };
+        if !conn.json {
+            progress_bar(1.0);
+        }
         serde_json::to_value(&r).map_err(|e| e.to_string())?
     } else {
         let c = client(conn)?;

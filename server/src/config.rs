@@ -49,6 +49,8 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// How often every blob is re-hashed (`0s` = never). Default `7d`.
     pub scrub_interval: Duration,
+    /// Bytes per second the background scrub reads at most (`0` = unpaced). Default `64MiB`.
+    pub scrub_rate: u64,
     /// Free space writes must leave for deletes and the index. Default `auto`
     /// (1 GiB or 5 % of the filesystem, whichever is smaller).
     pub reserve_space: storage::SpaceReserve,
@@ -151,6 +153,9 @@ pub struct Settings {
     /// How often every blob is re-hashed, e.g. 7d; 0s disables [default: 7d]
     #[arg(long, env = "WALSTORE_SCRUB_INTERVAL")]
     pub scrub_interval: Option<String>,
+    /// Bytes per second the background scrub may read, e.g. 64MiB; 0 = unpaced [default: 64MiB]
+    #[arg(long, env = "WALSTORE_SCRUB_RATE")]
+    pub scrub_rate: Option<String>,
     /// Free space new uploads must leave on the data filesystem (for deletes and the index): auto, a size like 2GiB, a percentage like 5%, or 0 for none [default: auto = min(1GiB, 5%)]
     #[arg(long, env = "WALSTORE_RESERVE_SPACE")]
     pub reserve_space: Option<String>,
@@ -204,6 +209,7 @@ impl Settings {
             tls_key: self.tls_key.or(lower.tls_key),
             metrics_token: self.metrics_token.or(lower.metrics_token),
             scrub_interval: self.scrub_interval.or(lower.scrub_interval),
+            scrub_rate: self.scrub_rate.or(lower.scrub_rate),
             reserve_space: self.reserve_space.or(lower.reserve_space),
             max_connections: self.max_connections.or(lower.max_connections),
             max_header_size: self.max_header_size.or(lower.max_header_size),
@@ -279,6 +285,7 @@ impl Settings {
             header_timeout: dur(self.header_timeout, "30s", "header-timeout")?,
             body_timeout: dur(self.body_timeout, "30s", "body-timeout")?,
             body_min_rate: size(self.body_min_rate, "1KiB", "body-min-rate")?,
+            scrub_rate: size(self.scrub_rate, "64MiB", "scrub-rate")?,
         };
         if cfg.max_connections == 0 {
             return Err("max-connections: must be at least 1".into());

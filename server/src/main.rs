@@ -8,7 +8,7 @@ mod credentials;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use s3api::{ApiConfig, AppState, Credentials, ServeOptions};
@@ -33,6 +33,10 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         settings: Box<Settings>,
+        /// Tests only: the store's clock stands still and is set through the admin API
+        /// (`POST /_walstore/test-clock?ms=…`), so tests let days pass in a moment.
+        #[arg(long, hide = true)]
+        test_clock: bool,
     },
     /// Restorable windows, backups, gaps and alerts of a bucket's WAL-G repositories.
     Status {
@@ -97,7 +101,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, settings } => serve(config, *settings),
+        Command::Serve { config, settings, test_clock } => serve(config, *settings, test_clock),
         Command::Status { target, conn } => cli::status(&target, &conn),
         Command::Retention { cmd } => cli::retention(cmd),
         Command::Policy { cmd } => cli::policy(cmd),
@@ -128,8 +132,15 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-fn open_store(data_dir: PathBuf, cfg: Option<&Config>) -> Result<Store, String> {
+fn open_store(
+    data_dir: PathBuf,
+    cfg: Option<&Config>,
+    clock: Option<Arc<storage::ManualClock>>,
+) -> Result<Store, String> {
     let mut sc = StoreConfig::new(data_dir);
+    if let Some(c) = clock {
+        sc.clock = c;
+    }
     if let Some(c) = cfg {
         sc.gc_grace = c.gc_grace;
         sc.multipart_expiry = c.multipart_expiry;
@@ -139,7 +150,7 @@ fn open_store(data_dir: PathBuf, cfg: Option<&Config>) -> Result<Store, String> 
     Store::open(sc).map_err(|e| format!("cannot open the data directory: {e}"))
 }
 
-fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
+fn serve(config_file: Option<PathBuf>, flags: Settings, test_clock: bool) -> Result<(), String> {
     let file = match &config_file {
         Some(p) => Settings::from_file(p)?,
         None => Settings::default(),
@@ -148,7 +159,11 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
     init_logging(&cfg.log_level, cfg.log_format);
 
     let (creds, origin) = credentials::load_or_create(&cfg.data_dir)?;
-    let store = Arc::new(open_store(cfg.data_dir.clone(), Some(&cfg))?);
+    let clock = test_clock.then(|| {
+        tracing::warn!("--test-clock: the store's clock stands still and is set through the admin API; for tests only");
+        Arc::new(storage::ManualClock::starting_now())
+    });
+    let store = Arc::new(open_store(cfg.data_dir.clone(), Some(&cfg), clock.clone())?);
     store.set_default_policy(cfg.default_policy.clone());
     for b in &cfg.buckets {
         let name = BucketName::parse(b).map_err(|e| e.to_string())?;
@@ -188,7 +203,9 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
         None => None,
     };
     let keys = Arc::new(Credentials::new(creds.access_key.clone(), creds.secret_key.clone(), store.clone()));
-    let state = Arc::new(AppState::new(store.clone(), api, keys));
+    let mut state = AppState::new(store.clone(), api, keys);
+    state.test_clock = clock;
+    let state = Arc::new(state);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,13 +239,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
                 });
             }
         }
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let jobs = Jobs {
-            gc_interval: cfg.gc_interval,
-            retention_every: cfg.retention_interval,
-            scrub_every: cfg.scrub_interval,
-        };
-        let worker = tokio::spawn(maintenance(store.clone(), state.metrics.clone(), jobs, stop_rx));
+        let scheduler = start_workers(&store, &state.metrics, &cfg).map_err(|e| format!("cannot start the background workers: {e}"))?;
         let opts = ServeOptions {
             drain_timeout: cfg.drain_timeout,
             header_read_timeout: cfg.header_timeout,
@@ -236,9 +247,18 @@ fn serve(config_file: Option<PathBuf>, flags: Settings) -> Result<(), String> {
             max_connections,
             tls,
         };
+        // Background work stops as soon as shutdown begins, in parallel with
+        // draining the requests in flight (whatever it was doing resumes at
+        // the next start).
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopped_tx.send(tokio::task::spawn_blocking(move || scheduler.stop(WORKER_STOP_WITHIN)));
+        };
         s3api::serve(listener, state, opts, shutdown).await.map_err(|e| e.to_string())?;
-        let _ = stop_tx.send(true);
-        let _ = worker.await;
+        if let Ok(stopping) = stopped_rx.await {
+            let _ = stopping.await;
+        }
         Ok::<(), String>(())
     })?;
     if let Err(e) = store.flush() {
@@ -299,79 +319,46 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Intervals of the maintenance jobs.
-struct Jobs {
-    gc_interval: Duration,
-    retention_every: Duration,
-    scrub_every: Duration,
-}
+/// How long shutdown waits for the background workers (each checks its stop
+/// signal between steps of at most [`WORKER_STEP`]).
+const WORKER_STOP_WITHIN: Duration = Duration::from_secs(2);
+/// Longest step of a background worker before it saves its progress and looks
+/// at the stop signal.
+const WORKER_STEP: Duration = Duration::from_millis(500);
+/// How often changed repositories are evaluated again (what metrics and
+/// status show).
+const EVALUATE_EVERY: Duration = Duration::from_secs(10);
 
-/// The maintenance worker, one small step per tick: GC of unreferenced blobs
-/// (bounded per pass), expiry of abandoned uploads, an hourly orphan sweep,
-/// usage metrics, the retention pass (every repository is evaluated; those
-/// whose policy enforces retention get what the horizon releases deleted,
-/// journaled), the periodic scrub and the index verification (also at start). Each job's last success and failures are
-/// exported as metrics.
-async fn maintenance(
-    store: Arc<Store>,
-    metrics: Arc<s3api::metrics::Metrics>,
-    jobs: Jobs,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last: std::collections::HashMap<&'static str, std::time::Instant> = std::collections::HashMap::new();
-    let due = |last: &std::collections::HashMap<&'static str, std::time::Instant>, job: &str, every: Duration| {
-        !every.is_zero() && last.get(job).is_none_or(|t| t.elapsed() >= every)
+/// Starts the background workers, each on its own thread: GC, evaluation of
+/// every repository, retention, usage metrics, scrub, index verification.
+fn start_workers(
+    store: &Arc<Store>,
+    metrics: &Arc<s3api::metrics::Metrics>,
+    cfg: &Config,
+) -> std::io::Result<storage::worker::Scheduler> {
+    use storage::jobs::{EvaluateJob, GcJob, IndexVerifyJob, RetentionJob, ScrubJob};
+    use storage::worker::{FnWorker, Progress, Scheduler, SchedulerOptions, Worker};
+    let m = metrics.clone();
+    let usage = FnWorker::new("usage", Some(Duration::from_secs(60)), move |s: &Store, _: &mut storage::Budget| {
+        release_free_memory();
+        m.refresh_storage(s)?;
+        Ok(Progress::Done)
+    });
+    let scrub_every = Some(cfg.scrub_interval).filter(|d| !d.is_zero());
+    let workers: Vec<Box<dyn Worker>> = vec![
+        Box::new(GcJob::new(cfg.gc_interval)),
+        Box::new(EvaluateJob::new(EVALUATE_EVERY)),
+        Box::new(RetentionJob::new(cfg.retention_interval)),
+        Box::new(usage),
+        Box::new(ScrubJob::new(scrub_every, cfg.scrub_rate)),
+        Box::new(IndexVerifyJob::new(scrub_every)),
+    ];
+    let m = metrics.clone();
+    let opts = SchedulerOptions {
+        step: WORKER_STEP,
+        on_run: Some(Arc::new(move |w, err| m.observe_worker(w, err.is_some()))),
     };
-    // The first scrub waits a full interval: a restart must not re-read everything.
-    last.insert("scrub", std::time::Instant::now());
-    let mut first = true;
-    loop {
-        if !first {
-            tokio::select! {
-                _ = tokio::time::sleep(jobs.gc_interval) => {}
-                _ = stop.changed() => return,
-            }
-        }
-        first = false;
-        let _ = tokio::task::spawn_blocking(release_free_memory).await;
-        let plan: Vec<&'static str> = [
-            ("gc", jobs.gc_interval),
-            ("orphans", Duration::from_secs(3600)),
-            ("usage", Duration::from_secs(60)),
-            ("retention", jobs.retention_every),
-            ("scrub", jobs.scrub_every),
-            ("index-verify", jobs.scrub_every),
-        ]
-        .into_iter()
-        .filter(|(job, every)| due(&last, job, *every))
-        .map(|(job, _)| job)
-        .collect();
-        for job in plan {
-            let (s, m) = (store.clone(), metrics.clone());
-            let r = tokio::task::spawn_blocking(move || run_job(job, &s, &m)).await;
-            match r {
-                Ok(Ok(())) => {
-                    last.insert(job, std::time::Instant::now());
-                    let now = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map(|d| d.as_secs_f64())
-                        .unwrap_or(0.0);
-                    metrics.job_success.with_label_values(&[job]).set(now);
-                }
-                Ok(Err(e)) => {
-                    metrics.job_errors.with_label_values(&[job]).inc();
-                    tracing::error!(job, error = %e, "maintenance job failed");
-                }
-                Err(e) => {
-                    metrics.job_errors.with_label_values(&[job]).inc();
-                    tracing::error!(job, error = %e, "maintenance job panicked");
-                }
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
-    }
+    Scheduler::start(store.clone(), workers, opts)
 }
 
 /// Gives memory that glibc's allocator holds free back to the kernel.
@@ -393,72 +380,3 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
-
-/// Longest a GC job runs before the other maintenance jobs get their turn.
-const GC_JOB_BUDGET: Duration = Duration::from_secs(20);
-
-fn run_job(job: &str, s: &Store, m: &s3api::metrics::Metrics) -> storage::Result<()> {
-    let now = SystemTime::now();
-    match job {
-        "gc" => {
-            // Until nothing is due, so GC keeps up with any delete rate the
-            // server accepts; the other jobs wait at most the budget.
-            let gc = s.gc_until_done(now, Some(GC_JOB_BUDGET))?;
-            if gc.reclaimed_blobs > 0 {
-                tracing::info!(blobs = gc.reclaimed_blobs, bytes = gc.reclaimed_bytes, "GC reclaimed space");
-            }
-            let expired = s.expire_uploads(now)?;
-            if expired > 0 {
-                tracing::info!(uploads = expired, "expired abandoned multipart uploads");
-            }
-        }
-        "orphans" => {
-            let orphans = s.sweep_orphans(now)?;
-            if orphans > 0 {
-                tracing::info!(files = orphans, "removed orphan blob files");
-            }
-        }
-        "usage" => m.refresh_storage(s)?,
-        "retention" => {
-            let evals = retention_pass(s)?;
-            m.refresh_wal(&evals);
-        }
-        "index-verify" => {
-            // A damaged block in the index is otherwise met only by the read that
-            // needs it; this pass (at start, then with the scrub) finds it early.
-            let entries = s.verify_index()?;
-            tracing::info!(entries, "index verified: every block's checksum matches");
-        }
-        "scrub" => {
-            let r = s.scrub(&mut |_, _| {})?;
-            if r.corrupt.is_empty() {
-                tracing::info!(blobs = r.blobs, bytes = r.bytes, "scrub found no corruption");
-            } else {
-                for c in &r.corrupt {
-                    tracing::error!(blob = %c.hash, problem = %c.problem, objects = ?c.objects, "scrub: corrupt blob");
-                }
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Evaluates every repository of every bucket; enforces where the policy says
-/// so. Returns the evaluations (for the WAL metrics).
-fn retention_pass(s: &Store) -> storage::Result<Vec<Arc<storage::wal::Evaluation>>> {
-    let mut out = Vec::new();
-    for b in s.list_buckets()? {
-        for repo in s.wal_repositories(&b.name)? {
-            let policy = s.policy_for(&b.name, &repo)?;
-            if policy.policy.enforce {
-                let (objects, bytes) = s.retention_run(&b.name, &repo, usize::MAX)?;
-                if objects > 0 {
-                    tracing::info!(bucket = %b.name, repo, objects, bytes, "retention deleted what the policy releases");
-                }
-            }
-            out.push(s.evaluate(&b.name, &repo)?);
-        }
-    }
-    Ok(out)
-}

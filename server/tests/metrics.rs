@@ -14,8 +14,9 @@ const SEG: u64 = 16 << 20;
 const TOKEN: &str = "scrape-token-0123";
 const REPO: &str = "spilo/c1/";
 
-fn seg_key(repo: &str, n: u64) -> String {
-    format!("{repo}wal_005/00000001{:08X}{:08X}.lz4", n / 256, n % 256)
+/// Segment `n` of timeline 1.
+fn seg_key1(repo: &str, n: u64) -> String {
+    common::seg_key(repo, 1, n)
 }
 
 async fn put(c: &aws_sdk_s3::Client, key: &str, body: Vec<u8>) {
@@ -41,6 +42,20 @@ fn scrape(port: u16, token: Option<&str>) -> (u16, String) {
 }
 
 /// Families and their types, from the `# TYPE` lines.
+/// Scrapes until `ok` holds (the `evaluate` worker runs every 10 s); the last text.
+fn scrape_until(port: u16, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    loop {
+        let (status, text) = scrape(port, Some(TOKEN));
+        assert_eq!(status, 200, "{text}");
+        if ok(&text) {
+            return text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scrape never showed what was expected:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn families(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -81,11 +96,11 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
     assert_eq!(status, 401);
 
     for n in 1..=6 {
-        put(&c, &seg_key(REPO, n), vec![n as u8; 64]).await;
+        put(&c, &seg_key1(REPO, n), vec![n as u8; 64]).await;
     }
     backup(&c, REPO, 2, None).await;
     for n in 7..=8 {
-        put(&c, &seg_key(REPO, n), vec![n as u8; 64]).await;
+        put(&c, &seg_key1(REPO, n), vec![n as u8; 64]).await;
     }
     // A second repository whose sentinel cannot be parsed: retention freezes.
     backup(&c, "spilo/broken/", 1, Some("{not json".into())).await;
@@ -93,9 +108,13 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
     let bad = common::client_for(&srv.endpoint(), common::ACCESS_KEY, "not-the-secret");
     bad.list_buckets().send().await.expect_err("bad signature");
     // A refused delete (protect-required keeps everything younger than a day).
-    c.delete_object().bucket("pgb").key(seg_key(REPO, 1)).send().await.expect_err("protected");
-    let (status, text) = scrape(srv.port, Some(TOKEN));
-    assert_eq!(status, 200, "{text}");
+    c.delete_object().bucket("pgb").key(seg_key1(REPO, 1)).send().await.expect_err("protected");
+    let repo = [("bucket", "pgb"), ("repo", REPO)];
+    // WAL gauges show the last evaluation, which the `evaluate` worker keeps current.
+    let text = scrape_until(srv.port, |t| {
+        value(t, "walstore_wal_last_segment_lsn_bytes", &repo) == Some((9 * SEG) as f64)
+            && value(t, "walstore_retention_frozen", &[("repo", "spilo/broken/")]).is_some()
+    });
 
     // Exactly the documented families.
     let fams = families(&text);
@@ -109,7 +128,6 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
         assert_eq!(name.ends_with("_total"), ty == "counter", "{name} is a {ty}");
     }
 
-    let repo = [("bucket", "pgb"), ("repo", REPO)];
     let lsn = value(&text, "walstore_wal_last_segment_lsn_bytes", &repo);
     assert_eq!(lsn, Some((9 * SEG) as f64), "end of segment 8");
     assert_eq!(value(&text, "walstore_backups", &[("repo", REPO), ("kind", "full")]), Some(1.0));
@@ -126,10 +144,9 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
     assert!(value(&text, "walstore_s3_requests_total", &[("operation", "PutObject"), ("status", "200")]) >= Some(12.0));
     assert!(value(&text, "walstore_maintenance_last_success_timestamp_seconds", &[("task", "gc")]) > Some(0.0));
 
-    // The next segment arrives: the scrape reports it at once.
-    put(&c, &seg_key(REPO, 9), vec![9; 64]).await;
-    let (_, text) = scrape(srv.port, Some(TOKEN));
-    assert_eq!(value(&text, "walstore_wal_last_segment_lsn_bytes", &repo), Some((10 * SEG) as f64));
+    // The next segment arrives: the next evaluation reports it.
+    put(&c, &seg_key1(REPO, 9), vec![9; 64]).await;
+    scrape_until(srv.port, |t| value(t, "walstore_wal_last_segment_lsn_bytes", &repo) == Some((10 * SEG) as f64));
 
     // A segment in the middle disappears (the operator allowed deletes): a gap.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_walstore"))
@@ -139,8 +156,7 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
         .output()
         .expect("cli");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    c.delete_object().bucket("pgb").key(seg_key(REPO, 5)).send().await.expect("allowed");
-    let (_, text) = scrape(srv.port, Some(TOKEN));
-    assert_eq!(gaps(&text), 1.0, "{text}");
+    c.delete_object().bucket("pgb").key(seg_key1(REPO, 5)).send().await.expect("allowed");
+    let text = scrape_until(srv.port, |t| gaps(t) == 1.0);
     assert_eq!(value(&text, "walstore_refused_deletes_total", &[]), Some(1.0), "a counter does not move by itself");
 }

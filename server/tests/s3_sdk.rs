@@ -595,83 +595,12 @@ async fn delete_objects_with_empty_version_id_really_deletes() {
         .await
         .expect("put");
     let body = r#"<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><VersionId></VersionId><Key>pfx/wal_005/000000010000000000000001.lz4</Key></Object></Delete>"#;
-    let req = signed_request("POST", "/bkt?delete=", body.as_bytes(), srv.port);
+    let req = common::signed_request(srv.port, "POST", "/bkt", &[("delete", "")], body.as_bytes(), &[]);
     let (status, _, resp) = raw_http(srv.port, &req);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
     assert!(String::from_utf8_lossy(&resp).contains("<Deleted>"));
     let l = c.list_objects_v2().bucket("bkt").send().await.expect("list");
     assert!(l.contents().is_empty(), "the object is gone");
-}
-
-/// Signs a request with header auth exactly as aws-sdk-go v1 does (hex payload hash).
-fn signed_request(method: &str, path_and_query: &str, body: &[u8], port: u16) -> Vec<u8> {
-    let h = hmac_sha256;
-    use sha2::{Digest, Sha256};
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
-    let (date, amz) = amz_dates(now);
-    let host = format!("127.0.0.1:{port}");
-    let payload = hex::encode(Sha256::digest(body));
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-    let mut pairs: Vec<String> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| if p.contains('=') { p.to_string() } else { format!("{p}=") })
-        .collect();
-    pairs.sort();
-    let canonical = format!(
-        "{method}\n{path}\n{}\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz}\n\nhost;x-amz-content-sha256;x-amz-date\n{payload}",
-        pairs.join("&")
-    );
-    let scope = format!("{date}/{}/s3/aws4_request", common::REGION);
-    let sts = format!("AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-    let k = h(format!("AWS4{}", common::SECRET_KEY).as_bytes(), date.as_bytes());
-    let k = h(&k, common::REGION.as_bytes());
-    let k = h(&k, b"s3");
-    let k = h(&k, b"aws4_request");
-    let sig = hex::encode(h(&k, sts.as_bytes()));
-    let mut out = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nX-Amz-Date: {amz}\r\nX-Amz-Content-Sha256: {payload}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        common::ACCESS_KEY,
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.iter().map(|b| b ^ 0x36).collect::<Vec<_>>());
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.iter().map(|b| b ^ 0x5c).collect::<Vec<_>>());
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-fn amz_dates(secs: u64) -> (String, String) {
-    let days = (secs / 86_400) as i64;
-    let sod = secs % 86_400;
-    // civil from days
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    let date = format!("{y:04}{m:02}{d:02}");
-    let amz = format!("{date}T{:02}{:02}{:02}Z", sod / 3600, (sod % 3600) / 60, sod % 60);
-    (date, amz)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,27 +3,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-use common::{bytes_of, Server};
+use common::{bytes_of, lz4, seg_name, Server};
 use serde_json::Value;
-
-const SEG: u64 = 16 << 20;
-
-fn lz4(data: &[u8]) -> Vec<u8> {
-    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
-    e.write_all(data).expect("lz4");
-    e.finish().expect("lz4")
-}
-
-fn seg_name(tl: u32, n: u64) -> String {
-    format!("{tl:08X}{:08X}{:08X}", n / 256, n % 256)
-}
 
 fn code<E: ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("").to_owned()
@@ -31,41 +18,16 @@ fn code<E: ProvideErrorMetadata>(e: &E) -> String {
 
 /// `walstore <args>` against the running server with the root key; JSON output.
 fn cli(srv: &Server, args: &[&str]) -> (bool, Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_walstore"))
-        .args(args)
-        .args(["--endpoint", &srv.endpoint(), "--json"])
-        .env("WALSTORE_ROOT_ACCESS_KEY", common::ACCESS_KEY)
-        .env("WALSTORE_ROOT_SECRET_KEY", common::SECRET_KEY)
-        .output()
-        .expect("run cli");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let v = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (out.status.success(), v, format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    common::cli_json(srv, args)
 }
 
 async fn put(c: &aws_sdk_s3::Client, key: &str, body: Vec<u8>) -> Result<(), String> {
-    c.put_object().bucket("pgb").key(key).body(ByteStream::from(body)).send().await.map(|_| ()).map_err(|e| {
-        let se = e.into_service_error();
-        format!("{}: {}", code(&se), se.message().unwrap_or(""))
-    })
+    common::put(c, "pgb", key, body).await
 }
 
 /// A backup laid out as WAL-G writes it: tar, metadata.json, sentinel last.
 async fn backup(c: &aws_sdk_s3::Client, repo: &str, start_seg: u64, finish_seg: u64, permanent: bool) -> String {
-    let name = format!("base_{}", seg_name(1, start_seg));
-    let (start, finish) = (start_seg * SEG + 0x28, finish_seg * SEG + 0x100);
-    let dir = format!("{repo}basebackups_005/{name}");
-    put(c, &format!("{dir}/tar_partitions/part_001.tar.lz4"), lz4(&bytes_of(start_seg, 4096))).await.expect("tar");
-    let meta =
-        format!(r#"{{"start_lsn":{start},"finish_lsn":{finish},"is_permanent":{permanent},"system_identifier":7}}"#);
-    put(c, &format!("{dir}/metadata.json"), meta.into_bytes()).await.expect("metadata");
-    let sentinel = format!(
-        r#"{{"LSN":{start},"FinishLSN":{finish},"SystemIdentifier":7,"PgVersion":150000,"IsPermanent":{permanent},"Version":2}}"#
-    );
-    put(c, &format!("{repo}basebackups_005/{name}_backup_stop_sentinel.json"), sentinel.into_bytes())
-        .await
-        .expect("sentinel");
-    name
+    common::walg_backup(c, "pgb", repo, start_seg, finish_seg, permanent).await
 }
 
 async fn segments(c: &aws_sdk_s3::Client, repo: &str, from: u64, to: u64) {

@@ -8,14 +8,18 @@
 //! `walstore status --json`, `walstore audit --json`, and S3 answers (HEAD,
 //! GET, list, DeleteObject(s), PUT).
 //!
-//! Time is scaled: the policy is set per repository with `walstore policy set`
-//! so that a "day" of Part C is a fraction of a second (`Repo::u`), and
-//! uploads happen at deadlines `t0 + k·u` (no accumulated drift). Where a
+//! Time is the server's: each server runs with `serve --test-clock`, whose store
+//! clock stands still until the test sets it through the admin API, so no
+//! scenario waits for, or depends on, the wall clock. A Part C "day" is `u`
+//! milliseconds of that clock (`Repo::new(name, u)`; policies are set with
+//! `Repo::ms(days)`, literal durations like `1s` are in the same time), and
+//! `Repo::at(days)` moves it to `t0 + days·u`; every upload moves it one
+//! millisecond on, so receipt times keep the order of the uploads. Where a
 //! window edge must fall between two backups, the recovery window is set just
-//! before each evaluation to `now − finish(anchor) − 1 ms`: time only moves the
-//! edge towards the next backup, so the margin is a whole step, not half of
-//! one. Only the order of receipt times matters to the rules, so scenarios
-//! whose Part C days are far apart (−400 d, −20 d) use consecutive steps.
+//! before each evaluation to `now − finish(anchor) − 1 ms`. Only the order of
+//! receipt times matters to the rules, so scenarios whose Part C days are far
+//! apart (−400 d, −20 d) use consecutive steps. Signatures and the workers'
+//! schedules run on real time.
 //!
 //! Each scenario is its own `#[tokio::test]` with its own server, so they run
 //! in parallel (`--test-threads 4`).
@@ -23,14 +27,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Write;
 use std::ops::RangeInclusive;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
-use common::{bytes_of, raw_http, Server};
+use common::{bytes_of, lz4, raw_http, seg_name, signed_request, Server};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -42,17 +45,6 @@ const SYSID: u64 = 7_312_345_678_901_234_567;
 
 // ------------------------------------------------------------------------------------------------
 // WAL-G object layout
-
-fn lz4(data: &[u8]) -> Vec<u8> {
-    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
-    e.write_all(data).expect("lz4");
-    e.finish().expect("lz4")
-}
-
-/// PostgreSQL's WAL file name for 16 MiB segments.
-fn seg_name(tl: u32, n: u64) -> String {
-    format!("{tl:08X}{:08X}{:08X}", n / 256, n % 256)
-}
 
 /// PostgreSQL's `%X/%X` LSN text.
 fn lsn_text(l: u64) -> String {
@@ -160,9 +152,12 @@ struct Repo {
     prefix: String,
     /// `pgbkt/spilo/<name>/wal/15`
     target: String,
-    t0: Instant,
-    /// One Part C "day".
-    u: Duration,
+    /// The test clock at the start (ms since the epoch).
+    t0: i64,
+    /// One Part C "day", in milliseconds of the test clock.
+    u: i64,
+    /// The test clock now.
+    clock: std::sync::atomic::AtomicI64,
     /// Data tar parts of each backup.
     tar_parts: usize,
     _dir: tempfile::TempDir,
@@ -190,7 +185,7 @@ impl Repo {
     /// A repository on a server started with `extra` arguments.
     fn with_args(name: &str, u_ms: u64, extra: &[&str]) -> Repo {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut args = vec!["--bucket", BUCKET];
+        let mut args = vec!["--bucket", BUCKET, "--test-clock"];
         args.extend_from_slice(extra);
         let srv = Server::start(dir.path(), &args);
         let c = srv.client();
@@ -199,11 +194,37 @@ impl Repo {
             c,
             prefix: format!("spilo/{name}/wal/15/"),
             target: format!("{BUCKET}/spilo/{name}/wal/15"),
-            t0: Instant::now(),
-            u: Duration::from_millis(u_ms),
+            t0: now_ms(),
+            u: u_ms as i64,
+            clock: std::sync::atomic::AtomicI64::new(now_ms()),
             tar_parts: TAR_PARTS,
             _dir: dir,
         }
+        .with_clock_set()
+    }
+
+    fn with_clock_set(self) -> Self {
+        self.set_clock(self.t0);
+        self
+    }
+
+    /// The test clock now (ms since the epoch).
+    fn now_ms(&self) -> i64 {
+        self.clock.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets the server's clock.
+    fn set_clock(&self, ms: i64) {
+        self.clock.store(ms, std::sync::atomic::Ordering::SeqCst);
+        let t = ms.to_string();
+        let req = signed_request(self.srv.port, "POST", "/_walstore/test-clock", &[("ms", &t)], b"", &[]);
+        let (status, _, body) = raw_http(self.srv.port, &req);
+        assert_eq!(status, 200, "setting the test clock: {}", String::from_utf8_lossy(&body));
+    }
+
+    /// Moves the clock on by `ms`.
+    fn advance_ms(&self, ms: i64) {
+        self.set_clock(self.now_ms() + ms);
     }
 
     /// `kill -9` of the server, restart on the same data directory.
@@ -211,15 +232,20 @@ impl Repo {
         self.srv.kill();
         self.srv.spawn();
         self.c = self.srv.client();
+        // A new process starts its test clock at the real time: put it back.
+        self.set_clock(self.now_ms());
     }
 
     fn ms(&self, days: f64) -> String {
-        format!("{}ms", (self.u.as_millis() as f64 * days).round() as u64)
+        format!("{}ms", (self.u as f64 * days).round() as u64)
     }
 
-    /// Waits for the deadline `t0 + days·u`.
+    /// Moves the clock to `t0 + days·u` (never backwards: uploads moved it on).
     async fn at(&self, days: f64) {
-        tokio::time::sleep_until(self.t0 + self.u.mul_f64(days)).await;
+        let t = self.t0 + (self.u as f64 * days).round() as i64;
+        if t > self.now_ms() {
+            self.set_clock(t);
+        }
     }
 
     fn key(&self, path: &str) -> String {
@@ -234,7 +260,9 @@ impl Repo {
         self.key(&wal_path(tl, n))
     }
 
+    /// A PUT one millisecond after the previous one (see the module docs).
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), String> {
+        self.advance_ms(1);
         put_object(&self.c, key, body).await
     }
 
@@ -255,6 +283,7 @@ impl Repo {
     async fn segs_bulk(&self, tl: u32, r: RangeInclusive<u64>) {
         let all: Vec<u64> = r.collect();
         for chunk in all.chunks(16) {
+            self.advance_ms(1);
             let mut set = tokio::task::JoinSet::new();
             for &n in chunk {
                 let (c, k) = (self.c.clone(), self.wal(tl, n));
@@ -320,13 +349,13 @@ impl Repo {
     ) -> Backup {
         let name = Self::backup_name(tl, start_seg, parent);
         let (start, finish) = (start_seg * SEG + 0x28, finish_seg * SEG + 0x100);
-        let t_start = now_ms();
+        let t_start = self.now_ms();
         let mut keys = vec![self.key(&format!("basebackups_005/{name}_backup_stop_sentinel.json"))];
         for (i, k) in self.tar_keys(&name).into_iter().enumerate() {
             self.must_put(&k, lz4(&bytes_of(start_seg * 31 + i as u64 + u64::from(tl) * 7919, 4096))).await;
             keys.push(k);
         }
-        let t_finish = now_ms();
+        let t_finish = self.now_ms();
         let meta = self.key(&format!("basebackups_005/{name}/metadata.json"));
         self.must_put(&meta, Self::metadata(start, finish, permanent, t_start, t_finish).into_bytes()).await;
         keys.push(meta);
@@ -378,7 +407,7 @@ impl Repo {
     /// `wal-g backup-mark <name>`: rewrites metadata.json only.
     async fn mark_permanent(&self, b: &Backup, start_seg: u64, finish_seg: u64) {
         let meta = self.key(&format!("basebackups_005/{}/metadata.json", b.name));
-        let body = Self::metadata(start_seg * SEG + 0x28, finish_seg * SEG + 0x100, true, now_ms(), now_ms());
+        let body = Self::metadata(start_seg * SEG + 0x28, finish_seg * SEG + 0x100, true, self.now_ms(), self.now_ms());
         self.must_put(&meta, body.into_bytes()).await;
     }
 
@@ -545,7 +574,7 @@ impl Repo {
     /// (ms): the backup that finished then is the window anchor, and the next
     /// one stays inside the window for almost a whole step.
     fn window_edge_after(&self, finished: i64) {
-        let d = (now_ms() - finished - 1).max(1);
+        let d = (self.now_ms() - finished - 1).max(1);
         self.policy(&["--recovery-window", &format!("{d}ms")]);
     }
 
@@ -684,94 +713,6 @@ fn has_range(st: &Value, tl: u32, from: u64, to: Option<u64>, why: &str) -> bool
 
 fn frozen(st: &Value) -> Vec<Value> {
     st["frozen"].as_array().cloned().unwrap_or_default()
-}
-
-// ------------------------------------------------------------------------------------------------
-// SigV4 for raw requests (WAL-G's DeleteObjects form, the admin API)
-
-fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.iter().map(|b| b ^ 0x36).collect::<Vec<_>>());
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.iter().map(|b| b ^ 0x5c).collect::<Vec<_>>());
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// A request signed with header auth as aws-sdk-go v1 does (hex payload hash,
-/// `content-length` signed).
-fn signed_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    query: &[(&str, &str)],
-    body: &[u8],
-    extra: &[(&str, String)],
-) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let secs = now_ms() / 1000;
-    let (y, m, d) = civil(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    let date = format!("{y:04}{m:02}{d:02}");
-    let amz = format!("{date}T{:02}{:02}{:02}Z", sod / 3600, sod % 3600 / 60, sod % 60);
-    let host = format!("127.0.0.1:{port}");
-    let payload = hex::encode(Sha256::digest(body));
-    let path = uri_encode(path, true);
-    let mut pairs: Vec<String> =
-        query.iter().map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false))).collect();
-    pairs.sort();
-    let q = pairs.join("&");
-    let mut headers: Vec<(String, String)> = vec![
-        ("content-length".into(), body.len().to_string()),
-        ("host".into(), host.clone()),
-        ("x-amz-content-sha256".into(), payload.clone()),
-        ("x-amz-date".into(), amz.clone()),
-    ];
-    headers.extend(extra.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
-    headers.sort();
-    let signed: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
-    let canonical_headers: String = headers.iter().map(|(k, v)| format!("{k}:{}\n", v.trim())).collect();
-    let canonical = format!("{method}\n{path}\n{q}\n{canonical_headers}\n{}\n{payload}", signed.join(";"));
-    let scope = format!("{date}/{}/s3/aws4_request", common::REGION);
-    let sts = format!("AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-    let k = hmac_sha256(format!("AWS4{}", common::SECRET_KEY).as_bytes(), date.as_bytes());
-    let k = hmac_sha256(&k, common::REGION.as_bytes());
-    let k = hmac_sha256(&k, b"s3");
-    let k = hmac_sha256(&k, b"aws4_request");
-    let sig = hex::encode(hmac_sha256(&k, sts.as_bytes()));
-    let target = if q.is_empty() { path.clone() } else { format!("{path}?{q}") };
-    let mut out = format!("{method} {target} HTTP/1.1\r\n");
-    for (k, v) in &headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str(&format!(
-        "Authorization: AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={sig}\r\nConnection: close\r\n\r\n",
-        common::ACCESS_KEY,
-        signed.join(";")
-    ));
-    let mut out = out.into_bytes();
-    out.extend_from_slice(body);
-    out
 }
 
 // ================================================================================================
@@ -1183,6 +1124,7 @@ async fn c09_backup_mark_protects_at_once() {
     let old = r.backup(1, 1, 2, None, false).await;
     r.segs(1, 4..=7).await;
     let _newest = r.backup(1, 5, 6, None, false).await;
+    r.advance_ms(2); // the 1 ms window moves past the newest backup's finish
     let plan = r.plan();
     assert!(plan.backups.contains_key(&old.name), "not needed before the mark");
     r.mark_permanent(&old, 1, 2).await; // wal-g backup-mark
@@ -1402,7 +1344,7 @@ async fn c16_late_sentinel_after_collection_is_refused() {
     assert!(!r.exists(&running.keys[0]).await);
     let sentinel = r.key(&format!("basebackups_005/{}_backup_stop_sentinel.json", running.name));
     let body = json!({"LSN": 2 * SEG + 0x28, "FinishLSN": 3 * SEG, "PgVersion": 150_002, "SystemIdentifier": SYSID,
-        "Version": 2, "FinishTime": walg_time(now_ms()), "IsPermanent": false});
+        "Version": 2, "FinishTime": walg_time(r.now_ms()), "IsPermanent": false});
     let e = r.put(&sentinel, body.to_string().into_bytes()).await.expect_err("late sentinel refused");
     assert!(e.starts_with("412 PreconditionFailed"), "{e}");
     let l =
@@ -1485,7 +1427,7 @@ async fn c21_identical_retry_is_idempotent() {
     r.must_put(&key, body.clone()).await;
     let h1 = r.c.head_object().bucket(BUCKET).key(&key).send().await.expect("head");
     let received = r.status()["report"]["last_segment"][1].as_i64().expect("receipt");
-    tokio::time::sleep(Duration::from_millis(1100)).await; // LastModified has 1 s resolution
+    r.advance_ms(1100); // LastModified has 1 s resolution
     r.must_put(&key, body.clone()).await;
     let h2 = r.c.head_object().bucket(BUCKET).key(&key).send().await.expect("head");
     assert_eq!(h1.e_tag(), h2.e_tag());
@@ -1583,7 +1525,7 @@ async fn c24_history_collision_freezes_retention() {
 /// required key is AccessDenied, history files and kept backups stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c26_delete_everything_force() {
-    let mut r = Repo::new("c26", 400);
+    let r = Repo::new("c26", 400);
     let grace = r.ms(0.5);
     r.base_policy(&["--min-backups", "2", "--incomplete-grace", &grace, "--branch-grace", "1h"]);
     r.policy(&["--archive-lag-grace", "1s"]);
@@ -1593,7 +1535,6 @@ async fn c26_delete_everything_force() {
     let perm = r.backup(1, 5, 6, None, true).await; // backup-push --permanent
     let aborted = r.unfinished(1, 7, None).await;
     r.segs_bulk(1, 8..=1039).await;
-    r.t0 = Instant::now(); // the bulk upload takes a while: count the next steps from here
     r.at(1.0).await;
     r.segs(1, 1040..=1059).await;
     let a = r.backup(1, 1040, 1041, None, false).await;
@@ -1761,7 +1702,7 @@ async fn c39_first_sentinel_releases_wal_only_after_gc_delay() {
     for n in 0..=4 {
         assert!(r.exists(&r.wal(1, n)).await, "segment {n}");
     }
-    tokio::time::sleep(Duration::from_millis(3 * 100 + 50)).await;
+    r.at(3.5).await;
     assert_eq!(r.run(), 5, "after gc.delay, re-evaluated, the candidates go");
     for n in 0..=4 {
         assert!(!r.exists(&r.wal(1, n)).await, "segment {n}");

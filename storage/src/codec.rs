@@ -12,18 +12,12 @@ use crate::error::{Error, Result};
 /// Current format version of postcard-encoded index values.
 pub(crate) const VALUE_V1: u8 = 1;
 
-/// Encodes a value with the current version byte.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let out = vec![VALUE_V1];
-    // postcard cannot fail on our plain data types except on allocation failure.
-    match postcard::to_extend(value, out) {
-        Ok(v) => v,
-        Err(e) => {
-            // Unreachable for our types; keep the process alive and make the bug visible.
-            tracing::error!(error = %e, "postcard encoding failed");
-            vec![VALUE_V1]
-        }
-    }
+/// Encodes a value with the current version byte. postcard fails only on a
+/// type it cannot represent (a bug) or on allocation failure; either way
+/// nothing must be written, so the error reaches the caller, whose write then
+/// fails as a whole.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_extend(value, vec![VALUE_V1]).map_err(|e| Error::Decode(format!("encoding an index value: {e}")))
 }
 
 /// Decodes a value written by [`encode`].
@@ -106,7 +100,7 @@ mod tests {
     #[test]
     fn round_trip_and_version_check() {
         let s = Sample { a: 7, b: "x".into() };
-        let enc = encode(&s);
+        let enc = encode(&s).expect("encode");
         assert_eq!(enc[0], VALUE_V1);
         assert_eq!(decode::<Sample>(&enc, "t").ok(), Some(s));
         let mut future = enc.clone();

@@ -100,6 +100,45 @@ pub(crate) fn gcq_split(key: &[u8]) -> Option<(Timestamp, BlobHash)> {
     Some((Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX)), BlobHash::from_bytes(hash)))
 }
 
+/// How often a GC pass reads the queue from its start instead of from where
+/// the last pass stopped; see [`GcCursor`].
+pub(crate) const GC_RESCAN: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How far behind `now` the cursor stays (see [`GcCursor`]).
+pub(crate) const LATE_COMMIT_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Consumed queue entries after which their tombstones are compacted away.
+pub(crate) const GC_COMPACT_AFTER: u64 = 100_000;
+
+/// Where GC stopped reading the queue, kept in memory.
+///
+/// The queue is ordered by time, so each pass starts where the last one
+/// stopped and RocksDB never steps over the tombstones of consumed entries
+/// (scanning from the start every pass made each pass slower under churn
+/// until GC fell behind deletes). The cursor is only a hint: an entry is keyed
+/// by the time its delete was prepared, and a batch committed late (or a clock
+/// stepped back) can land below it. So the cursor never gets closer than
+/// [`LATE_COMMIT_SLACK`] to the clock (the real one, not the `now` a caller
+/// passes: a pass told it is an hour later must not move the cursor past
+/// entries committed a moment after it; it only matters when the grace is
+/// shorter than the slack), and every [`GC_RESCAN`] a pass compacts the consumed prefix
+/// (dropping its tombstones) and reads from the start.
+#[derive(Debug, Default)]
+pub(crate) struct GcCursor {
+    pub(crate) lower: Vec<u8>,
+    pub(crate) rescanned: Option<std::time::Instant>,
+    pub(crate) consumed: u64,
+}
+
+/// How far a stepwise verification ([`Index::verify_step`]) got.
+#[derive(Debug, Default, Clone)]
+pub struct VerifyCursor {
+    cf: usize,
+    after: Option<Vec<u8>>,
+    /// Entries read so far.
+    pub entries: u64,
+}
+
 /// Tuning of the index.
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
@@ -275,7 +314,7 @@ impl Index {
 
     fn set_schema(&self) -> Result<()> {
         let mut b = WriteBatch::default();
-        b.put_cf(self.cf(CF_META)?, b"schema", codec::encode(&SCHEMA_VERSION));
+        b.put_cf(self.cf(CF_META)?, b"schema", codec::encode(&SCHEMA_VERSION)?);
         self.write(b)
     }
 
@@ -405,19 +444,41 @@ impl Index {
     /// bypassing the cache: finds a damaged block that reads would only meet
     /// later. Returns the number of entries read.
     pub fn verify(&self) -> Result<u64> {
-        let mut n = 0;
-        for cf in ALL_CFS {
+        let mut cur = VerifyCursor::default();
+        self.verify_step(&mut cur, &|| true)?;
+        Ok(cur.entries)
+    }
+
+    /// Continues a verification from `cur` while `go()` says so (asked every
+    /// 4096 entries). Returns true when every column family was read.
+    pub fn verify_step(&self, cur: &mut VerifyCursor, go: &dyn Fn() -> bool) -> Result<bool> {
+        while let Some(cf) = ALL_CFS.get(cur.cf) {
             let mut ro = ReadOptions::default();
             ro.set_verify_checksums(true);
             ro.fill_cache(false);
-            for item in self.db.iterator_cf_opt(self.cf(cf)?, ro, IteratorMode::Start) {
-                item.map_err(|e| {
+            let mode = match &cur.after {
+                Some(k) => IteratorMode::From(k, Direction::Forward),
+                None => IteratorMode::Start,
+            };
+            let mut seen = 0u32;
+            for item in self.db.iterator_cf_opt(self.cf(cf)?, ro, mode) {
+                let (k, _) = item.map_err(|e| {
                     Error::Corrupt(format!("the index is damaged (column family {cf}): {}", e.into_string()))
                 })?;
-                n += 1;
+                if cur.after.as_deref() == Some(&k[..]) {
+                    continue;
+                }
+                cur.entries += 1;
+                seen += 1;
+                if seen.is_multiple_of(4096) && !go() {
+                    cur.after = Some(k.to_vec());
+                    return Ok(false);
+                }
             }
+            cur.cf += 1;
+            cur.after = None;
         }
-        Ok(n)
+        Ok(true)
     }
 
     /// A raw iterator over `cf`, bounded above by `upper` (exclusive), for scans
@@ -575,7 +636,7 @@ mod tests {
             blobs: vec![],
         };
         for e in [full, bare] {
-            let bytes = codec::encode(&e);
+            let bytes = codec::encode(&e).expect("encode");
             let l: ObjectListing = codec::decode_borrowed(&bytes, "test").expect("decode");
             assert_eq!((l.size, l.etag, l.last_modified), (e.size, e.etag.as_str(), e.last_modified));
             assert_eq!(l.meta.content_type, e.meta.content_type.as_deref());
@@ -594,9 +655,17 @@ mod tests {
         {
             let idx = Index::open(dir.path(), &IndexOptions::default()).expect("open");
             let mut b = WriteBatch::default();
-            b.put_cf(idx.cf(CF_META).expect("cf"), b"schema", codec::encode(&1u32));
-            b.put_cf(idx.cf(CF_GCQ).expect("cf"), h1.as_bytes(), codec::encode(&Timestamp::from_millis(1000)));
-            b.put_cf(idx.cf(CF_GCQ).expect("cf"), h2.as_bytes(), codec::encode(&Timestamp::from_millis(2000)));
+            b.put_cf(idx.cf(CF_META).expect("cf"), b"schema", codec::encode(&1u32).expect("encode"));
+            b.put_cf(
+                idx.cf(CF_GCQ).expect("cf"),
+                h1.as_bytes(),
+                codec::encode(&Timestamp::from_millis(1000)).expect("encode"),
+            );
+            b.put_cf(
+                idx.cf(CF_GCQ).expect("cf"),
+                h2.as_bytes(),
+                codec::encode(&Timestamp::from_millis(2000)).expect("encode"),
+            );
             // A schema 1 count: no decrement time.
             b.put_cf(idx.cf(CF_REFS).expect("cf"), h1.as_bytes(), [1u8, 0, 0, 0, 0, 0, 0, 0, 0]);
             idx.write(b).expect("write");

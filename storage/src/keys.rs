@@ -89,10 +89,10 @@ impl Store {
             role,
             scope,
             description: description.to_owned(),
-            created: Timestamp::now(),
+            created: self.now(),
         };
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_KEYS)?, key.id.as_bytes(), codec::encode(&key));
+        batch.put_cf(self.index.cf(CF_KEYS)?, key.id.as_bytes(), codec::encode(&key)?);
         self.audit_into(&mut batch, "admin", "key-create", "", &key.id, role.name())?;
         self.index.write(batch)?;
         Ok(key)

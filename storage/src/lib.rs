@@ -15,34 +15,39 @@
 //! a synced WAL (see [`Store`]'s `commit`).
 
 pub mod blob;
+pub mod budget;
 mod checksum;
+pub mod clock;
 mod codec;
 pub mod error;
 mod index;
+pub mod jobs;
 pub mod keys;
 mod locks;
 mod maintenance;
 mod md5lanes;
 mod multipart;
+mod objects;
 mod space;
 mod store;
 pub mod types;
 pub mod units;
 mod usage;
 pub mod wal;
+pub mod worker;
 mod writer;
 
 pub use blob::{BlobFile, BlobListing, BlobStore, Durability, FsBlobStore, OsDurability, Staging};
+pub use budget::{Budget, StopSignal};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
-pub use index::IndexOptions;
+pub use index::{IndexOptions, VerifyCursor};
 pub use keys::{AccessKey, KeyRole};
 pub use maintenance::{CheckReport, GcQueueStats, GcReport, ORPHAN_SWEEP_LIMIT};
 pub use multipart::{CompletedPart, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER};
+pub use objects::{PutRequest, WriteCondition};
 pub use space::SpaceReserve;
-pub use store::{
-    ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, PutRequest, Store, StoreConfig, StoreStats,
-    WriteCondition,
-};
+pub use store::{ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, Store, StoreConfig, StoreStats};
 pub use types::*;
-pub use usage::{CorruptBlob, ScrubReport, ScrubStats, Usage};
+pub use usage::{CompletedScrub, CorruptBlob, ScrubCursor, ScrubReport, ScrubState, Usage, SCRUB_SAVE_EVERY};
 pub use writer::{block_crcs, BlobWriter, StagedBlob, BLOCK_SIZE, INLINE_MAX};

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rocksdb::WriteBatch;
 
+use crate::budget::Budget;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    gcq_key, gcq_split, BlobMeta, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE,
-    CF_OBJECTS, CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, GCQ_KEY_LEN,
+    gcq_key, gcq_split, BlobMeta, GcCursor, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ,
+    CF_INLINE, CF_OBJECTS, CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, GCQ_KEY_LEN, GC_COMPACT_AFTER, GC_RESCAN,
+    LATE_COMMIT_SLACK,
 };
 use crate::locks::lock_id;
 use crate::multipart::split_upload_key;
@@ -33,6 +35,8 @@ pub struct GcReport {
     pub reclaimed_blobs: u64,
     /// Bytes removed.
     pub reclaimed_bytes: u64,
+    /// The budget ran out while entries may still be due.
+    pub more: bool,
 }
 
 /// The GC queue at a glance (for metrics and `walstore gc`).
@@ -44,36 +48,6 @@ pub struct GcQueueStats {
     pub due: u64,
     /// How long the oldest due entry has been due: GC's lag behind deletes.
     pub backlog: Duration,
-}
-
-/// How often a GC pass reads the queue from its start instead of from where
-/// the last pass stopped; see [`GcCursor`].
-const GC_RESCAN: Duration = Duration::from_secs(300);
-
-/// How far behind `now` the cursor stays (see [`GcCursor`]).
-const LATE_COMMIT_SLACK: Duration = Duration::from_secs(10);
-
-/// Consumed queue entries after which their tombstones are compacted away.
-const GC_COMPACT_AFTER: u64 = 100_000;
-
-/// Where GC stopped reading the queue, kept in memory.
-///
-/// The queue is ordered by time, so each pass starts where the last one
-/// stopped and RocksDB never steps over the tombstones of consumed entries
-/// (scanning from the start every pass made each pass slower under churn
-/// until GC fell behind deletes). The cursor is only a hint: an entry is keyed
-/// by the time its delete was prepared, and a batch committed late (or a clock
-/// stepped back) can land below it. So the cursor never gets closer than
-/// [`LATE_COMMIT_SLACK`] to the clock (the real one, not the `now` a caller
-/// passes: a pass told it is an hour later must not move the cursor past
-/// entries committed a moment after it; it only matters when the grace is
-/// shorter than the slack), and every [`GC_RESCAN`] a pass compacts the consumed prefix
-/// (dropping its tombstones) and reads from the start.
-#[derive(Debug, Default)]
-pub(crate) struct GcCursor {
-    lower: Vec<u8>,
-    rescanned: Option<Instant>,
-    consumed: u64,
 }
 
 /// Result of [`Store::check`].
@@ -119,7 +93,7 @@ impl Store {
         // delete keyed a moment ago may still be committing.
         let slack_cap = gcq_key(
             Timestamp::from_system(
-                SystemTime::now().min(now).checked_sub(LATE_COMMIT_SLACK).unwrap_or(SystemTime::UNIX_EPOCH),
+                self.clock().now().min(now).checked_sub(LATE_COMMIT_SLACK).unwrap_or(SystemTime::UNIX_EPOCH),
             ),
             &BlobHash::from_bytes([0; 32]),
         );
@@ -172,17 +146,22 @@ impl Store {
     }
 
     /// Runs GC passes until nothing is due, or until `budget` is spent (so a
-    /// caller sharing a worker with other jobs is not held up for long).
-    pub fn gc_until_done(&self, now: SystemTime, budget: Option<Duration>) -> Result<GcReport> {
-        const PASS: usize = 10_000;
-        let started = Instant::now();
+    /// caller sharing a worker with other jobs is not held up for long, and a
+    /// stop is honoured within one pass). `more` in the report says whether
+    /// due entries may remain.
+    pub fn gc_until_done(&self, now: SystemTime, budget: &Budget) -> Result<GcReport> {
+        const PASS: usize = 1_000;
         let mut total = GcReport::default();
         loop {
             let r = self.gc_pass(now, PASS)?;
             total.examined += r.examined;
             total.reclaimed_blobs += r.reclaimed_blobs;
             total.reclaimed_bytes += r.reclaimed_bytes;
-            if r.examined < PASS as u64 || budget.is_some_and(|b| started.elapsed() >= b) {
+            if r.examined < PASS as u64 {
+                return Ok(total);
+            }
+            if budget.spent() {
+                total.more = true;
                 return Ok(total);
             }
         }

@@ -10,11 +10,12 @@ use crate::error::{Error, Result};
 use crate::index::{
     object_key, part_key, prefix_end, upload_key, ObjectEntry, PartEntry, UploadEntry, CF_OBJECTS, CF_PARTS, CF_UPLOADS,
 };
-use crate::store::{info_of, object_lock, upload_lock, Store, WriteCondition};
+use crate::objects::WriteCondition;
+use crate::store::{info_of, object_lock, upload_lock, Store};
 use crate::types::{
     BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp, UploadId,
 };
-use crate::wal::guard::{NewBytes, Quarantined, Verdict};
+use crate::wal::quarantine::{NewBytes, Quarantined, Verdict};
 use crate::writer::StagedBlob;
 
 /// Highest part number S3 allows.
@@ -105,9 +106,9 @@ impl Store {
             ));
         }
         let id = UploadId::random();
-        let entry = UploadEntry { initiated: Timestamp::now(), meta, checksum_algorithm, full_object_checksum };
+        let entry = UploadEntry { initiated: self.now(), meta, checksum_algorithm, full_object_checksum };
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_UPLOADS)?, upload_key(bucket, key, &id), codec::encode(&entry));
+        batch.put_cf(self.index.cf(CF_UPLOADS)?, upload_key(bucket, key, &id), codec::encode(&entry)?);
         self.commit(Vec::new(), batch)?;
         Ok(id)
     }
@@ -138,7 +139,7 @@ impl Store {
         // Without a client checksum the part keeps its CRC64NVME, so completion
         // can combine a full-object checksum without re-reading any byte.
         let checksum = checksum.or_else(|| blob.checksum(ChecksumAlgorithm::Crc64Nvme).cloned());
-        let now = Timestamp::now();
+        let now = self.now();
         let pk = part_key(id, number);
         let old: Option<PartEntry> = self.index.get_decoded(CF_PARTS, &pk)?;
         let entry = PartEntry {
@@ -148,7 +149,7 @@ impl Store {
             checksum: checksum.clone(),
         };
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_PARTS)?, &pk, codec::encode(&entry));
+        batch.put_cf(self.index.cf(CF_PARTS)?, &pk, codec::encode(&entry)?);
         if let Some(old) = old {
             self.unref(&mut batch, &part_blobs(&old), now)?;
         }
@@ -249,7 +250,7 @@ impl Store {
             chosen.push(entry);
         }
         let checksum = final_checksum(&upload, &chosen);
-        let now = Timestamp::now();
+        let now = self.now();
         let md5s: Vec<[u8; 16]> = chosen.iter().map(|p| p.md5).collect();
         let blobs: Vec<BlobRef> = chosen.iter().filter(|p| p.blob.size > 0).map(|p| p.blob).collect();
         let entry = ObjectEntry {
@@ -268,7 +269,7 @@ impl Store {
         match &verdict {
             Verdict::Refuse(reason) => return Err(Error::PreconditionFailed(reason.clone())),
             Verdict::Proceed => {
-                batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()), codec::encode(&entry));
+                batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()), codec::encode(&entry)?);
             }
             // Same content already stored: the upload completes without a second copy.
             Verdict::Identical(_) => {}
@@ -306,8 +307,7 @@ impl Store {
         if let (Some(old), Verdict::Proceed) = (&old, &verdict) {
             self.unref(&mut batch, &old.blobs, now)?;
         }
-        self.commit(Vec::new(), batch)?;
-        self.wal_written(bucket, key.as_str());
+        self.repo_write(bucket, key.as_str(), || self.commit(Vec::new(), batch))?;
         match verdict {
             Verdict::Proceed => Ok(info_of(bucket, key, entry)),
             Verdict::Identical(existing) => {
@@ -327,7 +327,7 @@ impl Store {
     }
 
     pub(crate) fn drop_upload(&self, bucket: &BucketName, key: &ObjectKey, id: &UploadId) -> Result<()> {
-        let now = Timestamp::now();
+        let now = self.now();
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.index.cf(CF_UPLOADS)?, upload_key(bucket, key, id));
         let parts_cf = self.index.cf(CF_PARTS)?;

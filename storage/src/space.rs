@@ -8,19 +8,31 @@
 //! that length as *pending* until its bytes are on disk, so eight concurrent
 //! 16 MiB uploads cannot each see the same free space. Bytes beyond the
 //! announced length (or of an upload without one) are checked against the
-//! filesystem every [`RECHECK_EVERY`] bytes. Only the reserve decides; nothing
-//! is cached, so writes resume by themselves as soon as space is freed.
+//! filesystem every [`RECHECK_EVERY`] bytes. Only the reserve decides, so
+//! writes resume by themselves as soon as space is freed.
+//!
+//! The filesystem is asked (`statvfs`) by a thread of the guard's own every
+//! [`SAMPLE_EVERY`], never by a request: admission runs on the async runtime's
+//! threads, and a slow `statvfs` (a hung network filesystem) must not stall
+//! them. Bytes written since the last sample are subtracted from its free
+//! space, so a burst between two samples is still counted.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::units::parse_size;
 
 /// Bytes written past the announced length between two checks of the filesystem.
 pub(crate) const RECHECK_EVERY: u64 = 4 << 20;
+
+/// How often the guard's thread samples the filesystem's free space.
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 /// How much free space writes must leave on the data directory's filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,16 +94,62 @@ pub(crate) struct SpaceGuard {
     reserve: SpaceReserve,
     /// Bytes announced by admitted writes and not yet written.
     pending: AtomicU64,
+    /// The last sample of the filesystem.
+    sample: Mutex<Sample>,
+    /// Bytes written since that sample was taken.
+    landed: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Sample {
+    /// Free and total bytes, or why `statvfs` failed.
+    space: std::result::Result<(u64, u64), String>,
 }
 
 impl SpaceGuard {
+    /// A guard for the filesystem holding `dir`, sampling it on a thread of
+    /// its own (which ends when the guard is dropped).
     pub(crate) fn new(dir: PathBuf, reserve: SpaceReserve) -> Arc<Self> {
-        Arc::new(Self { dir, reserve, pending: AtomicU64::new(0) })
+        let sample = Sample { space: disk_space(&dir).map_err(|e| e.to_string()) };
+        let g = Arc::new(Self {
+            dir,
+            reserve,
+            pending: AtomicU64::new(0),
+            sample: Mutex::new(sample),
+            landed: AtomicU64::new(0),
+        });
+        if reserve != SpaceReserve::Bytes(0) {
+            let weak = Arc::downgrade(&g);
+            let spawned = std::thread::Builder::new().name("walstore-statvfs".into()).spawn(move || sampler(weak));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no thread to sample free space; sampling on each write instead");
+                g.sample.lock().space = Err(format!("no sampling thread: {e}"));
+            }
+        }
+        g
+    }
+
+    /// Takes a new sample of the filesystem.
+    fn refresh(&self) {
+        let space = disk_space(&self.dir).map_err(|e| e.to_string());
+        let mut s = self.sample.lock();
+        s.space = space;
+        self.landed.store(0, Ordering::Relaxed);
+    }
+
+    /// Free and total bytes now: the last sample less what landed since.
+    fn space(&self) -> Result<(u64, u64)> {
+        let s = self.sample.lock().clone();
+        match s.space {
+            Ok((free, total)) => Ok((free.saturating_sub(self.landed.load(Ordering::Relaxed)), total)),
+            // The sampler could not run or failed: ask directly.
+            Err(_) => disk_space(&self.dir),
+        }
     }
 
     /// The reserve in bytes now (it follows the filesystem's size).
     pub(crate) fn reserve_bytes(&self) -> Result<u64> {
-        Ok(self.reserve.resolve(disk_space(&self.dir)?.1))
+        Ok(self.reserve.resolve(self.space()?.1))
     }
 
     /// Admits a write of `expected` bytes (0 if unknown) or refuses it with
@@ -106,7 +164,7 @@ impl SpaceGuard {
         if self.reserve == SpaceReserve::Bytes(0) {
             return Ok(());
         }
-        let (free, total) = disk_space(&self.dir)?;
+        let (free, total) = self.space()?;
         let reserve = self.reserve.resolve(total);
         if free < reserve.saturating_add(needed) {
             return Err(Error::InsufficientStorage(format!(
@@ -115,6 +173,18 @@ impl SpaceGuard {
             )));
         }
         Ok(())
+    }
+}
+
+fn sampler(guard: Weak<SpaceGuard>) {
+    loop {
+        std::thread::sleep(SAMPLE_EVERY);
+        let Some(g) = guard.upgrade() else { return };
+        let started = Instant::now();
+        g.refresh();
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::warn!(took = ?started.elapsed(), "statvfs of the data directory is slow");
+        }
     }
 }
 
@@ -134,6 +204,7 @@ impl SpaceTicket {
     pub(crate) fn wrote(&mut self, n: u64) -> Result<()> {
         let before = self.written;
         self.written = self.written.saturating_add(n);
+        self.guard.landed.fetch_add(n, Ordering::Relaxed);
         let release = self.booked.min(self.written) - self.booked.min(before);
         if release > 0 {
             self.guard.pending.fetch_sub(release, Ordering::Relaxed);

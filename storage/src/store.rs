@@ -14,23 +14,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
 use rocksdb::WriteBatch;
 
 use crate::blob::{BlobFile, BlobStore, FsBlobStore};
+use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
     bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, ObjectListing,
     CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS,
 };
-use crate::locks::{lock_id, Stripes};
+use crate::locks::{lock_id, Level, OrderedRwLock, Stripes};
 use crate::space::{SpaceGuard, SpaceReserve};
 use crate::types::{
-    BlobHash, BlobRef, BucketInfo, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta,
-    Timestamp,
+    BlobHash, BlobRef, BucketInfo, BucketName, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, Timestamp,
 };
-use crate::wal::guard::{DeleteAuth, NewBytes, Quarantined, Verdict};
 use crate::writer::{BlobWriter, StagedBlob, StagedBody, BLOCK_SIZE, INLINE_MAX};
 
 /// Settings of the storage engine.
@@ -49,6 +47,8 @@ pub struct StoreConfig {
     pub index: IndexOptions,
     /// Free space new bytes must leave on the data directory's filesystem.
     pub space_reserve: SpaceReserve,
+    /// Wall-clock time for everything persisted or decided by time.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl StoreConfig {
@@ -61,6 +61,7 @@ impl StoreConfig {
             min_part_size: 5 << 20,
             index: IndexOptions::default(),
             space_reserve: SpaceReserve::Auto,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -78,53 +79,10 @@ pub struct StoreStats {
     pub gc_reclaimed_bytes: AtomicU64,
     /// Writes that found their blob already stored (deduplicated).
     pub dedup_hits: AtomicU64,
-}
-
-/// A write precondition (`If-None-Match: *`, `If-Match: "etag"`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum WriteCondition {
-    /// Unconditional.
-    #[default]
-    None,
-    /// Only if the key does not exist (`If-None-Match: *`).
-    IfAbsent,
-    /// Only if the current object has this ETag (`If-Match`).
-    IfMatch(ETag),
-}
-
-impl WriteCondition {
-    pub(crate) fn check(&self, current: Option<&ObjectEntry>) -> Result<()> {
-        match (self, current) {
-            (WriteCondition::None, _) => Ok(()),
-            (WriteCondition::IfAbsent, None) => Ok(()),
-            (WriteCondition::IfAbsent, Some(_)) => {
-                Err(Error::PreconditionFailed("the object already exists (If-None-Match: *)".into()))
-            }
-            (WriteCondition::IfMatch(_), None) => Err(Error::NoSuchKey),
-            (WriteCondition::IfMatch(e), Some(cur)) if e.as_str() == "*" || *e == cur.etag => Ok(()),
-            (WriteCondition::IfMatch(_), Some(_)) => {
-                Err(Error::PreconditionFailed("the object's ETag differs (If-Match)".into()))
-            }
-        }
-    }
-}
-
-/// A PutObject request after the body has been received.
-pub struct PutRequest<'a> {
-    /// Target bucket.
-    pub bucket: &'a BucketName,
-    /// Target key.
-    pub key: &'a ObjectKey,
-    /// The received body.
-    pub blob: StagedBlob,
-    /// Metadata to store.
-    pub meta: ObjectMeta,
-    /// Checksum to store (already verified by the caller).
-    pub checksum: Option<Checksum>,
-    /// Precondition.
-    pub condition: WriteCondition,
-    /// Access key of the writer (recorded if the upload is quarantined).
-    pub actor: &'a str,
+    /// Blobs re-hashed by scrubs.
+    pub scrub_blobs_checked: AtomicU64,
+    /// Corrupt blobs found by scrubs.
+    pub scrub_corrupt_blobs: AtomicU64,
 }
 
 /// Parameters of a listing.
@@ -194,14 +152,15 @@ pub struct Store {
     pub(crate) key_locks: Stripes,
     pub(crate) blob_locks: Stripes,
     /// Readers: any write into a bucket. Writer: bucket creation/deletion.
-    pub(crate) bucket_lock: RwLock<()>,
+    pub(crate) bucket_lock: OrderedRwLock,
     pub(crate) config: StoreConfig,
     pub(crate) stats: Arc<StoreStats>,
     read_only: AtomicBool,
-    pub(crate) guard: crate::wal::guard::WalGuard,
-    pub(crate) scrub: crate::usage::ScrubStats,
+    pub(crate) guard: crate::wal::state::WalGuard,
     space: Arc<SpaceGuard>,
-    pub(crate) gc_cursor: parking_lot::Mutex<crate::maintenance::GcCursor>,
+    pub(crate) gc_cursor: parking_lot::Mutex<crate::index::GcCursor>,
+    /// Requests to run a background job now.
+    pub(crate) jobs: crate::budget::JobRequests,
 }
 
 impl Store {
@@ -266,15 +225,15 @@ impl Store {
         Ok(Self {
             index,
             blobs,
-            key_locks: Stripes::new(1024),
-            blob_locks: Stripes::new(1024),
-            bucket_lock: RwLock::new(()),
+            key_locks: Stripes::new(Level::Key, 1024),
+            blob_locks: Stripes::new(Level::Blob, 1024),
+            bucket_lock: OrderedRwLock::new(Level::Bucket),
             stats: Arc::new(StoreStats::default()),
             read_only: AtomicBool::new(false),
-            guard: crate::wal::guard::WalGuard::default(),
-            scrub: crate::usage::ScrubStats::default(),
+            guard: crate::wal::state::WalGuard::default(),
             space: SpaceGuard::new(config.data_dir.clone(), config.space_reserve),
             gc_cursor: Default::default(),
+            jobs: Default::default(),
             config,
         })
     }
@@ -283,6 +242,28 @@ impl Store {
     /// `index-verify`); returns the number of entries.
     pub fn verify_index(&self) -> Result<u64> {
         self.index.verify()
+    }
+
+    /// One step of [`Store::verify_index`]: continues from `cur` while `go()`
+    /// says so; true when done.
+    pub fn verify_index_step(&self, cur: &mut crate::index::VerifyCursor, go: &dyn Fn() -> bool) -> Result<bool> {
+        self.index.verify_step(cur, go)
+    }
+
+    /// The current time of the store's clock.
+    pub fn now(&self) -> Timestamp {
+        self.config.clock.timestamp()
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &dyn Clock {
+        self.config.clock.as_ref()
+    }
+
+    /// Asks the scheduler running this store's background jobs to run `job`
+    /// now (`scrub`, `gc`, `retention`, …). False if no scheduler runs.
+    pub fn request_job(&self, job: &'static str) -> bool {
+        self.jobs.request(job)
     }
 
     /// The configuration in effect.
@@ -334,7 +315,7 @@ impl Store {
         self.read_only.store(on, Ordering::SeqCst);
     }
 
-    fn ensure_writable(&self) -> Result<()> {
+    pub(crate) fn ensure_writable(&self) -> Result<()> {
         if self.read_only.load(Ordering::SeqCst) {
             Err(Error::InsufficientStorage("the store is read-only".into()))
         } else {
@@ -376,7 +357,7 @@ impl Store {
                 self.stats.dedup_hits.fetch_add(1, Ordering::Relaxed);
             } else {
                 let meta = BlobMeta { size, block_size: BLOCK_SIZE, crcs };
-                batch.put_cf(blobs_cf, hash.as_bytes(), codec::encode(&meta));
+                batch.put_cf(blobs_cf, hash.as_bytes(), codec::encode(&meta)?);
             }
             batch.merge_cf(
                 refs_cf,
@@ -422,11 +403,11 @@ impl Store {
         if self.index.get(CF_BUCKETS, name.as_str().as_bytes())?.is_some() {
             return Err(Error::BucketAlreadyExists);
         }
-        let entry = BucketEntry { created: Timestamp::now() };
+        let entry = BucketEntry { created: self.now() };
         // The marker first: a bucket without it would lose the evidence.
         write_marker(&self.marker_path())?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes(), codec::encode(&entry));
+        batch.put_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes(), codec::encode(&entry)?);
         if let Err(e) = self.commit(Vec::new(), batch) {
             if self.list_buckets().is_ok_and(|b| b.is_empty()) {
                 // Else the next start would read the empty index as a lost one.
@@ -489,76 +470,6 @@ impl Store {
         self.index.get_decoded(CF_OBJECTS, &object_key(bucket, key))
     }
 
-    /// Stores an object, replacing any previous one under the key.
-    pub fn put_object(&self, req: PutRequest<'_>) -> Result<ObjectInfo> {
-        self.ensure_writable()?;
-        let _b = self.bucket_lock.read();
-        self.bucket(req.bucket)?;
-        let mut locks = vec![object_lock(req.bucket, req.key)];
-        locks.extend(Store::identity_lock(req.bucket, req.key));
-        let _k = self.key_locks.lock_all(&locks);
-        let old = self.entry(req.bucket, req.key.as_str())?;
-        req.condition.check(old.as_ref())?;
-        let now = Timestamp::now();
-        let new = NewBytes::Staged(&req.blob);
-        match self.wal_conflict(req.bucket, req.key, new)? {
-            Verdict::Proceed => {}
-            Verdict::Identical(existing) => {
-                // An archive retry (or another codec of the same content): the
-                // first upload stays as it is; the staged copy is dropped.
-                let key = ObjectKey::parse(&existing)?;
-                let e = self.entry(req.bucket, &existing)?.ok_or(Error::NoSuchKey)?;
-                return Ok(info_of(req.bucket, &key, e));
-            }
-            Verdict::Conflict(reason) => {
-                let blobs = if req.blob.size > 0 {
-                    vec![BlobRef { hash: req.blob.hash, size: req.blob.size }]
-                } else {
-                    Vec::new()
-                };
-                let q = Quarantined {
-                    time: now,
-                    bucket: req.bucket.as_str().to_owned(),
-                    key: req.key.as_str().to_owned(),
-                    principal: req.actor.to_owned(),
-                    reason: reason.clone(),
-                    size: req.blob.size,
-                    blobs,
-                    resolved: false,
-                };
-                let mut batch = WriteBatch::default();
-                self.quarantine_into(&mut batch, &q)?;
-                self.commit(vec![req.blob], batch)?;
-                self.wal_written(req.bucket, req.key.as_str());
-                tracing::warn!(bucket = %req.bucket, key = %req.key, principal = req.actor, "{reason}");
-                return Err(Error::PreconditionFailed(reason));
-            }
-            Verdict::Refuse(reason) => {
-                tracing::warn!(bucket = %req.bucket, key = %req.key, principal = req.actor, "{reason}");
-                return Err(Error::PreconditionFailed(reason));
-            }
-        }
-        let blobs =
-            if req.blob.size > 0 { vec![BlobRef { hash: req.blob.hash, size: req.blob.size }] } else { Vec::new() };
-        let entry = ObjectEntry {
-            size: req.blob.size,
-            etag: ETag::from_md5(&req.blob.md5),
-            last_modified: now,
-            meta: req.meta,
-            checksum: req.checksum,
-            parts_count: None,
-            blobs,
-        };
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(req.bucket, req.key.as_str()), codec::encode(&entry));
-        if let Some(old) = &old {
-            self.unref(&mut batch, &old.blobs, now)?;
-        }
-        self.commit(vec![req.blob], batch)?;
-        self.wal_written(req.bucket, req.key.as_str());
-        Ok(info_of(req.bucket, req.key, entry))
-    }
-
     /// Metadata of an object.
     /// Runs the reads in `f` only if everything they need is in memory (index entries
     /// in RocksDB's memtables or block cache, blob bytes stored inline); `None` if any
@@ -579,110 +490,10 @@ impl Store {
         }
     }
 
-    /// Deletes an object; returns whether it existed. Deleting a missing key is
-    /// not an error (S3 semantics). Refused with [`Error::AccessDenied`] when the
-    /// bucket's delete protection keeps the object.
-    pub fn delete_object(&self, bucket: &BucketName, key: &ObjectKey, who: DeleteAuth<'_>) -> Result<bool> {
-        let _b = self.bucket_lock.read();
-        self.bucket(bucket)?;
-        if let Some(reason) = self.check_deletes(bucket, std::slice::from_ref(key), who)?.pop().flatten() {
-            return Err(Error::AccessDenied(reason));
-        }
-        let _k = self.key_locks.lock_all(&[object_lock(bucket, key)]);
-        let Some(old) = self.entry(bucket, key.as_str())? else {
-            return Ok(false);
-        };
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
-        self.unref(&mut batch, &old.blobs, Timestamp::now())?;
-        self.commit(Vec::new(), batch)?;
-        self.wal_written(bucket, key.as_str());
-        Ok(true)
-    }
-
-    /// Deletes several keys of one bucket in one durable batch; returns, per
-    /// key, whether it existed, or why its deletion was refused (delete
-    /// protection; see [`crate::wal::guard`]).
-    pub fn delete_objects(
-        &self,
-        bucket: &BucketName,
-        keys: &[ObjectKey],
-        who: DeleteAuth<'_>,
-    ) -> Result<Vec<std::result::Result<bool, String>>> {
-        let _b = self.bucket_lock.read();
-        self.bucket(bucket)?;
-        let refused = self.check_deletes(bucket, keys, who)?;
-        let ids: Vec<u64> = keys.iter().map(|k| object_lock(bucket, k)).collect();
-        let _k = self.key_locks.lock_all(&ids);
-        let now = Timestamp::now();
-        let mut batch = WriteBatch::default();
-        let mut existed = Vec::with_capacity(keys.len());
-        let mut seen = std::collections::HashSet::new();
-        for (key, refusal) in keys.iter().zip(refused) {
-            if let Some(reason) = refusal {
-                existed.push(Err(reason));
-                continue;
-            }
-            if !seen.insert(key.as_str()) {
-                existed.push(Ok(false)); // a repeated key was deleted by its first occurrence
-                continue;
-            }
-            match self.entry(bucket, key.as_str())? {
-                Some(old) => {
-                    batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
-                    self.unref(&mut batch, &old.blobs, now)?;
-                    existed.push(Ok(true));
-                }
-                None => existed.push(Ok(false)),
-            }
-        }
-        self.commit(Vec::new(), batch)?;
-        for (key, e) in keys.iter().zip(&existed) {
-            if e == &Ok(true) {
-                self.wal_written(bucket, key.as_str());
-            }
-        }
-        Ok(existed)
-    }
-
     /// Checks that the blob directory accepts writes (readiness probe).
     pub fn probe_writable(&self) -> Result<()> {
         let mut s = self.blobs.create_staging()?;
         s.write_all(b"probe")
-    }
-
-    /// Copies an object without copying bytes: the new entry references the same
-    /// blobs. `meta` replaces the metadata (`REPLACE` directive) when given.
-    pub fn copy_object(
-        &self,
-        src_bucket: &BucketName,
-        src_key: &ObjectKey,
-        dst_bucket: &BucketName,
-        dst_key: &ObjectKey,
-        meta: Option<ObjectMeta>,
-        condition: WriteCondition,
-    ) -> Result<ObjectInfo> {
-        self.ensure_writable()?;
-        let _b = self.bucket_lock.read();
-        self.bucket(src_bucket)?;
-        self.bucket(dst_bucket)?;
-        // Holding the source's key lock keeps its blobs referenced until our batch
-        // adds references of its own.
-        let _k = self.key_locks.lock_all(&[object_lock(src_bucket, src_key), object_lock(dst_bucket, dst_key)]);
-        let src = self.entry(src_bucket, src_key.as_str())?.ok_or(Error::NoSuchKey)?;
-        let old = self.entry(dst_bucket, dst_key.as_str())?;
-        condition.check(old.as_ref())?;
-        let now = Timestamp::now();
-        let entry = ObjectEntry { last_modified: now, meta: meta.unwrap_or_else(|| src.meta.clone()), ..src };
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(dst_bucket, dst_key.as_str()), codec::encode(&entry));
-        self.add_refs(&mut batch, &entry.blobs)?;
-        if let Some(old) = &old {
-            self.unref(&mut batch, &old.blobs, now)?;
-        }
-        self.commit(Vec::new(), batch)?;
-        self.wal_written(dst_bucket, dst_key.as_str());
-        Ok(info_of(dst_bucket, dst_key, entry))
     }
 
     /// Lists objects in key order, rolling keys up into common prefixes at the

@@ -1,14 +1,15 @@
 //! Usage figures for metrics and the status report, and the scrub that
-//! re-hashes every blob.
+//! re-hashes every blob, in resumable steps.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 
+use crate::budget::Budget;
 use crate::codec;
-use crate::error::{Error, Result};
-use crate::index::{BlobMeta, ObjectEntry, CF_BLOBS, CF_OBJECTS};
+use crate::error::Result;
+use crate::index::{BlobMeta, ObjectEntry, CF_BLOBS, CF_META, CF_OBJECTS};
 use crate::store::Store;
 use crate::types::{BlobHash, BucketName, Timestamp};
 
@@ -35,25 +36,8 @@ impl Usage {
     }
 }
 
-/// Progress and results of scrubs, for metrics.
-#[derive(Debug, Default)]
-pub struct ScrubStats {
-    /// Blobs re-hashed, over all scrubs.
-    pub blobs_checked: AtomicU64,
-    /// Corrupt blobs found, over all scrubs.
-    pub corrupt_blobs: AtomicU64,
-    /// Progress of the running scrub in per-mille (1000 = done).
-    pub progress_permille: AtomicU64,
-    /// Unix time (s) of the last completed scrub (0 = never).
-    pub last_completion: AtomicU64,
-    /// A scrub is running.
-    pub running: std::sync::atomic::AtomicBool,
-    /// The last completed scrub's report.
-    pub last_report: parking_lot::Mutex<Option<ScrubReport>>,
-}
-
 /// A corrupt blob and the objects that use it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CorruptBlob {
     /// Content address.
     pub hash: String,
@@ -64,7 +48,7 @@ pub struct CorruptBlob {
 }
 
 /// Result of a scrub.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScrubReport {
     /// Blobs checked.
     pub blobs: u64,
@@ -72,6 +56,63 @@ pub struct ScrubReport {
     pub bytes: u64,
     /// Corrupt or missing blobs.
     pub corrupt: Vec<CorruptBlob>,
+}
+
+/// Where the scrub in progress stands (index `meta` key `scrub/cursor`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScrubCursor {
+    /// When this scrub started.
+    pub started: Timestamp,
+    /// The last blob checked (blobs are checked in hash order).
+    pub after: Option<[u8; 32]>,
+    /// Blobs indexed when it started.
+    pub total: u64,
+    /// Blobs checked so far.
+    pub blobs: u64,
+    /// Bytes read so far.
+    pub bytes: u64,
+    /// Corrupt blobs found so far: (hash, problem).
+    pub bad: Vec<(String, String)>,
+}
+
+impl ScrubCursor {
+    /// Fraction done, 0 to 1.
+    pub fn progress(&self) -> f64 {
+        if self.total == 0 {
+            1.0
+        } else {
+            (self.blobs as f64 / self.total as f64).min(1.0)
+        }
+    }
+}
+
+/// The last completed scrub (index `meta` key `scrub/last`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompletedScrub {
+    /// When it completed.
+    pub completed: Timestamp,
+    /// What it found.
+    pub report: ScrubReport,
+}
+
+/// The scrub in progress and the last completed one.
+#[derive(Debug, Clone, Default)]
+pub struct ScrubState {
+    /// The scrub in progress (resumed by the next step, also after a restart).
+    pub cursor: Option<ScrubCursor>,
+    /// The last completed scrub.
+    pub last: Option<CompletedScrub>,
+}
+
+/// How often a running scrub saves its position.
+pub const SCRUB_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const SCRUB_CURSOR: &[u8] = b"scrub/cursor";
+const SCRUB_LAST: &[u8] = b"scrub/last";
+
+enum Verified {
+    Ok(u64),
+    Bad(String),
+    Stopped,
 }
 
 impl Store {
@@ -104,68 +145,131 @@ impl Store {
         crate::space::disk_space(&self.config.data_dir)
     }
 
-    /// Scrub counters.
-    pub fn scrub_stats(&self) -> &ScrubStats {
-        &self.scrub
+    /// Where the scrub stands: the run in progress (persisted, so a restart
+    /// continues it) and the last completed one.
+    pub fn scrub_state(&self) -> Result<ScrubState> {
+        Ok(ScrubState {
+            cursor: self.index.get_decoded(CF_META, SCRUB_CURSOR)?,
+            last: self.index.get_decoded(CF_META, SCRUB_LAST)?,
+        })
     }
 
-    /// Re-reads every blob, checks its size, every block CRC and its SHA-256
-    /// (its name), and reports corrupt blobs with the objects that use them.
-    /// `progress` is called with (done, total) after each blob.
-    pub fn scrub(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<ScrubReport> {
-        if self.scrub.running.swap(true, Ordering::SeqCst) {
-            return Err(Error::InvalidArgument("a scrub is already running".into()));
-        }
-        let r = self.scrub_inner(progress);
-        self.scrub.running.store(false, Ordering::SeqCst);
-        if let Ok(rep) = &r {
-            *self.scrub.last_report.lock() = Some(rep.clone());
-        }
-        r
-    }
-
-    fn scrub_inner(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<ScrubReport> {
-        let mut metas: Vec<(BlobHash, BlobMeta)> = Vec::new();
-        for item in self.index.range(CF_BLOBS, b"", None)? {
+    /// Re-reads blobs, checks each one's size, every block CRC and its SHA-256
+    /// (its name), continuing the scrub in progress or starting one, until
+    /// `budget` is spent. Reads are paced by the budget's rate. Progress is
+    /// saved in the index at least every [`SCRUB_SAVE_EVERY`] and when the
+    /// budget ends, so a stop or a restart resumes near where it left off.
+    /// Returns the report when this step completed the scrub.
+    pub fn scrub_step(&self, budget: &mut Budget) -> Result<Option<ScrubReport>> {
+        let mut cur = match self.index.get_decoded::<ScrubCursor>(CF_META, SCRUB_CURSOR)? {
+            Some(c) => c,
+            None => {
+                let mut total = 0u64;
+                for item in self.index.range(CF_BLOBS, b"", None)? {
+                    item?;
+                    total += 1;
+                }
+                tracing::info!(blobs = total, "scrub started");
+                ScrubCursor { started: self.now(), total, ..ScrubCursor::default() }
+            }
+        };
+        let lower = match &cur.after {
+            Some(h) => {
+                let mut k = h.to_vec();
+                k.push(0);
+                k
+            }
+            None => Vec::new(),
+        };
+        let mut saved = std::time::Instant::now();
+        let mut finished = true;
+        for item in self.index.range(CF_BLOBS, &lower, None)? {
+            if budget.spent() {
+                finished = false;
+                break;
+            }
             let (k, v) = item?;
             let Ok(h) = <[u8; 32]>::try_from(&k[..]) else { continue };
-            metas.push((BlobHash::from_bytes(h), codec::decode(&v, CF_BLOBS)?));
-        }
-        let total = metas.len() as u64;
-        let mut report = ScrubReport::default();
-        self.scrub.progress_permille.store(0, Ordering::Relaxed);
-        let mut bad: Vec<(BlobHash, String)> = Vec::new();
-        for (i, (hash, meta)) in metas.iter().enumerate() {
-            if let Err(problem) = self.verify_blob(hash, meta, &mut report.bytes) {
-                self.scrub.corrupt_blobs.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(blob = %hash, problem, "scrub found a corrupt blob");
-                bad.push((*hash, problem));
-            }
-            report.blobs += 1;
-            self.scrub.blobs_checked.fetch_add(1, Ordering::Relaxed);
-            let done = i as u64 + 1;
-            self.scrub.progress_permille.store(done * 1000 / total.max(1), Ordering::Relaxed);
-            progress(done, total);
-        }
-        for (hash, problem) in bad {
-            let mut objects = Vec::new();
-            for b in self.list_buckets()? {
-                for k in self.keys_referencing(&b.name, &hash)? {
-                    objects.push(format!("{}/{k}", b.name));
+            let hash = BlobHash::from_bytes(h);
+            let meta: BlobMeta = codec::decode(&v, CF_BLOBS)?;
+            match self.verify_blob(&hash, &meta, budget)? {
+                Verified::Stopped => {
+                    finished = false;
+                    break;
+                }
+                Verified::Ok(n) => cur.bytes += n,
+                Verified::Bad(problem) => {
+                    // GC may have removed the blob since the scan met it: only a
+                    // blob still indexed is corrupt.
+                    if self.index.get(CF_BLOBS, hash.as_bytes())?.is_some() {
+                        self.stats.scrub_corrupt_blobs.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(blob = %hash, problem, "scrub found a corrupt blob");
+                        cur.bad.push((hash.to_hex(), problem));
+                    }
                 }
             }
-            report.corrupt.push(CorruptBlob { hash: hash.to_hex(), problem, objects });
+            cur.blobs += 1;
+            cur.after = Some(h);
+            self.stats.scrub_blobs_checked.fetch_add(1, Ordering::Relaxed);
+            if saved.elapsed() >= SCRUB_SAVE_EVERY {
+                self.save_meta(SCRUB_CURSOR, &cur, false)?;
+                saved = std::time::Instant::now();
+            }
         }
-        self.scrub.progress_permille.store(1000, Ordering::Relaxed);
-        self.scrub.last_completion.store(Timestamp::now().as_millis().max(0) as u64 / 1000, Ordering::Relaxed);
-        Ok(report)
+        if !finished {
+            self.save_meta(SCRUB_CURSOR, &cur, false)?;
+            return Ok(None);
+        }
+        let mut report = ScrubReport { blobs: cur.blobs, bytes: cur.bytes, corrupt: Vec::new() };
+        for (hex, problem) in cur.bad {
+            let Some(hash) = BlobHash::from_hex(&hex) else { continue };
+            let objects = self.objects_using(&hash)?.into_iter().map(|(b, k)| format!("{b}/{k}")).collect();
+            report.corrupt.push(CorruptBlob { hash: hex, problem, objects });
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        let meta_cf = self.index.cf(CF_META)?;
+        batch.delete_cf(meta_cf, SCRUB_CURSOR);
+        batch.put_cf(
+            meta_cf,
+            SCRUB_LAST,
+            codec::encode(&CompletedScrub { completed: self.now(), report: report.clone() })?,
+        );
+        self.index.write(batch)?;
+        Ok(Some(report))
     }
 
-    fn verify_blob(&self, hash: &BlobHash, meta: &BlobMeta, bytes: &mut u64) -> std::result::Result<(), String> {
-        let file = self.open_blob(hash, meta.size).map_err(|e| e.to_string())?;
-        let len = file.size().map_err(|e| e.to_string())?;
+    /// A whole scrub at once, unpaced (continuing one in progress).
+    pub fn scrub(&self) -> Result<ScrubReport> {
+        let mut budget = Budget::unlimited();
+        loop {
+            if let Some(r) = self.scrub_step(&mut budget)? {
+                return Ok(r);
+            }
+        }
+    }
+
+    fn save_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.index.cf(CF_META)?, key, codec::encode(value)?);
+        if sync {
+            self.index.write(batch)
+        } else {
+            // Losing the last saved position in a crash repeats a few seconds of work.
+            self.index.write_relaxed(batch)
+        }
+    }
+
+    fn verify_blob(&self, hash: &BlobHash, meta: &BlobMeta, budget: &mut Budget) -> Result<Verified> {
+        let file = match self.open_blob(hash, meta.size) {
+            Ok(f) => f,
+            Err(e) => return Ok(Verified::Bad(e.to_string())),
+        };
+        let len = match file.size() {
+            Ok(l) => l,
+            Err(e) => return Ok(Verified::Bad(e.to_string())),
+        };
         if len != meta.size {
-            return Err(format!("file has {len} bytes, the index says {}", meta.size));
+            return Ok(Verified::Bad(format!("file has {len} bytes, the index says {}", meta.size)));
         }
         let mut sha = Sha256::new();
         let bs = meta.block_size as u64;
@@ -174,19 +278,23 @@ impl Store {
         let mut block = 0usize;
         while off < meta.size {
             let n = bs.min(meta.size - off) as usize;
-            file.read_exact_at(&mut buf[..n], off).map_err(|e| format!("read failed at {off}: {e}"))?;
+            if let Err(e) = file.read_exact_at(&mut buf[..n], off) {
+                return Ok(Verified::Bad(format!("read failed at {off}: {e}")));
+            }
             if meta.crcs.get(block).copied() != Some(crc32fast::hash(&buf[..n])) {
-                return Err(format!("block {block} fails its CRC"));
+                return Ok(Verified::Bad(format!("block {block} fails its CRC")));
             }
             sha.update(&buf[..n]);
-            *bytes += n as u64;
             off += n as u64;
             block += 1;
+            if !budget.pace(n as u64) {
+                return Ok(Verified::Stopped);
+            }
         }
         if <[u8; 32]>::from(sha.finalize()) != *hash.as_bytes() {
-            return Err("content does not match its SHA-256 name".into());
+            return Ok(Verified::Bad("content does not match its SHA-256 name".into()));
         }
-        Ok(())
+        Ok(Verified::Ok(meta.size))
     }
 
     /// Keys (across buckets) whose objects use `hash`.

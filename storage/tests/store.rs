@@ -182,7 +182,7 @@ fn small_bodies_are_inline_and_larger_ones_are_files() {
         assert_eq!(read_all(&s, &large), over);
         let mut r = s.read_object(&small, 100..200).expect("range");
         assert_eq!(&r.next_chunk().expect("chunk").expect("some")[..], &at_limit[100..200]);
-        assert!(s.scrub(&mut |_, _| {}).expect("scrub").corrupt.is_empty());
+        assert!(s.scrub().expect("scrub").corrupt.is_empty());
     }
     let s = open(dir.path());
     let b = BucketName::parse("bkt").expect("b");

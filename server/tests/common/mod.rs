@@ -276,3 +276,153 @@ pub fn raise_open_files_limit() -> u64 {
     }
     soft
 }
+
+/// A raw HTTP/1.1 request signed with the root key by the `aws-sigv4` crate as aws-sdk-go
+/// v1 (WAL-G) signs: header auth, the body's SHA-256 as `x-amz-content-sha256`,
+/// `content-length` signed. For a raw exchange with [`raw_http`]: `query` pairs are
+/// URI-encoded here, `extra` headers are sent and signed.
+pub fn signed_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: &[u8],
+    extra: &[(&str, String)],
+) -> Vec<u8> {
+    use aws_credential_types::Credentials as Creds;
+    use aws_sigv4::http_request::{
+        sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+        UriPathNormalizationMode,
+    };
+    use aws_sigv4::sign::v4;
+    use aws_smithy_runtime_api::client::identity::Identity;
+
+    let enc = |s: &str, slash: bool| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b'/' if slash => "/".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let host = format!("127.0.0.1:{port}");
+    let q: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", enc(k, false), enc(v, false))).collect();
+    let target = if q.is_empty() { enc(path, true) } else { format!("{}?{}", enc(path, true), q.join("&")) };
+    let uri = format!("http://{host}{target}");
+    let mut headers: Vec<(String, String)> =
+        vec![("host".into(), host.clone()), ("content-length".into(), body.len().to_string())];
+    headers.extend(extra.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
+    let identity: Identity = Creds::new(ACCESS_KEY, SECRET_KEY, None, None, "test").into();
+    let mut settings = SigningSettings::default();
+    settings.percent_encoding_mode = PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("s3")
+        .time(std::time::SystemTime::now())
+        .settings(settings)
+        .build()
+        .expect("signing params")
+        .into();
+    let signable = SignableRequest::new(
+        method,
+        &uri,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(body),
+    )
+    .expect("signable request");
+    let (instructions, _) = sign(signable, &params).expect("sign").into_parts();
+    let mut out = format!("{method} {target} HTTP/1.1\r\n");
+    for (k, v) in headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(instructions.headers()) {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("connection: close\r\n\r\n");
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// WAL-G's object layout
+
+/// An lz4 frame, as WAL-G compresses WAL and backups by default.
+pub fn lz4(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+    e.write_all(data).expect("lz4");
+    e.finish().expect("lz4")
+}
+
+/// PostgreSQL's WAL file name of segment `n` of timeline `tl` (16 MiB segments).
+pub fn seg_name(tl: u32, n: u64) -> String {
+    format!("{tl:08X}{:08X}{:08X}", n / 256, n % 256)
+}
+
+/// The key of a segment as WAL-G uploads it (lz4) in repository `repo` (`""` or ending in `/`).
+pub fn seg_key(repo: &str, tl: u32, n: u64) -> String {
+    format!("{repo}wal_005/{}.lz4", seg_name(tl, n))
+}
+
+/// PUT `body` to `bucket/key`; the S3 error code and message on failure.
+pub async fn put(c: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let se = e.into_service_error();
+            format!("{}: {}", se.code().unwrap_or(""), se.message().unwrap_or(""))
+        })
+}
+
+/// A complete full backup laid out as WAL-G writes it (tar part, `metadata.json`, stop
+/// sentinel last) on timeline 1, starting in segment `start_seg` and finishing in
+/// `finish_seg` (16 MiB segments). Returns its name.
+pub async fn walg_backup(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    repo: &str,
+    start_seg: u64,
+    finish_seg: u64,
+    permanent: bool,
+) -> String {
+    const SEG: u64 = 16 << 20;
+    let name = format!("base_{}", seg_name(1, start_seg));
+    let (start, finish) = (start_seg * SEG + 0x28, finish_seg * SEG + 0x100);
+    let dir = format!("{repo}basebackups_005/{name}");
+    put(c, bucket, &format!("{dir}/tar_partitions/part_001.tar.lz4"), lz4(&bytes_of(start_seg, 4096)))
+        .await
+        .expect("tar");
+    let meta =
+        format!(r#"{{"start_lsn":{start},"finish_lsn":{finish},"is_permanent":{permanent},"system_identifier":7}}"#);
+    put(c, bucket, &format!("{dir}/metadata.json"), meta.into_bytes()).await.expect("metadata");
+    let sentinel = format!(
+        r#"{{"LSN":{start},"FinishLSN":{finish},"SystemIdentifier":7,"PgVersion":150000,"IsPermanent":{permanent},"Version":2}}"#
+    );
+    put(c, bucket, &format!("{repo}basebackups_005/{name}_backup_stop_sentinel.json"), sentinel.into_bytes())
+        .await
+        .expect("sentinel");
+    name
+}
+
+/// `walstore <args>` against the running server `srv` with the root key, `--json`:
+/// (success, JSON output, everything printed).
+pub fn cli_json(srv: &Server, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_walstore"))
+        .args(args)
+        .args(["--endpoint", &srv.endpoint(), "--json"])
+        .env("WALSTORE_ROOT_ACCESS_KEY", ACCESS_KEY)
+        .env("WALSTORE_ROOT_SECRET_KEY", SECRET_KEY)
+        .output()
+        .expect("run walstore cli");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), v, format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+}

@@ -1,27 +1,35 @@
-//! Everything walstore knows about PostgreSQL WAL and WAL-G repositories lives
-//! in this module: names and LSN arithmetic ([`names`]), history files
-//! ([`history`]), backup documents ([`backup`]) and codecs ([`codec`]).
+//! The storage side of WAL-G repositories. The WAL knowledge itself (names,
+//! history files, backup documents, codecs, snapshots, policies, the horizon)
+//! lives in the pure `walstore-wal` crate and is re-exported here, so callers
+//! name one path; this module adds what needs the index, in layers (each uses
+//! only those above it):
+//! - [`state`]: the in-memory state the store holds (no logic);
+//! - [`audit`], [`policies`], [`gate`]: the audit log, stored policies, and the
+//!   per-repository write generations and gates;
+//! - [`scan`]: a repository's catalog read from the index;
+//! - [`quarantine`]: the split-brain guard and its quarantine;
+//! - [`guard`]: evaluations and client delete decisions;
+//! - [`retention`]: the retention worker's journaled deletions.
 
-pub mod backup;
-pub mod catalog;
-pub mod codec;
+pub mod audit;
+pub mod gate;
 pub mod guard;
-pub mod history;
-pub mod horizon;
-pub mod names;
-pub mod policy;
-#[doc(hidden)]
-pub mod testkit;
+pub mod policies;
+pub mod quarantine;
+pub mod retention;
+pub mod scan;
+pub mod state;
 
-pub use backup::{MetadataInfo, SentinelInfo};
-pub use catalog::{BackupObjects, Doc, HistoryFile, OtherFile, RepoSnapshot, WalFile, WalKind};
-pub use guard::{
-    AuditRecord, DeleteAuth, Evaluation, GuardStats, Keep, OpenConflict, QuarantineEntry, Quarantined, RefusedDelete,
-    StoredPolicy,
+pub use ::wal::DeleteProtection;
+pub use ::wal::{backup, catalog, codec, history, horizon, names, policy};
+pub use ::wal::{
+    classify, compute, split_repo, BackupName, BackupObjects, BackupStatus, BackupView, Codec, Decision, Doc, Gap,
+    History, HistoryEntry, HistoryFile, Horizon, Lsn, MetadataInfo, NameError, OpenConflict, OtherFile, RepoSnapshot,
+    Report, RetentionPolicy, Role, SegRange, SegmentNo, SegmentSize, SentinelInfo, TimelineId, Unit, WalFile, WalKind,
+    WalObject, Window,
 };
-pub use history::{History, HistoryEntry};
-pub use horizon::{compute, BackupStatus, BackupView, Decision, Gap, Horizon, Report, Role, SegRange, Unit, Window};
-pub use names::{
-    classify, split_repo, BackupName, Codec, Lsn, NameError, SegmentNo, SegmentSize, TimelineId, WalObject,
-};
-pub use policy::{DeleteProtection, RetentionPolicy};
+pub use audit::AuditRecord;
+pub use guard::DeleteAuth;
+pub use quarantine::{Keep, QuarantineEntry, Quarantined};
+pub use retention::RetentionOutcome;
+pub use state::{Evaluation, GuardStats, RefusedDelete, StoredPolicy};

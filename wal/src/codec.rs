@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 
-use super::names::Codec;
+use crate::names::Codec;
 
 /// Why a body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,14 +1,17 @@
 //! Builds repository snapshots laid out exactly as WAL-G writes them, for the
 //! horizon's unit and property tests (and for scenario tests through the S3 API).
 
+pub mod fuzz;
+pub mod fuzz_wal;
+
 use std::time::{Duration, SystemTime};
 
-use crate::types::Timestamp;
+use crate::time::Timestamp;
 
-use super::backup::{MetadataInfo, SentinelInfo};
-use super::catalog::{BackupObjects, Doc, HistoryFile, RepoSnapshot, WalFile, WalKind};
-use super::history::{History, HistoryEntry};
-use super::names::{BackupName, Codec, Lsn, SegmentNo, SegmentSize, TimelineId};
+use crate::backup::{MetadataInfo, SentinelInfo};
+use crate::catalog::{BackupObjects, Doc, HistoryFile, RepoSnapshot, WalFile, WalKind};
+use crate::history::{History, HistoryEntry};
+use crate::names::{BackupName, Codec, Lsn, SegmentNo, SegmentSize, TimelineId};
 
 /// Day in milliseconds.
 pub const DAY: i64 = 86_400_000;

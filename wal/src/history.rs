@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::names::{Lsn, NameError, TimelineId};
+use crate::names::{Lsn, NameError, TimelineId};
 
 /// One line: timeline `parent` ended at `switch` (the child began there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::names::{Lsn, NameError};
+use crate::names::{Lsn, NameError};
 
 /// What the store needs from a stop sentinel.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use storage::wal::testkit::{RepoBuilder, DAY, HOUR};
-use storage::wal::{compute, Decision, Horizon, RetentionPolicy, Role};
+use wal::testkit::{RepoBuilder, DAY, HOUR};
+use wal::{compute, Decision, Horizon, RetentionPolicy, Role};
 
 fn policy() -> RetentionPolicy {
     RetentionPolicy { min_object_age: Duration::ZERO, ..RetentionPolicy::default() }
@@ -60,7 +60,7 @@ fn c1_daily_fulls_window_anchor() {
     assert_eq!(h.decide(&seg_path(&r, 1, 3)), Decision::Allow);
     // Deletion order: sentinel first inside each backup unit.
     for u in &h.deletable {
-        if let storage::wal::Unit::Backup { paths, .. } = u {
+        if let wal::Unit::Backup { paths, .. } = u {
             assert!(paths[0].ends_with("_backup_stop_sentinel.json"));
         }
     }
@@ -74,7 +74,7 @@ fn c2_c3_failover_mid_segment_and_on_boundary() {
         let mut r = RepoBuilder::new(now());
         // TL1 segments 0..=49 (S = 50 is the switch segment), written until 5 days ago.
         r.segments(1, 0, 49, 5 * DAY, HOUR);
-        let switch = r.s.start_of(storage::wal::SegmentNo::new(50)).as_u64() + if boundary { 0 } else { 0x4000 };
+        let switch = r.s.start_of(wal::SegmentNo::new(50)).as_u64() + if boundary { 0 } else { 0x4000 };
         r.partial(1, 50, 5 * DAY);
         r.history(2, &[(1, switch)], 5 * DAY);
         r.segments(2, 50, 120, HOUR, HOUR);
@@ -83,7 +83,7 @@ fn c2_c3_failover_mid_segment_and_on_boundary() {
         let p = RetentionPolicy { full_count: 2, recovery_window: Duration::from_secs(86_400), ..policy() };
         let h = compute(&r.snap, &p, r.now(), None);
         assert!(h.frozen.is_empty(), "{:?}", h.frozen);
-        assert_eq!(h.head, Some(2));
+        assert_eq!(h.head, Some(wal::TimelineId::new(2)));
         let k: Vec<String> = kept(&h).into_iter().map(|(n, _)| n).collect();
         assert_eq!(k, vec![f1.clone(), f2.clone()]);
         let d = deletable(&h);
@@ -109,8 +109,8 @@ fn c2_c3_failover_mid_segment_and_on_boundary() {
 #[test]
 fn c4_chain_of_three_timelines() {
     let mut r = RepoBuilder::new(now());
-    let s1 = r.s.start_of(storage::wal::SegmentNo::new(30)).as_u64() + 0x100;
-    let s2 = r.s.start_of(storage::wal::SegmentNo::new(60)).as_u64() + 0x200;
+    let s1 = r.s.start_of(wal::SegmentNo::new(30)).as_u64() + 0x100;
+    let s2 = r.s.start_of(wal::SegmentNo::new(60)).as_u64() + 0x200;
     r.segments(1, 0, 35, 8 * DAY, HOUR); // TL1 continues to 35 (zombie tail past S1 = 30)
     r.history(2, &[(1, s1)], 8 * DAY);
     r.segments(2, 30, 65, 4 * DAY, HOUR); // TL2 past S2 = 60 (abandoned tail)
@@ -119,9 +119,9 @@ fn c4_chain_of_three_timelines() {
     let b = r.backup(1, 10, 1, 20 * DAY, None, false);
     let h = compute(&r.snap, &policy(), r.now(), None);
     assert!(h.frozen.is_empty(), "{:?}", h.frozen);
-    assert_eq!(h.head, Some(3));
+    assert_eq!(h.head, Some(wal::TimelineId::new(3)));
     assert_eq!(kept(&h), vec![(b, Role::Pitr)]);
-    let req = |tl, n| h.required.iter().any(|x| x.timeline == tl && n >= x.from && x.to.is_none_or(|t| n <= t));
+    let req = |tl: u32, n: u64| h.required.iter().any(|x| x.contains(wal::TimelineId::new(tl), wal::SegmentNo::new(n)));
     for n in 10..=29 {
         assert!(req(1, n), "TL1 {n}");
     }
@@ -254,7 +254,7 @@ fn fails_closed() {
     let name = r.snap.backups.keys().next().cloned().expect("a backup");
     let when = r.at(20 * DAY);
     if let Some(b) = r.snap.backups.get_mut(&name) {
-        b.sentinel = Some((storage::wal::Doc::Invalid("bad".into()), when));
+        b.sentinel = Some((wal::Doc::Invalid("bad".into()), when));
     }
     let h = compute(&r.snap, &policy(), r.now(), None);
     assert!(!h.frozen.is_empty() && h.deletable.is_empty());
@@ -263,7 +263,7 @@ fn fails_closed() {
     // Split brain: TL1 keeps receiving past the fork while TL2 is active.
     let mut r = RepoBuilder::new(now());
     r.segments(1, 0, 60, 10 * 60_000, 60_000);
-    let sw = r.s.start_of(storage::wal::SegmentNo::new(50)).as_u64();
+    let sw = r.s.start_of(wal::SegmentNo::new(50)).as_u64();
     r.history(2, &[(1, sw)], HOUR);
     r.segments(2, 50, 55, 60_000, 60_000);
     r.backup(1, 5, 1, 20 * DAY, None, false);
@@ -273,8 +273,8 @@ fn fails_closed() {
     // Stray timeline: TL5 (child of 3) higher than the active TL4.
     let mut r = RepoBuilder::new(now());
     r.segments(1, 0, 40, 20 * DAY, HOUR);
-    r.history(2, &[(1, r.s.start_of(storage::wal::SegmentNo::new(41)).as_u64())], 20 * DAY);
-    r.history(5, &[(1, r.s.start_of(storage::wal::SegmentNo::new(20)).as_u64())], 10 * DAY);
+    r.history(2, &[(1, r.s.start_of(wal::SegmentNo::new(41)).as_u64())], 20 * DAY);
+    r.history(5, &[(1, r.s.start_of(wal::SegmentNo::new(20)).as_u64())], 10 * DAY);
     r.segments(2, 41, 80, 60_000, 60_000);
     r.backup(1, 5, 1, 20 * DAY, None, false);
     let h = compute(&r.snap, &policy(), r.now(), None);
@@ -283,12 +283,8 @@ fn fails_closed() {
     // Clock went backwards since the last pass.
     let mut r = RepoBuilder::new(now());
     daily(&mut r, 10);
-    let h = compute(
-        &r.snap,
-        &policy(),
-        r.now(),
-        Some(storage::Timestamp::from_system(r.now() + Duration::from_secs(3600))),
-    );
+    let h =
+        compute(&r.snap, &policy(), r.now(), Some(wal::Timestamp::from_system(r.now() + Duration::from_secs(3600))));
     assert!(h.frozen.iter().any(|f| f.contains("clock")), "{:?}", h.frozen);
 }
 
@@ -319,51 +315,67 @@ impl Rng {
     }
 }
 
-/// Independent model: the times at which a restore is possible, sampled.
-fn recoverable_instants(r: &RepoBuilder, h: &Horizon, samples: &[i64]) -> Vec<bool> {
-    // A sample instant t (ago) is recoverable if some restorable main backup
-    // finished before it and WAL is continuous from that backup's start on the
-    // lineage up to a segment received after t.
-    samples
-        .iter()
-        .map(|&ago| {
-            let t = r.now - ago;
-            h.backups.iter().filter(|b| b.restorable && b.main).any(|b| {
-                let (Some(start), Some(fin)) = (b.start_lsn, b.finished_at) else { return false };
-                if fin.as_millis() > t {
-                    return false;
-                }
-                let mut n = r.s.segment_of(start).get();
-                let mut tl_ok = true;
-                loop {
-                    // Follow the lineage: pick the timeline whose range covers n.
-                    let tl = h
-                        .lineage
-                        .iter()
-                        .find(|(_, beg, end)| {
-                            n >= r.s.segment_of(*beg).get() && end.is_none_or(|e| n < r.s.segment_of(e).get())
-                        })
-                        .map(|(tl, _, _)| *tl);
-                    let Some(tl) = tl else {
-                        tl_ok = false;
-                        break;
-                    };
-                    let f = r.snap.wal.iter().find(|f| {
-                        f.kind == storage::wal::WalKind::Segment
-                            && f.tl == tl
-                            && (f.log as u64) * r.s.per_xlogid() + f.seg as u64 == n
-                    });
-                    match f {
-                        Some(f) if f.received.as_millis() >= t => return true,
-                        Some(_) => n += 1,
-                        None => break,
-                    }
-                }
-                let _ = tl_ok;
-                false
+/// What the generator made: the property test's model knows the repository
+/// from how it was built, not from anything `compute` says.
+struct Made {
+    /// Timeline 2 takes over from this segment on (the switch segment is the child's).
+    fork: Option<u64>,
+    backups: Vec<MadeBackup>,
+}
+
+struct MadeBackup {
+    name: String,
+    tl: u32,
+    /// Segment of the start LSN; the backup's own WAL is `start..=start + 1`.
+    start: u64,
+    finished_ms: i64,
+    parent: Option<String>,
+}
+
+impl Made {
+    fn timeline_of(&self, n: u64) -> u32 {
+        match self.fork {
+            Some(f) if n >= f => 2,
+            _ => 1,
+        }
+    }
+
+    /// A backup can be restored if its sentinel and every file are still
+    /// there, and so is every backup of its delta chain.
+    fn usable(&self, r: &RepoBuilder, name: &str) -> bool {
+        let Some(b) = self.backups.iter().find(|b| b.name == name) else { return false };
+        let Some(objs) = wal::BackupName::parse(name).ok().and_then(|n| r.snap.backups.get(&n)) else { return false };
+        objs.sentinel.is_some() && objs.files.len() == 3 && b.parent.as_deref().is_none_or(|p| self.usable(r, p))
+    }
+
+    fn segment(r: &RepoBuilder, tl: u32, n: u64) -> Option<i64> {
+        r.snap
+            .wal
+            .iter()
+            .find(|f| {
+                f.kind == wal::WalKind::Segment && f.tl == tl && (f.log as u64) * r.s.per_xlogid() + f.seg as u64 == n
             })
+            .map(|f| f.received.as_millis())
+    }
+
+    /// Whether the instant `ago` ms before now can be restored to: some usable
+    /// backup finished before it, and WAL is continuous on the main line from
+    /// that backup's start up to a segment received after it.
+    fn recoverable(&self, r: &RepoBuilder, ago: i64) -> bool {
+        let t = r.now - ago;
+        self.backups.iter().filter(|b| b.finished_ms <= t && self.usable(r, &b.name)).any(|b| {
+            let mut n = b.start;
+            // A backup is on the main line by construction (none crosses the fork).
+            debug_assert_eq!(self.timeline_of(b.start), b.tl);
+            while let Some(received) = Self::segment(r, self.timeline_of(n), n) {
+                if received >= t {
+                    return true;
+                }
+                n += 1;
+            }
+            false
         })
-        .collect()
+    }
 }
 
 #[test]
@@ -392,10 +404,11 @@ fn property_horizon_invariants_hold_on_random_repositories() {
             r.segment(tl, n, seg_ago(n));
         }
         if let Some(f) = fork {
-            let sw = r.s.start_of(storage::wal::SegmentNo::new(f)).as_u64() + rng.below(2) * 0x800;
+            let sw = r.s.start_of(wal::SegmentNo::new(f)).as_u64() + rng.below(2) * 0x800;
             r.history(2, &[(1, sw)], seg_ago(f));
             r.partial(1, f, seg_ago(f));
         }
+        let mut made = Made { fork, backups: Vec::new() };
         let mut last_full: Option<String> = None;
         let mut prev: Option<String> = None;
         for d in 0..days {
@@ -415,7 +428,15 @@ fn property_horizon_invariants_hold_on_random_repositories() {
             }
             let delta = prev.clone().filter(|_| rng.below(3) == 0 && last_full.is_some());
             let perm = rng.below(15) == 0;
-            let name = r.backup(tl, start, 1, seg_ago(start + 1) - 1000, delta.as_deref(), perm);
+            let ago = seg_ago(start + 1) - 1000;
+            let name = r.backup(tl, start, 1, ago, delta.as_deref(), perm);
+            made.backups.push(MadeBackup {
+                name: name.clone(),
+                tl: tl as u32,
+                start,
+                finished_ms: r.now - ago,
+                parent: delta.clone(),
+            });
             if delta.is_none() {
                 last_full = Some(name.clone());
             }
@@ -431,7 +452,7 @@ fn property_horizon_invariants_hold_on_random_repositories() {
             continue;
         }
         let samples: Vec<i64> = (0..20).map(|i| (p.recovery_window.as_millis() as i64) * i / 20 + 2 * HOUR).collect();
-        let before = recoverable_instants(&r, &h, &samples);
+        let before: Vec<bool> = samples.iter().map(|&ago| made.recoverable(&r, ago)).collect();
         let histories_before = r.snap.histories.len();
         let kept_before: Vec<String> = h.backups.iter().filter(|b| b.role.is_some()).map(|b| b.name.clone()).collect();
         let restorable_main_before = h.backups.iter().filter(|b| b.restorable && b.main).count();
@@ -450,7 +471,7 @@ fn property_horizon_invariants_hold_on_random_repositories() {
             assert!(!was || b.restorable, "seed {seed} case {case}: kept backup {n} is no longer restorable");
         }
         // I2: every sampled instant in the window that was recoverable still is.
-        let after = recoverable_instants(&r, &h2, &samples);
+        let after: Vec<bool> = samples.iter().map(|&ago| made.recoverable(&r, ago)).collect();
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
             assert!(!b || *a, "seed {seed} case {case}: instant {} ago lost recoverability", samples[i]);
         }

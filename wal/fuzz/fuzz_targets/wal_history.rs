@@ -1,0 +1,17 @@
+//! `cargo fuzz run wal_history`: the check of `wal::testkit::fuzz_wal::check_wal_history`, which
+//! the mutation fuzzer in `wal/tests/fuzz.rs` runs in CI, under libFuzzer's coverage
+//! feedback. A broken property panics with what broke.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wal::testkit::fuzz::meter::Counting;
+
+// The allocation bounds of the check need the counting allocator.
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(why) = wal::testkit::fuzz_wal::check_wal_history(data) {
+        panic!("{why}");
+    }
+});
