@@ -29,7 +29,7 @@ use std::path::Path;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
-    MergeOperands, Options, ReadOptions, ReadTier, WriteBatch, WriteOptions, DB,
+    MergeOperands, Options, ReadOptions, ReadTier, WriteBatch, WriteOptions, DB, DEFAULT_COLUMN_FAMILY_NAME,
 };
 use serde::{Deserialize, Serialize};
 
@@ -244,8 +244,48 @@ fn refcount_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands
     Some(codec::encode_count(total).to_vec())
 }
 
+/// The schema version stored in `meta` (`None`: a new index, or one without `meta`).
+fn stored_schema(db: &DB) -> Result<Option<u32>> {
+    let Some(cf) = db.cf_handle(CF_META) else { return Ok(None) };
+    match db.get_cf(cf, b"schema")? {
+        Some(v) => Ok(Some(codec::decode(&v, "schema version")?)),
+        None => Ok(None),
+    }
+}
+
+/// Refuses an index this build must not open: one a newer walstore wrote (it
+/// may hold data this build cannot read, and writing to it could lose that), or
+/// one with column families no walstore schema up to this one has (no schema
+/// ever dropped a family, so at a schema this build knows they mean damage or a
+/// foreign database). Each refusal is one line naming what was found.
+fn check_layout(path: &Path, found: Option<u32>, unknown: &[&str]) -> Result<()> {
+    match found {
+        Some(v) if v > SCHEMA_VERSION => Err(Error::Index(format!(
+            "the index at {} has schema version {v}, written by a newer walstore; this build reads schema \
+             versions up to {SCHEMA_VERSION} (upgrade walstore, or restore a copy made before the upgrade)",
+            path.display()
+        ))),
+        _ if !unknown.is_empty() => Err(Error::Index(format!(
+            "the index at {} has column families no walstore writes ({}) at schema version {}: it is damaged or \
+             not a walstore index. Restore the data directory (index/ and blobs/ together) from a copy",
+            path.display(),
+            unknown.join(", "),
+            found.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Index {
     /// Opens or creates the index in `path`.
+    ///
+    /// An existing index is first opened read-only, and refused before anything
+    /// in the directory is written if a newer walstore wrote it or it holds
+    /// column families no walstore schema has (see [`check_layout`]). A
+    /// read-write open would already change it (create the families this build
+    /// has and a newer one dropped, flush the WAL, write a new MANIFEST), and
+    /// without naming every family on disk RocksDB refuses it with a message that
+    /// says nothing about versions.
     pub fn open(path: &Path, opts: &IndexOptions) -> Result<Self> {
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
         let cf_opts = |name: &str| {
@@ -273,7 +313,30 @@ impl Index {
         db_opts.set_max_background_jobs(2);
         db_opts.set_max_total_wal_size(64 << 20);
         db_opts.set_atomic_flush(true);
-        let cfs: Vec<_> = ALL_CFS.iter().map(|n| cf_opts(n)).collect();
+        // The families on disk (none for a new index). Unknown ones are opened
+        // too, so that refusing them is our message and not RocksDB's.
+        let present = DB::list_cf(&Options::default(), path).unwrap_or_default();
+        let unknown: Vec<&str> = present
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != DEFAULT_COLUMN_FAMILY_NAME && !ALL_CFS.contains(n))
+            .collect();
+        if !present.is_empty() {
+            // Read-only: writes nothing and takes no lock. Only a finding refuses
+            // here; if this open or read fails (damage, a running server
+            // compacting), the read-write open below reports it as it always did,
+            // and the same layout check runs after it.
+            let mut peek = Options::default();
+            peek.set_max_open_files(64); // table files are opened as read, not all at open
+            let descriptors = present.iter().map(|n| cf_opts(n));
+            let found = DB::open_cf_descriptors_read_only(&peek, path, descriptors, false)
+                .ok()
+                .and_then(|db| stored_schema(&db).ok());
+            if let Some(found) = found {
+                check_layout(path, found, &unknown)?;
+            }
+        }
+        let cfs: Vec<_> = ALL_CFS.iter().chain(&unknown).map(|n| cf_opts(n)).collect();
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| {
             let text = e.into_string();
             if text.contains("Corruption") {
@@ -287,28 +350,26 @@ impl Index {
             }
         })?;
         let index = Self { db };
-        index.check_schema()?;
+        index.check_schema(path, &unknown)?;
         Ok(index)
     }
 
-    fn check_schema(&self) -> Result<()> {
-        let cf = self.cf(CF_META)?;
-        match self.db.get_cf(cf, b"schema")? {
+    fn check_schema(&self, path: &Path, unknown: &[&str]) -> Result<()> {
+        let found = stored_schema(&self.db)?;
+        check_layout(path, found, unknown)?;
+        match found {
             None => self.set_schema(),
-            Some(v) => {
-                let found: u32 = codec::decode(&v, "schema version")?;
-                match found {
-                    SCHEMA_VERSION => Ok(()),
-                    1 => {
-                        self.migrate_gcq_v1()?;
-                        self.set_schema()
-                    }
-                    2 => self.set_schema(),
-                    _ => Err(Error::Index(format!(
-                        "index schema version {found} is not supported by this build (expects {SCHEMA_VERSION})"
-                    ))),
-                }
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(1) => {
+                self.migrate_gcq_v1()?;
+                self.set_schema()
             }
+            Some(2) => self.set_schema(),
+            Some(found) => Err(Error::Index(format!(
+                "the index at {} has schema version {found}, which no walstore wrote; this build reads schema \
+                 versions 1 to {SCHEMA_VERSION}",
+                path.display()
+            ))),
         }
     }
 
@@ -685,6 +746,78 @@ mod tests {
         );
         idx.write(b).expect("merge");
         assert_eq!(idx.refcount(&h1).expect("rc"), codec::RefCount { count: 2, last_unref_ms: 5 });
+    }
+
+    /// Every file under `dir` with its bytes: a refusal must leave them as they were.
+    fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).expect("read_dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else {
+                    out.insert(p.clone(), std::fs::read(&p).expect("read"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Makes the index in `dir` look written by another walstore: schema `version`,
+    /// and a column family `extra` with an entry.
+    fn forge(dir: &Path, version: u32, extra: Option<&str>) {
+        let mut idx = Index::open(dir, &IndexOptions::default()).expect("open");
+        if let Some(name) = extra {
+            idx.db.create_cf(name, &Options::default()).expect("create cf");
+            let cf = idx.cf(name).expect("cf");
+            idx.db.put_cf(cf, b"k", b"v").expect("put");
+        }
+        let mut b = WriteBatch::default();
+        b.put_cf(idx.cf(CF_META).expect("cf"), b"schema", codec::encode(&version));
+        idx.write(b).expect("write");
+    }
+
+    #[test]
+    fn an_index_of_a_newer_schema_is_refused_in_one_line_and_left_untouched() {
+        // With a family this build does not know (RocksDB alone would refuse to
+        // open it) and without one (it would open and be written to).
+        for extra in [Some("future_family"), None] {
+            let dir = tempfile::tempdir().expect("tmp");
+            forge(dir.path(), 99, extra);
+            let before = snapshot(dir.path());
+            let err = Index::open(dir.path(), &IndexOptions::default()).err().expect("refused");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "index error: the index at {} has schema version 99, written by a newer walstore; this build \
+                     reads schema versions up to {SCHEMA_VERSION} (upgrade walstore, or restore a copy made before \
+                     the upgrade)",
+                    dir.path().display()
+                ),
+                "{extra:?}"
+            );
+            assert!(snapshot(dir.path()) == before, "refusing the index changed its files ({extra:?})");
+        }
+    }
+
+    #[test]
+    fn unknown_column_families_at_a_known_schema_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        forge(dir.path(), SCHEMA_VERSION, Some("stranger"));
+        let before = snapshot(dir.path());
+        let err = Index::open(dir.path(), &IndexOptions::default()).err().expect("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "index error: the index at {} has column families no walstore writes (stranger) at schema version \
+                 {SCHEMA_VERSION}: it is damaged or not a walstore index. Restore the data directory (index/ and \
+                 blobs/ together) from a copy",
+                dir.path().display()
+            )
+        );
+        assert!(snapshot(dir.path()) == before, "refusing the index changed its files");
     }
 
     #[test]
