@@ -398,15 +398,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
 /// column family this build does not know. (RocksDB itself, as only a test may use
 /// it outside the storage crate.)
 fn make_newer(index: &Path) {
-    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), index).expect("list column families");
-    let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), index, &names).expect("open the index");
-    db.create_cf("future_family", &rocksdb::Options::default()).expect("create a column family");
-    let future = db.cf_handle("future_family").expect("future_family");
-    db.put_cf(future, b"key", b"value").expect("put");
-    let meta = db.cf_handle("meta").expect("meta");
-    // An index value: format version byte 1, then postcard (a u32 is a varint; 99 is one byte).
-    db.put_cf(meta, b"schema", [1u8, 99]).expect("put schema");
-    db.flush_cf(meta).expect("flush");
+    storage::testkit::forge_future_index(index, 99, Some("future_family")).expect("forge a newer index");
 }
 
 /// Runs `walstore <args>` to its end (at most 60 s).

@@ -775,7 +775,7 @@ mod tests {
             idx.db.put_cf(cf, b"k", b"v").expect("put");
         }
         let mut b = WriteBatch::default();
-        b.put_cf(idx.cf(CF_META).expect("cf"), b"schema", codec::encode(&version));
+        b.put_cf(idx.cf(CF_META).expect("cf"), b"schema", codec::encode(&version).expect("encode"));
         idx.write(b).expect("write");
     }
 

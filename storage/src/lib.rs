@@ -30,6 +30,8 @@ mod multipart;
 mod objects;
 mod space;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod types;
 pub mod units;
 mod usage;
