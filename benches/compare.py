@@ -694,6 +694,29 @@ synchronous_commit = off
         for kind in self.kinds:
             self.trash(data[kind])
 
+    # -- P12: delete latency through the guard while /metrics is scraped -----------------
+
+    def p12_metrics_storm(self):
+        """walstore alone (MinIO has no delete guard): DeleteObjects batches of released WAL
+        through the delete guard, with /metrics scraped 50 times a second or not at all,
+        alternating, each run in a fresh repository; p99 batch latency scraped / not."""
+        if self.out_of_time("P12"):
+            return
+        t0 = time.monotonic()
+        srv = self.server("walstore", "p12-walstore")
+        srv.start(self.fresh("p12-walstore-data"))
+        runs = {"quiet": [], "scraped": []}
+        for rep in range(self.a.reps):
+            for mode in (("quiet", "scraped") if rep % 2 == 0 else ("scraped", "quiet")):
+                r = s3load("delstorm", "-endpoint", srv.endpoint, "-bucket", BUCKET, "-prefix", f"storm/{mode}{rep}/",
+                           "-segments", str(self.a.storm_segments), "-batch", "500",
+                           "-scrape-per-sec", "50" if mode == "scraped" else "0", "-timeout", "10m", timeout=700)
+                runs[mode].append({**r, **srv.rss()})
+                log(f"P12 {mode} rep {rep}: {r['batches']} batches, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                    f"{r['scrapes']} scrapes")
+        srv.stop()
+        self.record("P12", runs, {"segments": self.a.storm_segments}, t0)
+
     # -- P6: backup-fetch + wal-fetch --------------------------------------------------
 
     def p6_restore(self, fx: dict):
@@ -795,7 +818,7 @@ synchronous_commit = off
         t_cmp = time.monotonic()
         self.deadline = t_cmp + self.a.max_minutes * 60
         r["limits"] = self.machine_limits()
-        for step in self.a.only or ["P1", "P2", "P3", "P4", "P6"]:
+        for step in self.a.only or ["P1", "P2", "P3", "P4", "P6", "P12"]:
             try:
                 if step == "P1" and fx:
                     self.p1_wal_push(fx)
@@ -807,6 +830,8 @@ synchronous_commit = off
                     self.p4_p7_list_restart()
                 elif step == "P6" and fx:
                     self.p6_restore(fx)
+                elif step == "P12":
+                    self.p12_metrics_storm()
             except Exception as e:  # noqa: BLE001 - report and go on with the next workload
                 log(f"{step} FAILED: {e}")
                 r["notes"].append(f"{step} failed: {str(e)[:500]}")
@@ -1033,6 +1058,15 @@ def render(r: dict) -> str:
     rows.append(("P7", f"restart → /health/ready 200 / first signed request OK (ms); walstore {fmt(k7.get('walstore'))} objects, MinIO {fmt(k7.get('minio'))}",
                  f"{fmt(w and w * 1000, 0)} / {fmt(wf and wf * 1000, 0)}", f"{fmt(m and m * 1000, 0)} / {fmt(mf and mf * 1000, 0)}",
                  fmt(ratio(wf, mf), 2), "≤ 1 s", yes(wf <= 1.0) if wf is not None else "–"))
+    # P12
+    q, sc = med("P12", "quiet", "p99_ms"), med("P12", "scraped", "p99_ms")
+    rt = ratio(sc, q)
+    nseg = W.get("P12", {}).get("segments", "?")
+    rows.append(("P12", f"DeleteObjects of released WAL through the delete guard ({fmt(nseg)} segments, 500 keys per "
+                 "batch): p50 / p99 batch latency with /metrics scraped 50×/s (ms)",
+                 f"{fmt(med('P12', 'scraped', 'p50_ms'), 1)} / {fmt(sc, 1)} (quiet: "
+                 f"{fmt(med('P12', 'quiet', 'p50_ms'), 1)} / {fmt(q, 1)})", "–", f"{fmt(rt, 2)} (scraped/quiet p99)",
+                 "scraped p99 ≤ 1.2 × quiet p99", yes(rt <= 1.2) if rt else "–"))
 
     mach = r["machine"]
     v = r["versions"]
@@ -1116,7 +1150,7 @@ def main():
     ap.add_argument("--pg-cache", default="/var/tmp/walstore-bench-cache",
                     help="cached PostgreSQL fixture (must be reachable by the postgres user)")
     ap.add_argument("--max-minutes", type=float, default=25, help="start no workload after this")
-    ap.add_argument("--only", nargs="*", choices=["P1", "P2", "P3", "P4", "P6"], help="run only these")
+    ap.add_argument("--only", nargs="*", choices=["P1", "P2", "P3", "P4", "P6", "P12"], help="run only these")
     ap.add_argument("--fixture-only", action="store_true", help="only build the cached PostgreSQL fixture")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite benches/README.md")
     a = ap.parse_args()
@@ -1124,12 +1158,14 @@ def main():
     a.put_seconds, a.mixed_seconds, a.mixed_objects = 8, 8, 1000
     a.list_keys, a.list_keys_walstore = 100_000, 1_000_000
     a.disk_size = "1GiB"
+    a.storm_segments = 20_000
     if a.quick:
         a.reps = min(a.reps, 1) if "--reps" not in sys.argv else a.reps
         a.segments, a.pg_scale = 20, 10
         a.put_seconds, a.mixed_seconds, a.mixed_objects = 4, 4, 500
         a.list_keys, a.list_keys_walstore = 5_000, 20_000
         a.disk_size = "256MiB"
+        a.storm_segments = 3_000
     if os.geteuid() != 0:
         sys.exit("compare.py runs PostgreSQL as the postgres user and must start as root")
     global S3LOAD

@@ -10,6 +10,8 @@
 //	disk      -dir D -size 1GiB -sync-every 16MiB          sequential write + fdatasync throughput
 //	soak      -endpoint URL -bucket B -duration 30m ...    mixed small PUT/GET/LIST/DELETE plus 16 MiB
 //	                                                       segment pushes for a fixed time (soak.go)
+//	delstorm  -endpoint URL -bucket B -prefix P ...        DeleteObjects latency through the delete guard,
+//	                                                       with /metrics scraped or not (delstorm.go)
 //
 // Requests are signed with AWS Signature Version 4 (header form, path-style), payload hash
 // of the empty body. Keys are WAL-G shaped: <prefix><24 hex segment name>.lz4.
@@ -450,7 +452,7 @@ func cmdDisk(args []string) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: s3load mkbucket|seed|list|probe|disk|soak [flags]")
+		fail("usage: s3load mkbucket|seed|list|probe|disk|soak|delstorm [flags]")
 	}
 	switch os.Args[1] {
 	case "mkbucket":
@@ -465,6 +467,8 @@ func main() {
 		cmdDisk(os.Args[2:])
 	case "soak":
 		cmdSoak(os.Args[2:])
+	case "delstorm":
+		cmdDelstorm(os.Args[2:])
 	default:
 		fail("unknown subcommand %q", os.Args[1])
 	}
