@@ -237,7 +237,8 @@ fn sign_put(path: &str, headers: &[(&str, &str)], body: SignableBody<'_>) -> Sig
 
 fn verify_signed(req: &Signed) -> s3api::auth::Verified {
     let parts = RequestParts { method: &req.method, raw_path: &req.path, raw_query: "", headers: &req.headers };
-    let settings = AuthSettings { now: sign_time(), region: REGION, max_skew: Duration::from_secs(900) };
+    let settings =
+        AuthSettings { now: sign_time(), region: REGION, max_skew: Duration::from_secs(900), allow_v2: true };
     verify(&parts, &settings, &Keys).expect("verifies").expect("authenticated")
 }
 

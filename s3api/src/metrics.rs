@@ -33,6 +33,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Authentication failures by reason.
     pub auth_failures: IntCounterVec,
+    /// Authenticated requests by signature version (`v2`, `v4`).
+    pub authenticated: IntCounterVec,
     /// Client connections being served.
     pub connections_open: IntGauge,
     /// Connections turned away at the `--max-connections` cap.
@@ -181,6 +183,15 @@ impl Metrics {
             "Requests refused by authentication, by reason.",
             &["reason"],
         );
+        let authenticated = counter_vec(
+            &r,
+            "walstore_auth_requests_total",
+            "Requests that passed authentication, by signature version (v2 or v4).",
+            &["signature"],
+        );
+        for v in ["v2", "v4"] {
+            authenticated.with_label_values(&[v]);
+        }
         let m = Metrics {
             requests,
             duration,
@@ -188,6 +199,7 @@ impl Metrics {
             sent,
             in_flight,
             auth_failures,
+            authenticated,
             connections_open: gauge(&r, "walstore_connections_open", "Client connections being served."),
             connections_refused: counter(
                 &r,

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::auth::sigv4::{self, AuthSettings, PayloadHash, RequestParts};
+use crate::auth::sigv4::{self, AuthSettings, PayloadHash, RequestParts, SignatureVersion};
 use crate::authz::authorize;
 use crate::body::{BodySpec, ResponseBody};
 use crate::error::{S3Code, S3Error};
@@ -164,11 +164,15 @@ async fn process(
             req.headers_mut().insert(http::header::HOST, v);
         }
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
-    let settings =
-        AuthSettings { now: SystemTime::now(), region: &state.config.region, max_skew: state.config.max_skew };
+    let settings = AuthSettings {
+        now: SystemTime::now(),
+        region: &state.config.region,
+        max_skew: state.config.max_skew,
+        allow_v2: state.config.signature_v2,
+    };
     let rp = RequestParts { method: &parts.method, raw_path, raw_query, headers: &parts.headers };
     let verified = match sigv4::verify(&rp, &settings, state.keys.as_ref()) {
         Ok(Some(v)) => v,
@@ -176,7 +180,10 @@ async fn process(
             state.metrics.auth_failures.with_label_values(&["anonymous"]).inc();
             return (
                 "Anonymous",
-                Err(S3Error::new(S3Code::AccessDenied, "Anonymous access is not allowed; sign requests with SigV4")),
+                Err(S3Error::new(
+                    S3Code::AccessDenied,
+                    "Anonymous access is not allowed; sign requests (SigV4 or SigV2)",
+                )),
             );
         }
         Err(e) => {
@@ -185,6 +192,15 @@ async fn process(
             return ("Unauthenticated", Err(S3Error::from(e)));
         }
     };
+    if verified.version == SignatureVersion::V2 && raw_query.contains("AWSAccessKeyId=") {
+        // A SigV2 presigned URL carries its x-amz-*, Content-Type and Content-MD5 headers
+        // in the query (signed as headers): they apply as headers, as in S3.
+        for (name, value) in crate::auth::sigv2::headers_from_query(raw_query) {
+            if !parts.headers.contains_key(&name) {
+                parts.headers.append(name, value);
+            }
+        }
+    }
     {
         use http_body::Body;
         if let Err(e) = crate::body::check_empty_payload(&verified.payload, body.is_end_stream()) {
@@ -206,6 +222,7 @@ async fn process(
         chunk_signer: verified.chunk_signer,
     };
     let body = crate::body::TimedBody::new(body, state.config.body_limits);
+    state.metrics.authenticated.with_label_values(&[verified.version.label()]).inc();
     let Some(principal) = state.keys.principal(&verified.access_key_id) else {
         state.metrics.auth_failures.with_label_values(&["unknown_access_key"]).inc();
         return ("Unauthenticated", Err(S3Error::code(S3Code::InvalidAccessKeyId)));

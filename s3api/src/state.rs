@@ -27,6 +27,8 @@ pub struct ApiConfig {
     pub metrics_token: Option<String>,
     /// How long a client may take over a request body, and over taking a response body.
     pub body_limits: crate::body::BodyLimits,
+    /// Accept AWS Signature Version 2 (header and presigned query forms).
+    pub signature_v2: bool,
 }
 
 impl Default for ApiConfig {
@@ -39,6 +41,7 @@ impl Default for ApiConfig {
             owner_id: "walstore".into(),
             metrics_token: None,
             body_limits: crate::body::BodyLimits { timeout: Duration::from_secs(30), min_rate: 1024 },
+            signature_v2: true,
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Config {
     /// Bytes per second a request body must average after `body_timeout` (0 = no rate
     /// rule). Default `1KiB`.
     pub body_min_rate: u64,
+    /// Accept AWS Signature Version 2 (header and presigned forms). Default on.
+    pub signature_v2: bool,
 }
 
 /// Log output format.
@@ -138,6 +140,9 @@ pub struct Settings {
     /// Refuse a different upload for an existing WAL segment or history file [default: true]
     #[arg(long, env = "WALSTORE_SPLIT_BRAIN_GUARD")]
     pub split_brain_guard: Option<bool>,
+    /// Accept AWS Signature Version 2 (boto3 presigned URLs in us-east-1, s3cmd, WAL-E): on or off [default: on]
+    #[arg(long, env = "WALSTORE_SIGNATURE_V2")]
+    pub signature_v2: Option<String>,
     /// How often repositories are evaluated and retention enforced, e.g. 5m [default: 5m]
     #[arg(long, env = "WALSTORE_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
@@ -204,6 +209,7 @@ impl Settings {
             retention_enforce: self.retention_enforce.or(lower.retention_enforce),
             gc_delay: self.gc_delay.or(lower.gc_delay),
             split_brain_guard: self.split_brain_guard.or(lower.split_brain_guard),
+            signature_v2: self.signature_v2.or(lower.signature_v2),
             retention_interval: self.retention_interval.or(lower.retention_interval),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
@@ -286,6 +292,11 @@ impl Settings {
             body_timeout: dur(self.body_timeout, "30s", "body-timeout")?,
             body_min_rate: size(self.body_min_rate, "1KiB", "body-min-rate")?,
             scrub_rate: size(self.scrub_rate, "64MiB", "scrub-rate")?,
+            signature_v2: match self.signature_v2.as_deref().map(str::trim) {
+                None | Some("on" | "true") => true,
+                Some("off" | "false") => false,
+                Some(other) => return Err(format!("signature-v2: expected on or off, not {other:?}")),
+            },
         };
         if cfg.max_connections == 0 {
             return Err("max-connections: must be at least 1".into());

@@ -194,6 +194,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings, test_clock: bool) -> Res
         region: cfg.region.clone(),
         max_object_size: cfg.max_object_size,
         metrics_token: cfg.metrics_token.clone(),
+        signature_v2: cfg.signature_v2,
         body_limits: s3api::body::BodyLimits { timeout: cfg.body_timeout, min_rate: cfg.body_min_rate },
         ..ApiConfig::default()
     };
