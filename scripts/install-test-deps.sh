@@ -14,11 +14,12 @@ fi
 stamp="$WALSTORE_VENV/.installed"
 # awscrt: botocore needs it to compute CRC32C and CRC64NVME (without it those
 # boto3 checksum tests are skipped with MissingDependencyException as the reason).
+# s3cmd: a Signature Version 2 client (tests/test_s3_semantics.py).
 if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ] \
-   || ! "$WALSTORE_VENV/bin/python" -c "import awscrt" 2>/dev/null; then
-  log "installing boto3, awscli, awscrt, pytest (current releases)"
+   || ! "$WALSTORE_VENV/bin/python" -c "import awscrt" 2>/dev/null || [ ! -x "$WALSTORE_VENV/bin/s3cmd" ]; then
+  log "installing boto3, awscli, awscrt, s3cmd, pytest (current releases)"
   "$WALSTORE_VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$WALSTORE_VENV/bin/pip" install -q --upgrade boto3 awscli awscrt pytest >/dev/null
+  "$WALSTORE_VENV/bin/pip" install -q --upgrade boto3 awscli awscrt s3cmd pytest >/dev/null
   touch "$stamp"
 fi
 

@@ -122,6 +122,20 @@ class Scrape:
     def gaps(self) -> dict[str, float | None]:
         return {st: self.value("walstore_wal_gap_segments", state=st) for st in ("pending", "lost")}
 
+    @classmethod
+    def until(cls, store: Walstore, done, within: float = 3.0) -> "Scrape":
+        """Scrapes every 100 ms until `done(scrape)` holds or `within` seconds pass; returns the last.
+
+        The WAL gauges come from the evaluate worker, which every write into a repository wakes
+        (README, "Metrics"): they follow a write within about a second, never at once.
+        """
+        deadline = time.monotonic() + within
+        while True:
+            s = cls(store)
+            if done(s) or time.monotonic() >= deadline:
+                return s
+            time.sleep(0.1)
+
 
 # -- fixtures -----------------------------------------------------------------------
 
@@ -260,13 +274,13 @@ def test_wal_metrics_follow_archiving(scenario: Scenario, walg):
     status, _ = sc.store.get("/metrics")
     assert status == 401, f"GET /metrics without the bearer token answered {status}"
 
-    before = Scrape(sc.store)
+    before = Scrape.until(sc.store, lambda s: s.last_lsn is not None)
     assert before.last_lsn is not None, "no walstore_wal_last_segment_lsn_bytes for the repository after step 2"
     sc.add_rows(500)
     switched_at = time.time()
     seg = p.switch_and_wait()
-    after = Scrape(sc.store)  # WAL metrics are computed at scrape time: no waiting
     seg_end = (int(seg[8:16], 16) * 256 + int(seg[16:24], 16) + 1) * WAL_SEGMENT_SIZE
+    after = Scrape.until(sc.store, lambda s: (s.last_lsn or 0) >= seg_end)
     assert after.last_lsn is not None and after.last_lsn > before.last_lsn, (before.last_lsn, after.last_lsn)
     # archive_timeout may have archived a later segment already, never an earlier one.
     assert after.last_lsn >= seg_end, f"newest segment ends at {after.last_lsn}, {seg} ends at {seg_end}"
@@ -320,8 +334,9 @@ def test_deleted_segment_is_reported_as_a_gap(scenario: Scenario, walg):
     victim = after_backup[len(after_backup) // 2]
     assert victim != after_backup[-1]
 
-    before = Scrape(sc.store)
-    assert before.gaps == {"pending": 0, "lost": 0}, f"gaps before any deletion: {before.gaps}"
+    settled = {"pending": 0, "lost": 0}
+    before = Scrape.until(sc.store, lambda s: s.gaps == settled)
+    assert before.gaps == settled, f"gaps before any deletion: {before.gaps}"
 
     # Default delete protection refuses: the segment is young and the backup needs it.
     with pytest.raises(ClientError) as e:
@@ -342,7 +357,7 @@ def test_deleted_segment_is_reported_as_a_gap(scenario: Scenario, walg):
         s3.head_object(Bucket=BUCKET, Key=victim)
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
-    after = Scrape(sc.store)
+    after = Scrape.until(sc.store, lambda s: (s.gaps["pending"] or 0) + (s.gaps["lost"] or 0) >= 1)
     missing = (after.gaps["pending"] or 0) + (after.gaps["lost"] or 0)
     assert missing >= 1, f"no gap reported after deleting {victim}: {after.gaps}"
     assert missing == 1, f"one segment deleted, {missing} reported missing: {after.gaps}"

@@ -217,6 +217,8 @@ impl From<storage::Error> for S3Error {
             ),
             E::PreconditionFailed(m) => S3Error::new(S3Code::PreconditionFailed, m),
             E::InvalidArgument(m) => S3Error::new(S3Code::InvalidArgument, m),
+            E::BadDigest(m) => S3Error::new(S3Code::BadDigest, m),
+            E::InvalidRequest(m) => S3Error::new(S3Code::InvalidRequest, m),
             E::AccessDenied(m) => S3Error::new(S3Code::AccessDenied, m),
             E::InsufficientStorage(m) => {
                 tracing::warn!(cause = %m, "write refused: insufficient storage");

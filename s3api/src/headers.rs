@@ -3,7 +3,10 @@
 
 use base64::Engine;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use storage::{Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectMeta, StagedBlob, Timestamp, WriteCondition};
+use storage::{
+    Checksum, ChecksumAlgorithm, DeleteCondition, ETag, ExpectedObject, ObjectInfo, ObjectMeta, StagedBlob, Timestamp,
+    WriteCondition,
+};
 
 use crate::error::{S3Code, S3Error, S3Result};
 
@@ -107,6 +110,94 @@ pub fn write_condition(headers: &HeaderMap) -> S3Result<WriteCondition> {
         return Ok(WriteCondition::IfMatch(ETag::from_client(v)));
     }
     Ok(WriteCondition::None)
+}
+
+/// DeleteObject's preconditions: `If-Match`, `x-amz-if-match-last-modified-time` (an HTTP
+/// date, as botocore sends it, or ISO 8601) and `x-amz-if-match-size`.
+pub fn delete_condition(headers: &HeaderMap) -> S3Result<DeleteCondition> {
+    let last_modified = match text(headers, "x-amz-if-match-last-modified-time")? {
+        None => None,
+        Some(v) => Some(crate::xml::parse_time(v).ok_or_else(|| {
+            S3Error::new(
+                S3Code::InvalidArgument,
+                format!("x-amz-if-match-last-modified-time must be an HTTP date or an ISO 8601 time, got {v:?}"),
+            )
+        })?),
+    };
+    let size = match text(headers, "x-amz-if-match-size")? {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            S3Error::new(
+                S3Code::InvalidArgument,
+                format!("x-amz-if-match-size must be a non-negative integer, got {v:?}"),
+            )
+        })?),
+    };
+    Ok(DeleteCondition { etag: text(headers, "if-match")?.map(|v| ETag::from_client(v.trim())), last_modified, size })
+}
+
+/// What a CompleteMultipartUpload states about the whole object:
+/// `x-amz-checksum-<algorithm>` (at most one), `x-amz-checksum-type` and
+/// `x-amz-mp-object-size`; the store verifies them.
+pub fn expected_object(headers: &HeaderMap) -> S3Result<ExpectedObject> {
+    refuse_unknown_checksums(headers)?;
+    let mut expected = ExpectedObject::default();
+    for a in ChecksumAlgorithm::ALL {
+        if let Some(v) = text(headers, a.header_name())? {
+            if let Some((other, _)) = &expected.checksum {
+                return Err(S3Error::new(
+                    S3Code::InvalidRequest,
+                    format!(
+                        "Expecting a single x-amz-checksum- header, got {} and {}",
+                        other.header_name(),
+                        a.header_name()
+                    ),
+                ));
+            }
+            expected.checksum = Some((a, v.trim().to_owned()));
+        }
+    }
+    expected.full_object = match text(headers, "x-amz-checksum-type")? {
+        None => None,
+        Some(v) if v.trim().eq_ignore_ascii_case("FULL_OBJECT") => Some(true),
+        Some(v) if v.trim().eq_ignore_ascii_case("COMPOSITE") => Some(false),
+        Some(v) => {
+            return Err(S3Error::new(
+                S3Code::InvalidRequest,
+                format!("Value for x-amz-checksum-type header is invalid: {v:?} (FULL_OBJECT or COMPOSITE)"),
+            ))
+        }
+    };
+    expected.size = match text(headers, "x-amz-mp-object-size")? {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            S3Error::new(
+                S3Code::InvalidArgument,
+                format!("x-amz-mp-object-size must be a non-negative integer, got {v:?}"),
+            )
+        })?),
+    };
+    Ok(expected)
+}
+
+/// A checksum header of an algorithm walstore does not compute (newer SDKs know SHA-512,
+/// MD5 and XXHASH variants) is refused, not ignored: the client asked for a check that
+/// would otherwise silently not happen.
+fn refuse_unknown_checksums(headers: &HeaderMap) -> S3Result<()> {
+    for name in headers.keys() {
+        let Some(algorithm) = name.as_str().strip_prefix("x-amz-checksum-") else { continue };
+        if matches!(algorithm, "type" | "mode" | "algorithm") || ChecksumAlgorithm::from_name(algorithm).is_some() {
+            continue;
+        }
+        return Err(S3Error::new(
+            S3Code::InvalidRequest,
+            format!(
+                "{name}: checksum algorithm not supported (use one of CRC32, CRC32C, CRC64NVME, SHA1, SHA256)",
+                name = name.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn etag_list_matches(list: &str, etag: &ETag) -> bool {
@@ -215,6 +306,7 @@ impl ChecksumRequest {
     /// Reads `x-amz-checksum-*`, `x-amz-sdk-checksum-algorithm`, `x-amz-trailer`
     /// and `Content-MD5`.
     pub fn from_headers(headers: &HeaderMap) -> S3Result<Self> {
+        refuse_unknown_checksums(headers)?;
         let mut req = ChecksumRequest::default();
         for a in ChecksumAlgorithm::ALL {
             if let Some(v) = text(headers, a.header_name())? {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod authz;
 pub mod body;
+mod civil;
 pub mod error;
 pub mod headers;
 pub mod metrics;

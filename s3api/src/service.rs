@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::auth::sigv4::{self, AuthSettings, PayloadHash, RequestParts, SignatureVersion};
+use crate::auth::sigv4::{AuthSettings, PayloadHash, RequestParts, SignatureVersion};
 use crate::authz::authorize;
 use crate::body::{BodySpec, ResponseBody};
 use crate::error::{S3Code, S3Error};
@@ -137,8 +137,8 @@ async fn probe(state: &AppState, req: &Request<Incoming>) -> Response<ResponseBo
     r
 }
 
-fn auth_reason(e: &sigv4::AuthError) -> &'static str {
-    use sigv4::AuthError as A;
+fn auth_reason(e: &crate::auth::AuthError) -> &'static str {
+    use crate::auth::AuthError as A;
     match e {
         A::SignatureMismatch => "signature_mismatch",
         A::UnknownAccessKey => "unknown_access_key",
@@ -174,7 +174,7 @@ async fn process(
         allow_v2: state.config.signature_v2,
     };
     let rp = RequestParts { method: &parts.method, raw_path, raw_query, headers: &parts.headers };
-    let verified = match sigv4::verify(&rp, &settings, state.keys.as_ref()) {
+    let verified = match crate::auth::verify(&rp, &settings, state.keys.as_ref()) {
         Ok(Some(v)) => v,
         Ok(None) => {
             state.metrics.auth_failures.with_label_values(&["anonymous"]).inc();

@@ -8,8 +8,9 @@
 use bytes::Bytes;
 use quick_xml::events::Event;
 use quick_xml::Reader;
-use storage::Timestamp;
+use storage::{DeleteCondition, ETag, Timestamp};
 
+use crate::civil::civil_from_days;
 use crate::error::{S3Code, S3Error, S3Result};
 
 /// The S3 XML namespace.
@@ -177,6 +178,17 @@ pub fn iso8601(t: Timestamp) -> String {
     s
 }
 
+/// A time as S3 clients send it: ISO 8601 in UTC (`2025-01-02T03:04:05Z`, fractions of a
+/// second to the millisecond kept) or an HTTP date (`Thu, 02 Jan 2025 03:04:05 GMT`, what
+/// botocore sends for `x-amz-if-match-last-modified-time` and DeleteObjects'
+/// `<LastModifiedTime>`). `None` for anything else.
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    let s = s.trim();
+    crate::civil::parse_iso8601(s)
+        .map(Timestamp::from_millis)
+        .or_else(|| httpdate::parse_http_date(s).ok().map(Timestamp::from_system))
+}
+
 /// [`iso8601`], appended to `out`.
 pub fn iso8601_into(out: &mut String, t: Timestamp) {
     let ms = t.as_millis();
@@ -223,20 +235,6 @@ fn push_u64(out: &mut String, mut n: u64) {
         }
     }
     out.push_str(std::str::from_utf8(&b[i..]).expect("ASCII digits"));
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// The error document.
@@ -368,6 +366,8 @@ pub struct DeleteTarget {
     pub key: String,
     /// `VersionId`; an empty element is `None` ("the current object").
     pub version_id: Option<String>,
+    /// `ETag`, `LastModifiedTime` and `Size`: the object is deleted only if they match.
+    pub condition: DeleteCondition,
 }
 
 /// Parsed `<Delete>` body.
@@ -395,7 +395,22 @@ pub fn parse_delete(body: &[u8]) -> S3Result<DeleteRequest> {
     for o in root.children.iter().filter(|c| c.name == "Object") {
         let key = o.child("Key").map(|k| k.text.clone()).ok_or_else(|| malformed("an Object lacks a Key"))?;
         let version_id = o.child("VersionId").map(|v| v.text.trim().to_owned()).filter(|v| !v.is_empty());
-        objects.push(DeleteTarget { key, version_id });
+        let condition = DeleteCondition {
+            etag: o.child("ETag").map(|e| ETag::from_client(e.text.trim())),
+            last_modified: match o.child("LastModifiedTime") {
+                None => None,
+                Some(t) => Some(parse_time(&t.text).ok_or_else(|| {
+                    malformed(format!("LastModifiedTime of {key:?} is not a time: {:?}", t.text.trim()))
+                })?),
+            },
+            size: match o.child("Size") {
+                None => None,
+                Some(n) => Some(n.text.trim().parse::<u64>().map_err(|_| {
+                    malformed(format!("Size of {key:?} is not a non-negative integer: {:?}", n.text.trim()))
+                })?),
+            },
+        };
+        objects.push(DeleteTarget { key, version_id, condition });
     }
     Ok(DeleteRequest { quiet, objects })
 }
@@ -517,8 +532,12 @@ mod tests {
         assert_eq!(
             d.objects,
             vec![
-                DeleteTarget { key: "pfx/wal_005/000000010000000000000001.lz4".into(), version_id: None },
-                DeleteTarget { key: "a&b".into(), version_id: None },
+                DeleteTarget {
+                    key: "pfx/wal_005/000000010000000000000001.lz4".into(),
+                    version_id: None,
+                    condition: DeleteCondition::default()
+                },
+                DeleteTarget { key: "a&b".into(), version_id: None, condition: DeleteCondition::default() },
             ]
         );
         let q =
@@ -526,6 +545,28 @@ mod tests {
                 .expect("parse");
         assert!(q.quiet);
         assert_eq!(q.objects[0].version_id.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn delete_body_with_conditions() {
+        // As botocore writes them: LastModifiedTime is an HTTP date (rfc822) in this shape.
+        let body = br#"<Delete><Object><Key>a</Key><ETag>"abc"</ETag><LastModifiedTime>Thu, 02 Jan 2025 03:04:05 GMT</LastModifiedTime><Size>12</Size></Object><Object><Key>b</Key><LastModifiedTime>2025-01-02T03:04:05.678Z</LastModifiedTime></Object></Delete>"#;
+        let d = parse_delete(body).expect("parse");
+        assert_eq!(
+            d.objects[0].condition,
+            DeleteCondition {
+                etag: Some(ETag::from_client("\"abc\"")),
+                last_modified: Some(Timestamp::from_millis(1_735_787_045_000)),
+                size: Some(12),
+            }
+        );
+        assert_eq!(d.objects[1].condition.last_modified, Some(Timestamp::from_millis(1_735_787_045_678)));
+        for bad in [
+            "<Delete><Object><Key>a</Key><Size>-1</Size></Object></Delete>",
+            "<Delete><Object><Key>a</Key><LastModifiedTime>yesterday</LastModifiedTime></Object></Delete>",
+        ] {
+            assert_eq!(parse_delete(bad.as_bytes()).expect_err(bad).code, S3Code::MalformedXML, "{bad}");
+        }
     }
 
     #[test]

@@ -157,6 +157,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings, test_clock: bool) -> Res
     };
     let cfg = flags.or(file).resolve()?;
     init_logging(&cfg.log_level, cfg.log_format);
+    storage::failpoint::validate_env()?;
 
     let (creds, origin) = credentials::load_or_create(&cfg.data_dir)?;
     let clock = test_clock.then(|| {

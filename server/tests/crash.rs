@@ -206,3 +206,102 @@ async fn kill_dash_nine_under_load_loses_nothing_acknowledged() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("orphan blob files: 0"), "orphans remain after GC: {text}");
 }
+
+/// A CompleteMultipartUpload whose answer is lost — the server dies between
+/// the commit and the response (failpoint `complete-after-commit`, which
+/// raises SIGKILL) — is retried after the restart and gets the answer the
+/// first attempt would have given: same ETag and checksum, the object intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_repeated_after_kill_between_commit_and_response_answers_the_same() {
+    use std::os::unix::process::ExitStatusExt;
+
+    use aws_sdk_s3::types::ChecksumAlgorithm;
+    use md5::{Digest, Md5};
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut srv =
+        Server::start_env(dir.path(), &["--bucket", "crash"], &[("WALSTORE_FAILPOINTS", "complete-after-commit")]);
+    let c = srv.client();
+    let key = "base_000000010000000000000004/tar_partitions/part_1.tar.br";
+    let data = bytes_of(7, (5 << 20) + 12_345);
+    let up = c
+        .create_multipart_upload()
+        .bucket("crash")
+        .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .expect("create");
+    let id = up.upload_id().expect("upload id").to_owned();
+    let mut parts = Vec::new();
+    let mut md5s = Vec::new();
+    for (i, chunk) in data.chunks(5 << 20).enumerate() {
+        let n = i as i32 + 1;
+        let r = c
+            .upload_part()
+            .bucket("crash")
+            .key(key)
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(chunk.to_vec()))
+            .send()
+            .await
+            .expect("upload part");
+        md5s.extend_from_slice(&Md5::digest(chunk));
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .set_e_tag(r.e_tag().map(str::to_owned))
+                .set_checksum_crc32(r.checksum_crc32().map(str::to_owned))
+                .build(),
+        );
+    }
+    let list = CompletedMultipartUpload::builder().set_parts(Some(parts.clone())).build();
+    let complete = |c: &aws_sdk_s3::Client| {
+        c.complete_multipart_upload().bucket("crash").key(key).upload_id(&id).multipart_upload(list.clone()).send()
+    };
+    let lost = complete(&c).await;
+    assert!(lost.is_err(), "the failpoint did not fire: {lost:?}");
+    let status = srv.child.as_mut().expect("child").wait().expect("wait");
+    assert_eq!(status.signal(), Some(9), "the server did not die by SIGKILL: {status:?}");
+    srv.child = None;
+
+    srv.env.clear();
+    srv.spawn();
+    let c = srv.client();
+    let want_etag = format!("\"{}-2\"", hex::encode(Md5::digest(&md5s)));
+    let first = complete(&c).await.expect("repeated Complete after the restart");
+    assert_eq!(first.e_tag(), Some(want_etag.as_str()));
+    let crc = first.checksum_crc32().expect("composite CRC32 in the answer").to_owned();
+    assert!(crc.ends_with("-2"), "composite checksum without -N: {crc}");
+    // Again, and again after a clean restart: the same answer.
+    let second = complete(&c).await.expect("third Complete");
+    assert_eq!((second.e_tag(), second.checksum_crc32()), (first.e_tag(), Some(crc.as_str())));
+    assert_eq!(srv.stop(), Some(0));
+    srv.spawn();
+    let c = srv.client();
+    let third = complete(&c).await.expect("Complete after a clean restart");
+    assert_eq!((third.e_tag(), third.checksum_crc32()), (first.e_tag(), Some(crc.as_str())));
+
+    // Another part list is not a retry of this Complete.
+    let other = CompletedMultipartUpload::builder().set_parts(Some(parts[..1].to_vec())).build();
+    let e = c
+        .complete_multipart_upload()
+        .bucket("crash")
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(other)
+        .send()
+        .await
+        .expect_err("a different part list");
+    assert_eq!(e.into_service_error().meta().code(), Some("NoSuchUpload"));
+    let got = c.get_object().bucket("crash").key(key).send().await.expect("get");
+    assert_eq!(got.e_tag(), Some(want_etag.as_str()));
+    assert!(got.body.collect().await.expect("body").into_bytes() == data, "the object reads back other bytes");
+    let ups = c.list_multipart_uploads().bucket("crash").send().await.expect("list uploads");
+    assert!(ups.uploads().is_empty(), "the completed upload is still listed: {:?}", ups.uploads());
+    assert_eq!(srv.stop(), Some(0));
+    let out = srv.cli(&["check"]);
+    assert!(out.status.success(), "walstore check: {}", String::from_utf8_lossy(&out.stdout));
+}

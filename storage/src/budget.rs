@@ -133,9 +133,12 @@ impl JobRequests {
 
     pub(crate) fn request(&self, name: &'static str) -> bool {
         let mut p = self.pending.lock();
-        if !p.contains(&name) {
-            p.push(name);
+        if p.contains(&name) {
+            // Already pending, so already nudged: writes that request a job
+            // each time cost one lock, not a wake-up of every worker.
+            return self.waker.lock().is_some();
         }
+        p.push(name);
         drop(p);
         match &*self.waker.lock() {
             Some(w) => {
@@ -144,6 +147,10 @@ impl JobRequests {
             }
             None => false,
         }
+    }
+
+    pub(crate) fn has_request(&self, name: &str) -> bool {
+        self.pending.lock().contains(&name)
     }
 
     pub(crate) fn take_request(&self, name: &str) -> bool {

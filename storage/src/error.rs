@@ -59,6 +59,13 @@ pub enum Error {
     /// A conditional write's condition does not hold.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    /// A checksum the client sent does not match the data (S3 `BadDigest`).
+    #[error("bad digest: {0}")]
+    BadDigest(String),
+    /// The request contradicts itself or what it refers to (S3
+    /// `InvalidRequest`), e.g. a checksum algorithm other than the upload's.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// The request is refused by policy (delete protection, role). The text
     /// names the rule and is safe to show to the client.
     #[error("access denied: {0}")]

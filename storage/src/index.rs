@@ -13,6 +13,8 @@
 //!   then (GC candidates, oldest first, so a GC pass reads only what is due)
 //! - `uploads`: `<bucket> 0x00 <key> 0x00 <upload id>` → [`UploadEntry`]
 //! - `parts`:   `<upload id> <part number u32 BE>` → [`PartEntry`]
+//! - `completed`: `<upload id>` → [`CompletedEntry`]: the answer of a completed
+//!   upload, for a retried Complete (until the multipart expiry)
 //! - `meta`:    `schema` → schema version
 //! - `policies`: `<bucket> 0x00 <repo prefix>` → retention/protection policy
 //! - `quarantine`: `<time ms BE> <random>` → refused conflicting upload (holds a blob reference)
@@ -53,8 +55,9 @@ pub(crate) const CF_AUDIT: &str = "audit";
 pub(crate) const CF_KEYS: &str = "keys";
 pub(crate) const CF_JOURNAL: &str = "journal";
 pub(crate) const CF_INLINE: &str = "inline";
+pub(crate) const CF_COMPLETED: &str = "completed";
 
-const ALL_CFS: [&str; 14] = [
+const ALL_CFS: [&str; 15] = [
     CF_BUCKETS,
     CF_OBJECTS,
     CF_BLOBS,
@@ -69,6 +72,7 @@ const ALL_CFS: [&str; 14] = [
     CF_KEYS,
     CF_JOURNAL,
     CF_INLINE,
+    CF_COMPLETED,
 ];
 
 /// Version of the index layout as a whole (CF set and key encodings).
@@ -77,7 +81,10 @@ const ALL_CFS: [&str; 14] = [
 /// 3: the `inline` column family (small blobs). Schema 2 needs no migration
 /// (the family is created empty at open); the version moves so that an older
 /// build refuses an index that may hold blobs it cannot read.
-const SCHEMA_VERSION: u32 = 3;
+/// 4: the `completed` column family (answers of completed multipart uploads,
+/// so a retried CompleteMultipartUpload gets the first answer). Schema 3 needs
+/// no migration; an older build must not drop the answers a client may retry for.
+const SCHEMA_VERSION: u32 = 4;
 
 /// Length of a `gcq` key: time (8) + blob hash (32).
 pub(crate) const GCQ_KEY_LEN: usize = 40;
@@ -215,6 +222,20 @@ pub(crate) struct UploadEntry {
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
     /// `x-amz-checksum-type: FULL_OBJECT` was requested.
     pub full_object_checksum: bool,
+}
+
+/// The answer of a completed multipart upload, kept for a retried Complete
+/// (keyed by upload id) until the multipart expiry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CompletedEntry {
+    pub bucket: String,
+    pub key: String,
+    /// The part list of the Complete that succeeded: number and part MD5.
+    pub parts: Vec<(u32, [u8; 16])>,
+    /// When it completed (expiry runs from here).
+    pub completed: Timestamp,
+    /// The object as it was answered (`blobs` empty: this holds no reference).
+    pub object: ObjectEntry,
 }
 
 /// One uploaded part.
@@ -364,7 +385,7 @@ impl Index {
                 self.migrate_gcq_v1()?;
                 self.set_schema()
             }
-            Some(2) => self.set_schema(),
+            Some(2 | 3) => self.set_schema(),
             Some(found) => Err(Error::Index(format!(
                 "the index at {} has schema version {found}, which no walstore wrote; this build reads schema \
                  versions 1 to {SCHEMA_VERSION}",

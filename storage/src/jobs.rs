@@ -104,9 +104,21 @@ impl EvaluateJob {
     }
 }
 
+/// Name of the [`EvaluateJob`]; every write into a repository requests it.
+pub(crate) const EVALUATE: &str = "evaluate";
+
+/// Least time between evaluations that writes request (see
+/// [`Worker::request_gap`]): under a stream of WAL pushes the gauges follow
+/// within about this much, and evaluating costs a bounded share of a core.
+const EVALUATE_GAP: Duration = Duration::from_millis(250);
+
 impl Worker for EvaluateJob {
     fn name(&self) -> &'static str {
-        "evaluate"
+        EVALUATE
+    }
+
+    fn request_gap(&self) -> Duration {
+        EVALUATE_GAP
     }
 
     fn interval(&self) -> Option<Duration> {

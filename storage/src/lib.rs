@@ -20,6 +20,7 @@ mod checksum;
 pub mod clock;
 mod codec;
 pub mod error;
+pub mod failpoint;
 mod index;
 pub mod jobs;
 pub mod keys;
@@ -46,8 +47,10 @@ pub use error::{Error, Result};
 pub use index::{IndexOptions, VerifyCursor};
 pub use keys::{AccessKey, KeyRole};
 pub use maintenance::{CheckReport, GcQueueStats, GcReport, ORPHAN_SWEEP_LIMIT};
-pub use multipart::{CompletedPart, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER};
-pub use objects::{PutRequest, WriteCondition};
+pub use multipart::{
+    CompleteRequest, CompletedPart, ExpectedObject, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER,
+};
+pub use objects::{DeleteCondition, PutRequest, WriteCondition};
 pub use space::SpaceReserve;
 pub use store::{ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, Store, StoreConfig, StoreStats};
 pub use types::*;

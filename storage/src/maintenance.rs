@@ -193,10 +193,16 @@ impl Store {
         Ok(stats)
     }
 
-    /// Aborts multipart uploads initiated before `now - multipart_expiry`.
+    /// Aborts multipart uploads initiated before `now - multipart_expiry`, and
+    /// forgets the answers of uploads completed before then (a Complete
+    /// retried later answers `NoSuchUpload`). Returns the uploads aborted.
     pub fn expire_uploads(&self, now: SystemTime) -> Result<u64> {
         let cutoff =
             Timestamp::from_system(now.checked_sub(self.config.multipart_expiry).unwrap_or(SystemTime::UNIX_EPOCH));
+        let forgotten = self.expire_completed(cutoff)?;
+        if forgotten > 0 {
+            tracing::debug!(answers = forgotten, "forgot the answers of uploads completed before the multipart expiry");
+        }
         let mut expired = Vec::new();
         for bucket in self.list_buckets()? {
             let start = crate::index::bucket_prefix(&bucket.name);

@@ -8,12 +8,14 @@ use crate::checksum;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    object_key, part_key, prefix_end, upload_key, ObjectEntry, PartEntry, UploadEntry, CF_OBJECTS, CF_PARTS, CF_UPLOADS,
+    object_key, part_key, prefix_end, upload_key, CompletedEntry, ObjectEntry, PartEntry, UploadEntry, CF_COMPLETED,
+    CF_OBJECTS, CF_PARTS, CF_UPLOADS,
 };
 use crate::objects::WriteCondition;
 use crate::store::{info_of, object_lock, upload_lock, Store};
 use crate::types::{
-    BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp, UploadId,
+    BlobRef, BucketName, Checksum, ChecksumAlgorithm, ChecksumType, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp,
+    UploadId,
 };
 use crate::wal::quarantine::{NewBytes, Quarantined, Verdict};
 use crate::writer::StagedBlob;
@@ -64,6 +66,116 @@ pub struct CompletedPart {
     pub etag: ETag,
     /// Checksum the client claims for it (base64), verified if present.
     pub checksum: Option<(ChecksumAlgorithm, String)>,
+}
+
+/// A CompleteMultipartUpload request.
+#[derive(Debug, Clone)]
+pub struct CompleteRequest<'a> {
+    /// Bucket.
+    pub bucket: &'a BucketName,
+    /// Key.
+    pub key: &'a ObjectKey,
+    /// The upload.
+    pub upload_id: &'a UploadId,
+    /// The parts, in the client's order (must ascend).
+    pub parts: &'a [CompletedPart],
+    /// `If-Match` / `If-None-Match: *`.
+    pub condition: WriteCondition,
+    /// What the client states about the whole object.
+    pub expected: ExpectedObject,
+    /// Access key of the caller (for the quarantine record).
+    pub actor: &'a str,
+}
+
+/// What a client states about the whole object in CompleteMultipartUpload,
+/// each verified before anything is written.
+#[derive(Debug, Clone, Default)]
+pub struct ExpectedObject {
+    /// `x-amz-checksum-<algorithm>`: the object's checksum in base64 (a
+    /// composite one with or without its `-N`). A mismatch is `BadDigest`.
+    pub checksum: Option<(ChecksumAlgorithm, String)>,
+    /// `x-amz-checksum-type`: `true` for `FULL_OBJECT`, `false` for `COMPOSITE`.
+    pub full_object: Option<bool>,
+    /// `x-amz-mp-object-size`: the object's size in bytes.
+    pub size: Option<u64>,
+}
+
+impl ExpectedObject {
+    /// Checks a Complete against the object its parts make.
+    fn verify(&self, upload: &UploadInfo, size: u64, checksum: Option<&Checksum>) -> Result<()> {
+        if let Some(full) = self.full_object {
+            // The type is the upload's, chosen at creation (no algorithm: full-object CRC64NVME).
+            let upload_full = upload.checksum_algorithm.is_none()
+                || upload.full_object_checksum
+                || upload.checksum_algorithm == Some(ChecksumAlgorithm::Crc64Nvme);
+            if full != upload_full {
+                return Err(Error::InvalidRequest(format!(
+                    "x-amz-checksum-type is {}, but the upload was created for {} checksums",
+                    type_word(full),
+                    type_word(upload_full)
+                )));
+            }
+        }
+        if let Some((algo, _)) = &self.checksum {
+            let created = upload.checksum_algorithm.unwrap_or(ChecksumAlgorithm::Crc64Nvme);
+            if *algo != created {
+                return Err(Error::InvalidRequest(format!(
+                    "the upload was created with the {} checksum algorithm; CompleteMultipartUpload sent {}",
+                    created.name(),
+                    algo.header_name()
+                )));
+            }
+            if checksum.is_none() {
+                return Err(Error::InvalidRequest(format!(
+                    "{} cannot be verified: not every part was uploaded with a {} checksum",
+                    algo.header_name(),
+                    algo.name()
+                )));
+            }
+        }
+        self.verify_kept(size, checksum)
+    }
+
+    /// Checks the size and checksum value (also of a repeated Complete,
+    /// against the kept answer).
+    fn verify_kept(&self, size: u64, checksum: Option<&Checksum>) -> Result<()> {
+        if let Some(want) = self.size {
+            if want != size {
+                return Err(Error::InvalidRequest(format!(
+                    "x-amz-mp-object-size is {want}, but the parts add up to {size} bytes"
+                )));
+            }
+        }
+        let Some((algo, claimed)) = &self.checksum else { return Ok(()) };
+        let Some(actual) = checksum.filter(|c| c.algorithm == *algo) else {
+            return Err(Error::InvalidRequest(format!("the object has no {} checksum to compare", algo.name())));
+        };
+        let wire = actual.to_wire();
+        let claimed = claimed.trim();
+        let matches = match actual.kind {
+            ChecksumType::FullObject => claimed == wire,
+            // The client may send the checksum of the part checksums with or without "-N".
+            ChecksumType::Composite { .. } => {
+                claimed == wire || wire.rsplit_once('-').is_some_and(|(b, _)| b == claimed)
+            }
+        };
+        if !matches {
+            return Err(Error::BadDigest(format!(
+                "{} is {claimed}, but the object's {} checksum is {wire}",
+                algo.header_name(),
+                algo.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn type_word(full: bool) -> &'static str {
+    if full {
+        "FULL_OBJECT"
+    } else {
+        "COMPOSITE"
+    }
 }
 
 /// Page of ListParts.
@@ -196,22 +308,28 @@ impl Store {
         Ok(page)
     }
 
-    /// Completes an upload: validates the part list and writes the object.
-    pub fn complete_multipart(
-        &self,
-        bucket: &BucketName,
-        key: &ObjectKey,
-        id: &UploadId,
-        parts: &[CompletedPart],
-        condition: WriteCondition,
-        actor: &str,
-    ) -> Result<ObjectInfo> {
+    /// Completes an upload: validates the part list and what the client
+    /// states about the whole object, and writes the object.
+    ///
+    /// Idempotent, as S3 is and as SDKs rely on when an answer is lost: the
+    /// answer is kept (in the same batch as the object) until the multipart
+    /// expiry, and a repeated Complete of the same upload with the same part
+    /// list gets it again — even after a restart, and even if the object was
+    /// overwritten or deleted since. Another part list answers `NoSuchUpload`.
+    /// An upload whose Complete was refused (split-brain quarantine) keeps no
+    /// answer: a retry answers `NoSuchUpload`.
+    pub fn complete_multipart(&self, req: &CompleteRequest<'_>) -> Result<ObjectInfo> {
+        let (bucket, key, id, parts) = (req.bucket, req.key, req.upload_id, req.parts);
         let _b = self.bucket_lock.read();
         self.bucket(bucket)?;
         let mut locks = vec![object_lock(bucket, key), upload_lock(id)];
         locks.extend(Store::identity_lock(bucket, key));
         let _k = self.key_locks.lock_all(&locks);
-        let upload = self.upload(bucket, key, id)?;
+        let upload = match self.upload(bucket, key, id) {
+            Ok(u) => u,
+            Err(Error::NoSuchUpload) => return self.completed_answer(req),
+            Err(e) => return Err(e),
+        };
         if parts.is_empty() {
             return Err(Error::InvalidArgument("CompleteMultipartUpload needs at least one part".into()));
         }
@@ -250,11 +368,13 @@ impl Store {
             chosen.push(entry);
         }
         let checksum = final_checksum(&upload, &chosen);
+        let size = chosen.iter().map(|p| p.blob.size).sum();
+        req.expected.verify(&upload, size, checksum.as_ref())?;
         let now = self.now();
         let md5s: Vec<[u8; 16]> = chosen.iter().map(|p| p.md5).collect();
         let blobs: Vec<BlobRef> = chosen.iter().filter(|p| p.blob.size > 0).map(|p| p.blob).collect();
         let entry = ObjectEntry {
-            size: chosen.iter().map(|p| p.blob.size).sum(),
+            size,
             etag: ETag::multipart(&md5s),
             last_modified: now,
             meta: upload.meta.clone(),
@@ -263,29 +383,45 @@ impl Store {
             blobs,
         };
         let old = self.entry(bucket, key.as_str())?;
-        condition.check(old.as_ref())?;
+        req.condition.check(old.as_ref())?;
         let mut batch = WriteBatch::default();
         let verdict = self.wal_conflict(bucket, key, NewBytes::Stored { blobs: &entry.blobs, size: entry.size })?;
-        match &verdict {
+        // The answer the client gets, kept for a retry.
+        let answer = match &verdict {
             Verdict::Refuse(reason) => return Err(Error::PreconditionFailed(reason.clone())),
             Verdict::Proceed => {
                 batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()), codec::encode(&entry)?);
+                Some(ObjectEntry { blobs: Vec::new(), ..entry.clone() })
             }
             // Same content already stored: the upload completes without a second copy.
-            Verdict::Identical(_) => {}
+            Verdict::Identical(existing) => {
+                let e = self.entry(bucket, existing)?.ok_or(Error::NoSuchKey)?;
+                Some(ObjectEntry { blobs: Vec::new(), ..e })
+            }
             Verdict::Conflict(reason) => {
                 let q = Quarantined {
                     time: now,
                     bucket: bucket.as_str().to_owned(),
                     key: key.as_str().to_owned(),
-                    principal: actor.to_owned(),
+                    principal: req.actor.to_owned(),
                     reason: reason.clone(),
                     blobs: entry.blobs.clone(),
                     size: entry.size,
                     resolved: false,
                 };
                 self.quarantine_into(&mut batch, &q)?;
+                None
             }
+        };
+        if let Some(object) = &answer {
+            let record = CompletedEntry {
+                bucket: bucket.as_str().to_owned(),
+                key: key.as_str().to_owned(),
+                parts: parts.iter().zip(&md5s).map(|(p, md5)| (p.number, *md5)).collect(),
+                completed: now,
+                object: object.clone(),
+            };
+            batch.put_cf(self.index.cf(CF_COMPLETED)?, id.as_str().as_bytes(), codec::encode(&record)?);
         }
         batch.delete_cf(self.index.cf(CF_UPLOADS)?, upload_key(bucket, key, id));
         let parts_cf = self.index.cf(CF_PARTS)?;
@@ -308,6 +444,7 @@ impl Store {
             self.unref(&mut batch, &old.blobs, now)?;
         }
         self.repo_write(bucket, key.as_str(), || self.commit(Vec::new(), batch))?;
+        crate::failpoint::hit("complete-after-commit");
         match verdict {
             Verdict::Proceed => Ok(info_of(bucket, key, entry)),
             Verdict::Identical(existing) => {
@@ -317,6 +454,46 @@ impl Store {
             }
             Verdict::Conflict(reason) | Verdict::Refuse(reason) => Err(Error::PreconditionFailed(reason)),
         }
+    }
+
+    /// The kept answer of an upload that is no longer open, for a retried
+    /// Complete with the same part list; `NoSuchUpload` otherwise.
+    fn completed_answer(&self, req: &CompleteRequest<'_>) -> Result<ObjectInfo> {
+        let Some(done) = self.index.get_decoded::<CompletedEntry>(CF_COMPLETED, req.upload_id.as_str().as_bytes())?
+        else {
+            return Err(Error::NoSuchUpload);
+        };
+        let same_parts = done.parts.len() == req.parts.len()
+            && done.parts.iter().zip(req.parts).all(|((n, md5), p)| *n == p.number && ETag::from_md5(md5) == p.etag);
+        if done.bucket != req.bucket.as_str() || done.key != req.key.as_str() || !same_parts {
+            return Err(Error::NoSuchUpload);
+        }
+        let o = &done.object;
+        req.expected.verify_kept(o.size, o.checksum.as_ref())?;
+        tracing::info!(
+            bucket = %req.bucket, key = %req.key, upload = %req.upload_id,
+            "CompleteMultipartUpload repeated: answering as the first time"
+        );
+        Ok(info_of(req.bucket, req.key, done.object))
+    }
+
+    /// Forgets the answers of uploads completed before `cutoff`.
+    pub(crate) fn expire_completed(&self, cutoff: Timestamp) -> Result<u64> {
+        let cf = CF_COMPLETED;
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for item in self.index.range(cf, b"", None)? {
+            let (k, v) = item?;
+            let done: CompletedEntry = codec::decode(&v, cf)?;
+            if done.completed < cutoff {
+                batch.delete_cf(self.index.cf(cf)?, &k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.index.write(batch)?;
+        }
+        Ok(n)
     }
 
     /// Aborts an upload and releases its parts.

@@ -12,7 +12,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{object_key, ObjectEntry, CF_OBJECTS};
 use crate::store::{info_of, object_lock, Store};
-use crate::types::{BlobRef, BucketName, Checksum, ETag, ObjectInfo, ObjectKey, ObjectMeta};
+use crate::types::{BlobRef, BucketName, Checksum, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp};
 use crate::wal::guard::DeleteAuth;
 use crate::wal::quarantine::{NewBytes, Quarantined, Verdict};
 use crate::writer::StagedBlob;
@@ -47,6 +47,54 @@ impl WriteCondition {
                 Err(Error::PreconditionFailed("the object's ETag differs (If-Match)".into()))
             }
         }
+    }
+}
+
+/// Preconditions of a conditional delete: S3's `If-Match`,
+/// `x-amz-if-match-last-modified-time` and `x-amz-if-match-size` on DeleteObject, and the
+/// `<ETag>`, `<LastModifiedTime>` and `<Size>` of an object in DeleteObjects. All given
+/// must hold; none given is an unconditional delete.
+///
+/// A missing object fails an ETag condition ([`Error::NoSuchKey`], as S3 answers 404) but
+/// not a time or size condition alone (S3 answers 204: there is nothing left to protect).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteCondition {
+    /// The current object's ETag (`*`: any object, it must exist).
+    pub etag: Option<ETag>,
+    /// The current object's Last-Modified. Compared to the second when this has no
+    /// milliseconds (HTTP dates, which `Last-Modified` headers carry, have none), else to
+    /// the millisecond (what listings show).
+    pub last_modified: Option<Timestamp>,
+    /// The current object's size in bytes.
+    pub size: Option<u64>,
+}
+
+impl DeleteCondition {
+    pub(crate) fn check(&self, current: Option<&ObjectEntry>) -> Result<()> {
+        let Some(cur) = current else {
+            return if self.etag.is_some() { Err(Error::NoSuchKey) } else { Ok(()) };
+        };
+        if let Some(e) = &self.etag {
+            if e.as_str() != "*" && *e != cur.etag {
+                return Err(Error::PreconditionFailed("the object's ETag differs (If-Match)".into()));
+            }
+        }
+        if let Some(t) = self.last_modified {
+            let whole_seconds = t.as_millis().rem_euclid(1000) == 0;
+            let current = cur.last_modified.as_millis();
+            let current = if whole_seconds { current - current.rem_euclid(1000) } else { current };
+            if current != t.as_millis() {
+                return Err(Error::PreconditionFailed(
+                    "the object's last-modified time differs (x-amz-if-match-last-modified-time)".into(),
+                ));
+            }
+        }
+        if let Some(size) = self.size {
+            if size != cur.size {
+                return Err(Error::PreconditionFailed("the object's size differs (x-amz-if-match-size)".into()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -141,15 +189,36 @@ impl Store {
     /// not an error (S3 semantics). Refused with [`Error::AccessDenied`] when the
     /// bucket's delete protection keeps the object.
     pub fn delete_object(&self, bucket: &BucketName, key: &ObjectKey, who: DeleteAuth<'_>) -> Result<bool> {
-        match self.delete_objects(bucket, std::slice::from_ref(key), who)?.pop().unwrap_or(Ok(false)) {
-            Ok(existed) => Ok(existed),
-            Err(reason) => Err(Error::AccessDenied(reason)),
-        }
+        self.delete_object_if(bucket, key, &DeleteCondition::default(), who)
+    }
+
+    /// [`Store::delete_object`] if `condition` holds, else [`Error::PreconditionFailed`]
+    /// (or [`Error::NoSuchKey`]: an ETag condition on a missing object).
+    pub fn delete_object_if(
+        &self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        condition: &DeleteCondition,
+        who: DeleteAuth<'_>,
+    ) -> Result<bool> {
+        let conditions = std::slice::from_ref(condition);
+        self.delete_objects(bucket, std::slice::from_ref(key), conditions, who)?.pop().unwrap_or(Ok(false))
     }
 
     /// Deletes several keys of one bucket in one durable batch; returns, per
-    /// key, whether it existed, or why its deletion was refused (delete
-    /// protection; see [`crate::wal::guard`]).
+    /// key, whether it existed, or why its deletion was refused:
+    /// [`Error::AccessDenied`] (delete protection; see [`crate::wal::guard`]),
+    /// [`Error::PreconditionFailed`] or [`Error::NoSuchKey`] (its
+    /// [`DeleteCondition`], checked under the key's lock, so no write slips
+    /// between the check and the delete).
+    ///
+    /// `conditions` is empty (none) or one per key. A key named twice is decided
+    /// by its first occurrence; later ones answer "did not exist" when it was
+    /// deleted, or the same refusal.
+    ///
+    /// Leaving out keys whose condition fails never changes what the guard
+    /// decided for the others: its decisions are per key (and per backup, which
+    /// only adds refusals), taken on the repository as it is.
     ///
     /// The guard's decision is taken on a snapshot of each repository and
     /// committed only if no write landed in those repositories since: the
@@ -162,8 +231,16 @@ impl Store {
         &self,
         bucket: &BucketName,
         keys: &[ObjectKey],
+        conditions: &[DeleteCondition],
         who: DeleteAuth<'_>,
-    ) -> Result<Vec<std::result::Result<bool, String>>> {
+    ) -> Result<Vec<Result<bool>>> {
+        if !conditions.is_empty() && conditions.len() != keys.len() {
+            return Err(Error::InvalidRequest(format!(
+                "{} delete conditions for {} keys",
+                conditions.len(),
+                keys.len()
+            )));
+        }
         self.bucket(bucket)?;
         let repos = self.repo_states_of(bucket, keys.iter().map(ObjectKey::as_str));
         let ids: Vec<u64> = keys.iter().map(|k| object_lock(bucket, k)).collect();
@@ -185,18 +262,26 @@ impl Store {
             };
             let now = self.now();
             let mut batch = WriteBatch::default();
-            let mut existed = Vec::with_capacity(keys.len());
-            let mut seen = std::collections::HashSet::new();
-            for (key, refusal) in keys.iter().zip(&plan.refusals) {
+            let mut existed: Vec<Result<bool>> = Vec::with_capacity(keys.len());
+            let mut first = std::collections::HashMap::new();
+            for (i, (key, refusal)) in keys.iter().zip(&plan.refusals).enumerate() {
+                if let Some(&f) = first.get(key.as_str()) {
+                    existed.push(repeat_outcome(&existed[f]));
+                    continue;
+                }
+                first.insert(key.as_str(), i);
                 if let Some(reason) = refusal {
-                    existed.push(Err(reason.clone()));
+                    existed.push(Err(Error::AccessDenied(reason.clone())));
                     continue;
                 }
-                if !seen.insert(key.as_str()) {
-                    existed.push(Ok(false)); // a repeated key was deleted by its first occurrence
-                    continue;
+                let current = self.entry(bucket, key.as_str())?;
+                if let Some(condition) = conditions.get(i) {
+                    if let Err(e) = condition.check(current.as_ref()) {
+                        existed.push(Err(e));
+                        continue;
+                    }
                 }
-                match self.entry(bucket, key.as_str())? {
+                match current {
                     Some(old) => {
                         batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
                         self.unref(&mut batch, &old.blobs, now)?;
@@ -220,11 +305,14 @@ impl Store {
             }
             let r = self.commit(Vec::new(), batch);
             gates.bump_all();
+            if !gates.is_empty() {
+                self.jobs.request(crate::jobs::EVALUATE);
+            }
             r?;
             drop(gates);
             if let DeleteAuth::Client { principal } = who {
                 for (key, e) in keys.iter().zip(&existed) {
-                    if let Err(reason) = e {
+                    if let Err(Error::AccessDenied(reason)) = e {
                         self.note_refused(bucket, key.as_str(), principal, reason);
                     }
                 }
@@ -264,5 +352,17 @@ impl Store {
         }
         self.repo_write(dst_bucket, dst_key.as_str(), || self.commit(Vec::new(), batch))?;
         Ok(info_of(dst_bucket, dst_key, entry))
+    }
+}
+
+/// What a repeated key of one DeleteObjects request answers, given its first occurrence's
+/// outcome: deleted by it ("did not exist" now), or refused the same way.
+fn repeat_outcome(first: &Result<bool>) -> Result<bool> {
+    match first {
+        Ok(_) => Ok(false),
+        Err(Error::AccessDenied(r)) => Err(Error::AccessDenied(r.clone())),
+        Err(Error::PreconditionFailed(r)) => Err(Error::PreconditionFailed(r.clone())),
+        Err(Error::NoSuchKey) => Err(Error::NoSuchKey),
+        Err(other) => Err(Error::PreconditionFailed(format!("an earlier occurrence of this key failed: {other}"))),
     }
 }

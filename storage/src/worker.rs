@@ -50,6 +50,15 @@ pub trait Worker: Send {
         0
     }
 
+    /// Shortest time between the end of a run and a run made at once by a
+    /// request ([`Store::request_job`]); requested runs also keep to four
+    /// times the last run's duration, so a job requested by every write
+    /// takes at most a fifth of a core. Zero (the default) runs a request
+    /// at once.
+    fn request_gap(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Does as much of the job as `budget` allows.
     fn step(&mut self, store: &Store, budget: &mut Budget) -> Result<Progress>;
 }
@@ -202,14 +211,27 @@ fn run_worker(
 ) {
     let name = w.name();
     let mut next = Instant::now() + w.first_run(store);
+    // When the last run ended and how long it took (for `request_gap`).
+    let mut last: Option<(Instant, Duration)> = None;
     loop {
         // Sleep until due, a request to run now, or stop.
         loop {
             if stop.is_raised() {
                 return;
             }
-            if store.jobs.take_request(name) {
-                break;
+            if store.jobs.has_request(name) {
+                let gap = w.request_gap();
+                let earliest = match last {
+                    Some((ended, took)) if !gap.is_zero() => ended + gap.max(took * 4),
+                    _ => Instant::now(),
+                };
+                let wait = earliest.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    store.jobs.take_request(name);
+                    break;
+                }
+                stop.wait(wait);
+                continue;
             }
             let now = Instant::now();
             let Some(wait) = w.interval().map(|_| next.saturating_duration_since(now)) else {
@@ -225,6 +247,7 @@ fn run_worker(
             stop.wait(wait.min(REQUEST_POLL));
         }
         status.running.store(true, Ordering::SeqCst);
+        let run_started = Instant::now();
         let error = loop {
             let mut budget = Budget::for_step(opts.step, stop.clone()).with_rate(w.io_rate());
             let started = Instant::now();
@@ -239,6 +262,7 @@ fn run_worker(
             }
         };
         status.running.store(false, Ordering::SeqCst);
+        last = Some((Instant::now(), run_started.elapsed()));
         match &error {
             None if !stop.is_raised() => {
                 status.last_success.store(unix_now(), Ordering::Relaxed);

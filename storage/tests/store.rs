@@ -448,7 +448,15 @@ fn multipart_complete_and_abort() {
     let complete = |list: Vec<(u32, ETag)>| {
         let list: Vec<CompletedPart> =
             list.into_iter().map(|(number, etag)| CompletedPart { number, etag, checksum: None }).collect();
-        s.complete_multipart(&b, &k, &id, &list, WriteCondition::None, "test")
+        s.complete_multipart(&CompleteRequest {
+            bucket: &b,
+            key: &k,
+            upload_id: &id,
+            parts: &list,
+            condition: WriteCondition::None,
+            expected: ExpectedObject::default(),
+            actor: "test",
+        })
     };
     assert!(matches!(complete(vec![(2, et(2)), (1, et(1))]), Err(Error::InvalidPartOrder)));
     assert!(matches!(complete(vec![(1, et(2))]), Err(Error::InvalidPart(_))));
@@ -460,8 +468,13 @@ fn multipart_complete_and_abort() {
     assert_eq!(info.parts_count, Some(3));
     let want = parts.concat();
     assert_eq!(read_all(&s, &info), want);
-    // The upload is gone; a retry gets NoSuchUpload.
+    // A retry with the same list gets the same answer; another list, NoSuchUpload.
+    let again = complete(vec![(1, et(1)), (2, et(2)), (3, et(3))]).expect("repeated complete");
+    assert_eq!((again.etag, again.size, again.last_modified), (info.etag.clone(), info.size, info.last_modified));
+    assert_eq!(again.checksum, info.checksum);
     assert!(matches!(complete(vec![(1, et(1))]), Err(Error::NoSuchUpload)));
+    assert!(matches!(complete(vec![(1, et(1)), (2, et(2)), (3, et(1))]), Err(Error::NoSuchUpload)));
+    assert!(matches!(s.list_parts(&b, &k, &id, 0, 10), Err(Error::NoSuchUpload)));
     // Default checksum: full-object CRC64NVME combined from the parts.
     let c = info.checksum.expect("checksum");
     assert_eq!(c.algorithm, ChecksumAlgorithm::Crc64Nvme);
@@ -508,6 +521,84 @@ fn expired_uploads_are_aborted() {
     let far = SystemTime::now() + Duration::from_secs(8 * 86_400);
     assert_eq!(s.expire_uploads(far).expect("expire"), 1);
     assert!(matches!(s.upload(&b, &k, &id), Err(Error::NoSuchUpload)));
+}
+
+#[test]
+fn conditional_deletes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = open(dir.path());
+    let b = bucket(&s, "bkt");
+    let k = ObjectKey::parse("k").expect("k");
+    let info = put(&s, &b, "k", b"12345");
+    let ms = info.last_modified.as_millis();
+    let cond = |etag: Option<&str>, t: Option<i64>, size: Option<u64>| DeleteCondition {
+        etag: etag.map(ETag::from_client),
+        last_modified: t.map(Timestamp::from_millis),
+        size,
+    };
+    let fails = [
+        cond(Some("\"0123\""), None, None),
+        cond(None, None, Some(4)),
+        cond(None, Some(ms + 1000), None),
+        cond(Some(info.etag.as_str()), Some(ms), Some(6)), // all must hold
+    ];
+    for c in &fails {
+        assert!(matches!(s.delete_object_if(&b, &k, c, ME), Err(Error::PreconditionFailed(_))), "{c:?}");
+    }
+    // Whole seconds (an HTTP date) match the stored millisecond time to the second.
+    let seconds = ms - ms.rem_euclid(1000);
+    let ok = cond(Some(info.etag.as_str()), Some(seconds), Some(5));
+    assert!(s.delete_object_if(&b, &k, &ok, ME).expect("delete"));
+    // Gone: an ETag condition is NoSuchKey, a size or time condition alone is not an error.
+    assert!(matches!(s.delete_object_if(&b, &k, &cond(Some("*"), None, None), ME), Err(Error::NoSuchKey)));
+    assert!(!s.delete_object_if(&b, &k, &cond(None, Some(ms), Some(5)), ME).expect("absent"));
+
+    // DeleteObjects: per key, the first occurrence of a repeated key decides.
+    let a = put(&s, &b, "a", b"a");
+    put(&s, &b, "z", b"z");
+    let keys: Vec<ObjectKey> = ["a", "z", "a", "missing"].iter().map(|k| ObjectKey::parse(k).expect("k")).collect();
+    let conditions = [
+        cond(Some(a.etag.as_str()), None, None),
+        cond(None, None, Some(9)),
+        cond(None, None, None),
+        cond(Some("*"), None, None),
+    ];
+    let r = s.delete_objects(&b, &keys, &conditions, ME).expect("delete objects");
+    assert!(matches!(r[0], Ok(true)), "{r:?}");
+    assert!(matches!(r[1], Err(Error::PreconditionFailed(_))), "{r:?}");
+    assert!(matches!(r[2], Ok(false)), "{r:?}");
+    assert!(matches!(r[3], Err(Error::NoSuchKey)), "{r:?}");
+    assert!(s.head_object(&b, &ObjectKey::parse("z").expect("k")).is_ok());
+    assert!(matches!(s.delete_objects(&b, &keys, &conditions[..1], ME), Err(Error::InvalidRequest(_))));
+    assert!(s.check().expect("check").problems.is_empty());
+}
+
+#[test]
+fn completed_answers_are_kept_until_the_multipart_expiry() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = open(dir.path());
+    let b = bucket(&s, "bkt");
+    let k = ObjectKey::parse("k").expect("k");
+    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false).expect("create");
+    let etag = s.upload_part(&b, &k, &id, 1, stage(&s, b"only part"), None).expect("part").etag;
+    let parts = [CompletedPart { number: 1, etag, checksum: None }];
+    let req = CompleteRequest {
+        bucket: &b,
+        key: &k,
+        upload_id: &id,
+        parts: &parts,
+        condition: WriteCondition::None,
+        expected: ExpectedObject::default(),
+        actor: "test",
+    };
+    let first = s.complete_multipart(&req).expect("complete");
+    // Maintenance within the expiry keeps the answer (and aborts nothing).
+    assert_eq!(s.expire_uploads(SystemTime::now() + Duration::from_secs(86_400)).expect("expire"), 0);
+    assert_eq!(s.complete_multipart(&req).expect("retry").etag, first.etag);
+    // After it, the answer is forgotten: a retry that late is NoSuchUpload, as in S3.
+    s.expire_uploads(SystemTime::now() + Duration::from_secs(8 * 86_400)).expect("expire");
+    assert!(matches!(s.complete_multipart(&req), Err(Error::NoSuchUpload)));
+    assert_eq!(read_all(&s, &s.head_object(&b, &k).expect("head")), b"only part");
 }
 
 #[test]

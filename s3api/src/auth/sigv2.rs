@@ -2,7 +2,7 @@
 //! still send it: `boto3`'s `generate_presigned_url` in `us-east-1` without a signature
 //! config, s3cmd with `signature_v2 = True`, WAL-E (boto 2 on custom endpoints) and older
 //! backup scripts. On by default, as in MinIO and Ceph RGW; `serve --signature-v2 off`
-//! refuses it (then [`super::sigv4::verify`] answers as for any unsupported scheme).
+//! refuses it (then [`super::verify`] leaves it to SigV4, which answers as for any unsupported scheme).
 //!
 //! Two forms, as S3 defines them:
 //! - header: `Authorization: AWS <AccessKeyId>:<base64 HMAC-SHA1>`, with `Date` (or
@@ -118,7 +118,7 @@ pub fn verify(
         .ok()
         .filter(|s| s.len() == 20)
         .ok_or(AuthError::SignatureMismatch)?;
-    let resource = canonical_resource(req.raw_path, req.raw_query);
+    let resources = candidate_resources(req.raw_path, req.raw_query);
     let promoted;
     let headers = if presigned {
         promoted = query_headers(req.headers, req.raw_query);
@@ -127,13 +127,15 @@ pub fn verify(
         req.headers
     };
     let mut matched = false;
-    for (date_line, skip_amz_date) in date_lines {
-        let sts = string_to_sign(req.method.as_str(), headers, &date_line, skip_amz_date, &resource);
-        let mut mac = HmacSha1::new_from_slice(secret.as_bytes()).map_err(|_| AuthError::SignatureMismatch)?;
-        mac.update(&sts);
-        let expected = mac.finalize().into_bytes();
-        // Every candidate is computed, so the time taken does not tell which one matched.
-        matched |= bool::from(expected.as_slice().ct_eq(&signature));
+    for resource in &resources {
+        for (date_line, skip_amz_date) in &date_lines {
+            let sts = string_to_sign(req.method.as_str(), headers, date_line, *skip_amz_date, resource);
+            let mut mac = HmacSha1::new_from_slice(secret.as_bytes()).map_err(|_| AuthError::SignatureMismatch)?;
+            mac.update(&sts);
+            let expected = mac.finalize().into_bytes();
+            // Every candidate is computed, so the time taken does not tell which one matched.
+            matched |= bool::from(expected.as_slice().ct_eq(&signature));
+        }
     }
     if !matched {
         return Err(AuthError::SignatureMismatch);
@@ -258,6 +260,22 @@ fn string_to_sign(method: &str, headers: &HeaderMap, date_line: &str, skip_amz_d
     }
     out.extend_from_slice(resource.as_bytes());
     out
+}
+
+/// The resources a client may have signed for this request: [`canonical_resource`], and
+/// for a bucket-level path (`/bucket`, no key) also `/bucket/`, which botocore and boto 2
+/// sign for path-style bucket requests (ListObjects, DeleteObjects, ...) because S3's
+/// virtual-hosted form of the same request is `/bucket/`. Both name the same bucket, so
+/// accepting either widens nothing the signature protects.
+fn candidate_resources(raw_path: &str, raw_query: &str) -> Vec<String> {
+    let exact = canonical_resource(raw_path, raw_query);
+    let bucket_level = raw_path.len() > 1 && raw_path.starts_with('/') && !raw_path[1..].contains('/');
+    if bucket_level {
+        let slashed = canonical_resource(&format!("{raw_path}/"), raw_query);
+        vec![exact, slashed]
+    } else {
+        vec![exact]
+    }
 }
 
 /// The path as received plus the sub-resources of the query, sorted by name (stable),
@@ -543,6 +561,15 @@ mod tests {
             UNIX_EPOCH + Duration::from_secs(1_175_139_000),
         );
         assert_eq!(both.map(|v| v.access_key_id), Err(AuthError::MultipleAuthMechanisms));
+    }
+
+    #[test]
+    fn a_bucket_path_may_be_signed_with_or_without_its_slash() {
+        assert_eq!(candidate_resources("/b", "list-type=2"), vec!["/b".to_owned(), "/b/".to_owned()]);
+        assert_eq!(candidate_resources("/b", "delete"), vec!["/b?delete".to_owned(), "/b/?delete".to_owned()]);
+        assert_eq!(candidate_resources("/b/", ""), vec!["/b/".to_owned()]);
+        assert_eq!(candidate_resources("/b/k", ""), vec!["/b/k".to_owned()]);
+        assert_eq!(candidate_resources("/", ""), vec!["/".to_owned()]);
     }
 
     #[test]

@@ -48,6 +48,7 @@
 //! Streaming uploads (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`) return a [`ChunkSigner`]
 //! seeded with the request signature; `super::chunked` uses it to check every chunk.
 
+use crate::civil::{civil_from_days, unix_seconds};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -107,7 +108,7 @@ pub struct AuthSettings<'a> {
     /// Allowed clock skew for header auth and for presigned URLs not yet valid (AWS: 15
     /// minutes).
     pub max_skew: Duration,
-    /// Accept Signature Version 2 (see [`super::sigv2`]); when false it is refused like
+    /// Accept Signature Version 2 (see [`super::sigv2`], dispatched by [`super::verify`]); when false it is refused like
     /// any scheme we do not verify.
     pub allow_v2: bool,
 }
@@ -271,7 +272,8 @@ pub enum AuthError {
     HeaderNotSigned(String),
 }
 
-/// Verifies the SigV4 signature of `req`.
+/// Verifies the SigV4 signature of `req`; a SigV2 request is refused here as an unsupported
+/// scheme (the dispatcher [`super::verify`] hands it to [`super::sigv2`] first when allowed).
 ///
 /// Ok(None): the request carries no authentication at all (no Authorization header, no
 /// X-Amz-Algorithm query parameter) — anonymous; the caller decides.
@@ -284,12 +286,6 @@ pub fn verify(
     settings: &AuthSettings<'_>,
     secrets: &dyn SecretLookup,
 ) -> Result<Option<Verified>, AuthError> {
-    if settings.allow_v2 && super::sigv2::is_v2(req) {
-        if req.raw_query.split('&').any(|p| p.split('=').next() == Some("X-Amz-Algorithm")) {
-            return Err(AuthError::MultipleAuthMechanisms);
-        }
-        return super::sigv2::verify(req, settings, secrets).map(Some);
-    }
     let authorization = authorization_header(req.headers)?;
     let query = parse_query(req.raw_query);
     let presigned = query.iter().any(|p| p.name == b"X-Amz-Algorithm");
@@ -885,44 +881,6 @@ fn clip(s: &str) -> String {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 /// Parses `YYYYMMDDTHHMMSSZ` (ISO 8601 basic, UTC) strictly; dates before 1970 are refused.
 pub(crate) fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
@@ -939,18 +897,10 @@ pub(crate) fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let year = i64::from(num(0..4)?);
     let (month, day) = (num(4..6)?, num(6..8)?);
     let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if year < 1970
-        || !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    if year < 1970 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    let secs = unix_seconds(year, month, day, hour, minute, second)?;
     Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
 }
 

@@ -1,12 +1,12 @@
 //! Multipart uploads.
 
 use http::{HeaderValue, Response, StatusCode};
-use storage::{ChecksumAlgorithm, CompletedPart, ETag, UploadId, MAX_PART_NUMBER};
+use storage::{ChecksumAlgorithm, CompleteRequest, CompletedPart, ETag, UploadId, MAX_PART_NUMBER};
 
 use super::{blocking, response, xml, Ctx};
 use crate::body::{self, ResponseBody};
 use crate::error::{S3Code, S3Error, S3Result};
-use crate::headers::{checksum_response, meta_from_headers, text, write_condition, ChecksumRequest};
+use crate::headers::{checksum_response, expected_object, meta_from_headers, text, write_condition, ChecksumRequest};
 use crate::ops::object::check_declared_length;
 use crate::xml::{parse_complete, XmlWriter};
 
@@ -115,10 +115,22 @@ pub async fn complete(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         }
         parts.push(CompletedPart { number: p.number, etag: ETag::from_client(&p.etag), checksum });
     }
+    let expected = expected_object(&ctx.headers)?;
     let store = ctx.state.store.clone();
     let (b, k) = (bucket.clone(), key.clone());
     let actor = ctx.principal.access_key.clone();
-    let info = blocking(move || store.complete_multipart(&b, &k, &id, &parts, condition, &actor)).await?;
+    let info = blocking(move || {
+        store.complete_multipart(&CompleteRequest {
+            bucket: &b,
+            key: &k,
+            upload_id: &id,
+            parts: &parts,
+            condition,
+            expected,
+            actor: &actor,
+        })
+    })
+    .await?;
     let mut w = XmlWriter::new("CompleteMultipartUploadResult");
     w.elem("Location", &format!("/{}/{}", bucket, key))
         .elem("Bucket", bucket.as_str())

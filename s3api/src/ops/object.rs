@@ -227,11 +227,13 @@ fn stream_rest(
     }
 }
 
-/// DeleteObject: 204 whether or not the key existed.
+/// DeleteObject: 204 whether or not the key existed, unless a precondition
+/// (`If-Match`, `x-amz-if-match-last-modified-time`, `x-amz-if-match-size`) fails.
 pub async fn delete_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let key = ctx.key()?.clone();
     check_version_id(ctx.query.get("versionId"))?;
+    let condition = crate::headers::delete_condition(&ctx.headers)?;
     let store = ctx.state.store.clone();
     let (who, reason) = match ctx.delete_auth()? {
         storage::wal::DeleteAuth::Client { .. } => (ctx.principal.access_key.clone(), None),
@@ -244,7 +246,7 @@ pub async fn delete_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             None => storage::wal::DeleteAuth::Client { principal: &who },
             Some(r) => storage::wal::DeleteAuth::Override { principal: &who, reason: r },
         };
-        store.delete_object(&bucket, &key, auth)
+        store.delete_object_if(&bucket, &key, &condition, auth)
     })
     .await?;
     Ok(response(StatusCode::NO_CONTENT, ResponseBody::Empty))
@@ -289,14 +291,14 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             (Err(e), _) => Err(e),
             (_, Err(e)) => Err(S3Error::from(e)),
             (Ok(()), Ok(key)) => {
-                valid.push((i, key));
+                valid.push((i, key, o.condition));
                 Ok(())
             }
         };
         results.push((o.key, o.version_id, r));
     }
     // Keys outside a scoped key's prefix are refused per key.
-    valid.retain(|(i, k)| {
+    valid.retain(|(i, k, _)| {
         let ok = crate::authz::key_in_scope(&ctx.principal, &bucket, k.as_str());
         if !ok {
             results[*i].2 = Err(S3Error::new(S3Code::AccessDenied, "Access Denied: outside the key's scope"));
@@ -304,7 +306,13 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         ok
     });
     let store = ctx.state.store.clone();
-    let keys: Vec<ObjectKey> = valid.iter().map(|(_, k)| k.clone()).collect();
+    let keys: Vec<ObjectKey> = valid.iter().map(|(_, k, _)| k.clone()).collect();
+    // Conditions go to the store only when some object has one: none is the common case.
+    let conditions: Vec<storage::DeleteCondition> = if valid.iter().any(|(_, _, c)| *c != Default::default()) {
+        valid.iter().map(|(_, _, c)| c.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let (who, reason) = match ctx.delete_auth()? {
         storage::wal::DeleteAuth::Client { .. } => (ctx.principal.access_key.clone(), None),
         storage::wal::DeleteAuth::Override { reason, .. } => {
@@ -316,19 +324,19 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             None => storage::wal::DeleteAuth::Client { principal: &who },
             Some(r) => storage::wal::DeleteAuth::Override { principal: &who, reason: r },
         };
-        store.delete_objects(&bucket, &keys, auth)
+        store.delete_objects(&bucket, &keys, &conditions, auth)
     })
     .await;
     match outcome {
         Ok(per_key) => {
-            for ((i, _), r) in valid.iter().zip(per_key) {
-                if let Err(reason) = r {
-                    results[*i].2 = Err(S3Error::new(S3Code::AccessDenied, format!("Access Denied: {reason}")));
+            for ((i, _, _), r) in valid.iter().zip(per_key) {
+                if let Err(e) = r {
+                    results[*i].2 = Err(S3Error::from(e));
                 }
             }
         }
         Err(e) => {
-            for (i, _) in &valid {
+            for (i, _, _) in &valid {
                 results[*i].2 = Err(e.clone());
             }
         }

@@ -24,6 +24,8 @@ pub struct Server {
     pub extra: Vec<String>,
     /// A command the server is started through (e.g. `prlimit --nofile=…`), which must exec it.
     pub wrapper: Vec<String>,
+    /// Extra environment of the process (e.g. `WALSTORE_FAILPOINTS`), applied at every spawn.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -34,15 +36,29 @@ impl Server {
 
     /// Starts a server through `wrapper` (a command that execs the server with its arguments).
     pub fn start_wrapped(dir: &Path, extra: &[&str], wrapper: &[&str]) -> Server {
-        let mut s = Server {
+        let mut s = Server::unstarted(dir, extra);
+        s.wrapper = wrapper.iter().map(|s| s.to_string()).collect();
+        s.spawn();
+        s
+    }
+
+    /// Starts a server with extra environment variables (kept for restarts).
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Server::unstarted(dir, extra);
+        s.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        s.spawn();
+        s
+    }
+
+    fn unstarted(dir: &Path, extra: &[&str]) -> Server {
+        Server {
             child: None,
             port: 0,
             data_dir: dir.join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
-        };
-        s.spawn();
-        s
+            wrapper: Vec::new(),
+            env: Vec::new(),
+        }
     }
 
     /// (Re)starts the process on the same data dir.
@@ -63,6 +79,7 @@ impl Server {
             .env("WALSTORE_ROOT_ACCESS_KEY", ACCESS_KEY)
             .env("WALSTORE_ROOT_SECRET_KEY", SECRET_KEY)
             .env("WALSTORE_LOG_LEVEL", std::env::var("WALSTORE_TEST_LOG_LEVEL").unwrap_or_else(|_| "warn".into()))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn walstore");

@@ -30,6 +30,11 @@ impl Gates<'_> {
             st.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
+
+    /// True if no repository is held (the keys were outside every repository).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
 }
 
 impl Store {
@@ -71,6 +76,9 @@ impl Store {
         // Also after a failed commit: a spurious bump costs a re-evaluation,
         // a missing one could cost a backup.
         st.generation.fetch_add(1, Ordering::SeqCst);
+        // The metrics follow the change within about a second, not at the
+        // next periodic evaluation.
+        self.jobs.request(crate::jobs::EVALUATE);
         r
     }
 

@@ -160,6 +160,7 @@ impl Store {
         self.retention_delete_into(&mut batch, bucket, &key, reason, out)?;
         let r = self.commit(Vec::new(), batch);
         st.generation.fetch_add(1, Ordering::SeqCst);
+        self.jobs.request(crate::jobs::EVALUATE);
         basis.expected += 1;
         r?;
         Ok(true)
@@ -201,6 +202,7 @@ impl Store {
         }
         let r = self.commit(Vec::new(), batch);
         st.generation.fetch_add(1, Ordering::SeqCst);
+        self.jobs.request(crate::jobs::EVALUATE);
         basis.expected += 1;
         r
     }
