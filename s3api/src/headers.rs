@@ -60,16 +60,16 @@ pub fn meta_from_headers(headers: &HeaderMap) -> S3Result<ObjectMeta> {
     for name in STORED_HEADERS {
         if let Some(v) = text(headers, name)? {
             let v = if *name == "content-encoding" {
-                // `aws-chunked` describes the transfer, not the object.
+                // `aws-chunked` describes the transfer, not the object: drop it and keep
+                // the client's own formatting of the rest (`deflate, gzip` stays so).
                 let rest: Vec<&str> = v
                     .split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.eq_ignore_ascii_case("aws-chunked") && !e.is_empty())
+                    .filter(|e| !e.trim().eq_ignore_ascii_case("aws-chunked") && !e.trim().is_empty())
                     .collect();
                 if rest.is_empty() {
                     continue;
                 }
-                rest.join(",")
+                rest.join(",").trim().to_owned()
             } else {
                 v.to_owned()
             };
@@ -573,6 +573,18 @@ mod tests {
         assert_eq!(m.content_type.as_deref(), Some("text/plain"));
         assert_eq!(m.user, vec![("owner".to_string(), "db1".to_string())]);
         assert!(!m.headers.iter().any(|(k, _)| k == "content-encoding"), "aws-chunked is a transfer coding");
+        for (sent, stored) in [
+            ("deflate, gzip, aws-chunked", "deflate, gzip"),
+            ("aws-chunked, gzip", "gzip"),
+            ("gzip,aws-chunked,br", "gzip,br"),
+            ("gzip ,  br", "gzip ,  br"),
+        ] {
+            h.insert("content-encoding", HeaderValue::from_static(sent));
+            let m = meta_from_headers(&h).expect("meta");
+            let got = m.headers.iter().find(|(k, _)| k == "content-encoding").map(|(_, v)| v.as_str());
+            assert_eq!(got, Some(stored), "{sent}");
+        }
+        h.remove("content-encoding");
         h.insert("x-amz-storage-class", HeaderValue::from_static("FROZEN"));
         assert!(meta_from_headers(&h).is_err());
     }

@@ -621,3 +621,133 @@ async fn bad_credentials_and_unsupported_operations() {
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&body).contains("<Code>AccessDenied</Code>"));
 }
+
+/// Issue 16 through the Rust SDK: a retried Complete, a checksum on Complete,
+/// conditional writes and deletes, 304 validators, listing details, CreateBucket twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn semantics_sdks_rely_on() {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().expect("tmp");
+    let srv = Server::start(dir.path(), &["--bucket", "bkt"]);
+    let c = srv.client();
+    let b64 = |raw: &[u8]| base64::engine::general_purpose::STANDARD.encode(raw);
+
+    // Complete: a wrong composite SHA-256 is BadDigest; the right one succeeds; a retry
+    // answers the same; another part list is NoSuchUpload.
+    let parts = [bytes_of(21, 5 << 20), bytes_of(22, 777)];
+    let up = c
+        .create_multipart_upload()
+        .bucket("bkt")
+        .key("mp")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .expect("create");
+    let id = up.upload_id().expect("id").to_owned();
+    let mut done = Vec::new();
+    for (i, data) in parts.iter().enumerate() {
+        let n = i as i32 + 1;
+        let r = c
+            .upload_part()
+            .bucket("bkt")
+            .key("mp")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .expect("part");
+        done.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().expect("etag"))
+                .checksum_sha256(r.checksum_sha256().expect("part checksum"))
+                .build(),
+        );
+    }
+    let digests: Vec<u8> = parts.iter().flat_map(|p| Sha256::digest(p).to_vec()).collect();
+    let composite = format!("{}-2", b64(&Sha256::digest(&digests)));
+    let list = CompletedMultipartUpload::builder().set_parts(Some(done.clone())).build();
+    let complete = |sum: String, list: CompletedMultipartUpload| {
+        c.complete_multipart_upload()
+            .bucket("bkt")
+            .key("mp")
+            .upload_id(&id)
+            .checksum_sha256(sum)
+            .multipart_upload(list)
+            .send()
+    };
+    let wrong = format!("{}-2", b64(&Sha256::digest(b"other")));
+    assert_eq!(code(&complete(wrong, list.clone()).await.expect_err("wrong checksum")), "BadDigest");
+    let first = complete(composite.clone(), list.clone()).await.expect("complete");
+    assert_eq!(first.checksum_sha256(), Some(composite.as_str()));
+    let again = complete(composite.clone(), list.clone()).await.expect("retried complete");
+    assert_eq!((again.e_tag(), again.checksum_sha256()), (first.e_tag(), first.checksum_sha256()));
+    let shorter = CompletedMultipartUpload::builder().set_parts(Some(done[..1].to_vec())).build();
+    assert_eq!(code(&complete(composite.clone(), shorter).await.expect_err("other list")), "NoSuchUpload");
+    assert_eq!(get_bytes(&c, "bkt", "mp").await, parts.concat());
+
+    // Conditional writes.
+    let err = c.put_object().bucket("bkt").key("cw").if_match("\"00\"").body(ByteStream::from_static(b"1")).send();
+    assert_eq!(code(&err.await.expect_err("If-Match on nothing")), "NoSuchKey");
+    let v1 = c.put_object().bucket("bkt").key("cw").if_none_match("*").body(ByteStream::from_static(b"1")).send();
+    let v1 = v1.await.expect("create").e_tag().expect("etag").to_owned();
+    let again = c.put_object().bucket("bkt").key("cw").if_none_match("*").body(ByteStream::from_static(b"2")).send();
+    assert_eq!(code(&again.await.expect_err("exists")), "PreconditionFailed");
+    let v2 = c.put_object().bucket("bkt").key("cw").if_match(&v1).body(ByteStream::from_static(b"2")).send();
+    let v2 = v2.await.expect("swap").e_tag().expect("etag").to_owned();
+    let stale = c.put_object().bucket("bkt").key("cw").if_match(&v1).body(ByteStream::from_static(b"3")).send();
+    assert_eq!(code(&stale.await.expect_err("stale")), "PreconditionFailed");
+
+    // 304 carries ETag and Last-Modified.
+    let nm = c.get_object().bucket("bkt").key("cw").if_none_match(&v2).send().await.expect_err("304");
+    let raw = nm.raw_response().expect("raw response");
+    assert_eq!(raw.status().as_u16(), 304);
+    assert_eq!(raw.headers().get("etag"), Some(v2.as_str()));
+    assert!(raw.headers().get("last-modified").is_some());
+
+    // Conditional deletes.
+    let wrong = c.delete_object().bucket("bkt").key("cw").if_match(&v1).send().await.expect_err("stale etag");
+    assert_eq!(code(&wrong), "PreconditionFailed");
+    let wrong = c.delete_object().bucket("bkt").key("cw").if_match_size(99).send().await.expect_err("size");
+    assert_eq!(code(&wrong), "PreconditionFailed");
+    c.delete_object().bucket("bkt").key("cw").if_match(&v2).if_match_size(1).send().await.expect("delete");
+    let gone = c.delete_object().bucket("bkt").key("cw").if_match("*").send().await.expect_err("gone");
+    assert_eq!(code(&gone), "NoSuchKey");
+    let a = c.put_object().bucket("bkt").key("a").body(ByteStream::from_static(b"a")).send().await.expect("a");
+    c.put_object().bucket("bkt").key("b").body(ByteStream::from_static(b"b")).send().await.expect("b");
+    let ids = vec![
+        ObjectIdentifier::builder().key("a").e_tag(a.e_tag().expect("etag")).build().expect("id"),
+        ObjectIdentifier::builder().key("b").e_tag(a.e_tag().expect("etag")).build().expect("id"),
+    ];
+    let r = c
+        .delete_objects()
+        .bucket("bkt")
+        .delete(Delete::builder().set_objects(Some(ids)).build().expect("delete"))
+        .send()
+        .await
+        .expect("delete objects");
+    assert_eq!(r.deleted().iter().filter_map(|d| d.key()).collect::<Vec<_>>(), vec!["a"]);
+    assert_eq!(
+        r.errors().iter().map(|e| (e.key(), e.code())).collect::<Vec<_>>(),
+        vec![(Some("b"), Some("PreconditionFailed"))]
+    );
+
+    // Listing details.
+    let l = c.list_objects_v2().bucket("bkt").fetch_owner(true).send().await.expect("list");
+    assert!(l.contents().iter().all(|o| o.owner().and_then(|o| o.id()).is_some()));
+    let l = c.list_objects_v2().bucket("bkt").send().await.expect("list");
+    assert!(l.contents().iter().all(|o| o.owner().is_none()));
+    let zero = c.list_objects_v2().bucket("bkt").max_keys(0).send().await.expect("max-keys 0");
+    assert_eq!((zero.key_count(), zero.is_truncated()), (Some(0), Some(false)));
+    let p1 = c.list_objects_v2().bucket("bkt").max_keys(1).send().await.expect("page 1");
+    let token = p1.next_continuation_token().expect("token").to_owned();
+    let p2 = c.list_objects_v2().bucket("bkt").max_keys(1).continuation_token(&token).send().await.expect("page 2");
+    assert_eq!(p2.continuation_token(), Some(token.as_str()));
+
+    // CreateBucket of an existing bucket by its owner, outside us-east-1.
+    let twice = c.create_bucket().bucket("bkt").send().await.expect_err("exists");
+    assert_eq!(code(&twice), "BucketAlreadyOwnedByYou");
+}

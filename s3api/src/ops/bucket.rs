@@ -4,7 +4,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::{blocking, response, xml, Ctx};
 use crate::body::ResponseBody;
-use crate::error::S3Result;
+use crate::error::{S3Code, S3Result};
 use crate::xml::{parse_create_bucket, XmlWriter};
 
 /// ListBuckets.
@@ -32,7 +32,13 @@ pub async fn create_bucket(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     parse_create_bucket(&body)?;
     let store = ctx.state.store.clone();
     let b = bucket.clone();
-    blocking(move || store.create_bucket(&b)).await?;
+    match blocking(move || store.create_bucket(&b)).await {
+        Ok(_) => {}
+        // As S3: its owner re-creating a bucket gets 200 in us-east-1 (the legacy
+        // behaviour clients there rely on) and 409 BucketAlreadyOwnedByYou elsewhere.
+        Err(e) if e.code == S3Code::BucketAlreadyOwnedByYou && ctx.state.config.region == "us-east-1" => {}
+        Err(e) => return Err(e),
+    }
     let mut r = response(StatusCode::OK, ResponseBody::Empty);
     if let Ok(v) = HeaderValue::from_str(&format!("/{bucket}")) {
         r.headers_mut().insert(http::header::LOCATION, v);

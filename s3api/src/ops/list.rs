@@ -46,6 +46,13 @@ fn params(ctx: &Ctx) -> S3Result<Params> {
 
 async fn page(ctx: &Ctx, p: &Params, after: Option<String>) -> S3Result<ListPage> {
     let bucket = ctx.bucket()?.clone();
+    if p.max_keys == 0 {
+        // S3: an empty page that is not truncated (there is no next page to ask for),
+        // after checking that the bucket exists.
+        let store = ctx.state.store.clone();
+        blocking(move || store.bucket(&bucket)).await?;
+        return Ok(ListPage { items: Vec::new(), truncated: false });
+    }
     let store = ctx.state.store.clone();
     let q = ListQuery { prefix: p.prefix.clone(), delimiter: p.delimiter.clone(), after, max_keys: p.max_keys };
     blocking(move || store.list_objects(&bucket, &q)).await
@@ -63,7 +70,12 @@ fn enc<'a>(p: &Params, s: &'a str) -> std::borrow::Cow<'a, str> {
     }
 }
 
-fn contents(w: &mut XmlWriter, p: &Params, o: &ObjectSummary, tag: &str, version: bool) {
+/// `Owner` of every object: walstore has one owner (the instance).
+fn owner(w: &mut XmlWriter, ctx: &Ctx) {
+    w.open("Owner").elem("ID", &ctx.state.config.owner_id).elem("DisplayName", "walstore").close("Owner");
+}
+
+fn contents(w: &mut XmlWriter, ctx: &Ctx, p: &Params, o: &ObjectSummary, tag: &str, with_owner: bool, version: bool) {
     w.open(tag).elem("Key", &enc(p, &o.key));
     if version {
         w.elem("VersionId", "null").boolean("IsLatest", true);
@@ -76,8 +88,8 @@ fn contents(w: &mut XmlWriter, p: &Params, o: &ObjectSummary, tag: &str, version
         w.elem("ChecksumType", t);
     }
     w.num("Size", o.size).elem("StorageClass", o.storage_class.as_deref().unwrap_or("STANDARD"));
-    if version {
-        w.open("Owner").elem("ID", "walstore").elem("DisplayName", "walstore").close("Owner");
+    if with_owner {
+        owner(w, ctx);
     }
     w.close(tag);
 }
@@ -88,10 +100,10 @@ fn document_size(page: &ListPage) -> usize {
     512 + page.items.iter().map(|i| 256 + 2 * i.name().len()).sum::<usize>()
 }
 
-fn items(w: &mut XmlWriter, p: &Params, page: &ListPage, tag: &str, version: bool) {
+fn items(w: &mut XmlWriter, ctx: &Ctx, p: &Params, page: &ListPage, tag: &str, with_owner: bool, version: bool) {
     for item in &page.items {
         if let ListItem::Object(o) = item {
-            contents(w, p, o, tag, version);
+            contents(w, ctx, p, o, tag, with_owner, version);
         }
     }
     for item in &page.items {
@@ -101,8 +113,12 @@ fn items(w: &mut XmlWriter, p: &Params, page: &ListPage, tag: &str, version: boo
     }
 }
 
-fn head(w: &mut XmlWriter, ctx: &Ctx, p: &Params) -> S3Result<()> {
-    w.elem("Name", ctx.bucket()?.as_str()).elem("Prefix", &enc(p, &p.prefix));
+/// The elements before the items. `encode_prefix`: ListObjects (v1) sends the top-level
+/// `Prefix` plain even with `encoding-type=url` (S3 does; botocore decodes it only in v2
+/// and ListObjectVersions, so encoding it would hand v1 clients `%2F`s).
+fn head(w: &mut XmlWriter, ctx: &Ctx, p: &Params, encode_prefix: bool) -> S3Result<()> {
+    let prefix = if encode_prefix { enc(p, &p.prefix) } else { p.prefix.as_str().into() };
+    w.elem("Name", ctx.bucket()?.as_str()).elem("Prefix", &prefix);
     if let Some(d) = &p.delimiter {
         w.elem("Delimiter", &enc(p, d));
     }
@@ -135,8 +151,9 @@ pub async fn list_objects_v2(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         None => start_after.clone(),
     };
     let page = page(&ctx, &p, after).await?;
+    let fetch_owner = ctx.query.get("fetch-owner").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let mut w = XmlWriter::with_capacity("ListBucketResult", document_size(&page));
-    head(&mut w, &ctx, &p)?;
+    head(&mut w, &ctx, &p, true)?;
     w.count("KeyCount", page.items.len()).boolean("IsTruncated", page.truncated);
     if let Some(t) = &token {
         w.elem("ContinuationToken", t);
@@ -149,7 +166,7 @@ pub async fn list_objects_v2(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             w.elem("NextContinuationToken", &token_of(last.name()));
         }
     }
-    items(&mut w, &p, &page, "Contents", false);
+    items(&mut w, &ctx, &p, &page, "Contents", fetch_owner, false);
     Ok(xml(w.finish("ListBucketResult")))
 }
 
@@ -159,7 +176,7 @@ pub async fn list_objects_v1(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let marker = ctx.query.get("marker").filter(|m| !m.is_empty()).map(str::to_owned);
     let page = page(&ctx, &p, marker.clone()).await?;
     let mut w = XmlWriter::with_capacity("ListBucketResult", document_size(&page));
-    head(&mut w, &ctx, &p)?;
+    head(&mut w, &ctx, &p, false)?;
     w.elem("Marker", &enc(&p, marker.as_deref().unwrap_or("")));
     w.boolean("IsTruncated", page.truncated);
     if page.truncated {
@@ -167,7 +184,8 @@ pub async fn list_objects_v1(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             w.elem("NextMarker", &enc(&p, last.name()));
         }
     }
-    items(&mut w, &p, &page, "Contents", false);
+    // v1 always lists owners (S3 does; it has no fetch-owner).
+    items(&mut w, &ctx, &p, &page, "Contents", true, false);
     Ok(xml(w.finish("ListBucketResult")))
 }
 
@@ -177,7 +195,7 @@ pub async fn list_object_versions(ctx: Ctx) -> S3Result<Response<ResponseBody>> 
     let key_marker = ctx.query.get("key-marker").filter(|m| !m.is_empty()).map(str::to_owned);
     let page = page(&ctx, &p, key_marker.clone()).await?;
     let mut w = XmlWriter::with_capacity("ListVersionsResult", document_size(&page));
-    head(&mut w, &ctx, &p)?;
+    head(&mut w, &ctx, &p, true)?;
     w.elem("KeyMarker", &enc(&p, key_marker.as_deref().unwrap_or("")));
     w.elem("VersionIdMarker", ctx.query.get("version-id-marker").unwrap_or(""));
     w.boolean("IsTruncated", page.truncated);
@@ -186,7 +204,7 @@ pub async fn list_object_versions(ctx: Ctx) -> S3Result<Response<ResponseBody>> 
             w.elem("NextKeyMarker", &enc(&p, last.name())).elem("NextVersionIdMarker", "null");
         }
     }
-    items(&mut w, &p, &page, "Version", true);
+    items(&mut w, &ctx, &p, &page, "Version", true, true);
     Ok(xml(w.finish("ListVersionsResult")))
 }
 

@@ -75,6 +75,19 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     Ok(r)
 }
 
+/// 304: no body, but the validators and caching headers a 200 would carry (RFC 9110
+/// §15.4.5), so a client can refresh what it cached.
+fn not_modified(info: &storage::ObjectInfo) -> Response<ResponseBody> {
+    let mut r = response(StatusCode::NOT_MODIFIED, ResponseBody::Empty);
+    let all = object_headers(info, false, true);
+    for name in [http::header::ETAG, http::header::LAST_MODIFIED, http::header::CACHE_CONTROL, http::header::EXPIRES] {
+        if let Some(v) = all.get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    r
+}
+
 /// GetObject and HeadObject. Small answers are read whole; larger ones stream
 /// from a blocking reader that verifies each block's CRC before sending it. The
 /// first block is verified before the status line goes out, so a corrupt object
@@ -102,7 +115,11 @@ pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>
         Ok((info, small))
     })
     .await?;
-    check_read_conditions(&ctx.headers, &info, "")?;
+    match check_read_conditions(&ctx.headers, &info, "") {
+        Ok(()) => {}
+        Err(e) if e.code == S3Code::NotModified => return Ok(not_modified(&info)),
+        Err(e) => return Err(e),
+    }
 
     let mut range = parse_range(text(&ctx.headers, "range")?, info.size)?;
     let mut parts_count = None;
