@@ -220,6 +220,8 @@ def test_complete_verifies_a_composite_sha256(s3):
                                      MultipartUpload={"Parts": parts}, ChecksumSHA256=f"{composite}-2")
     assert r["ChecksumSHA256"] == f"{composite}-2"
     assert s3.get_object(Bucket=BUCKET, Key="mp/sha")["Body"].read() == b"".join(chunks)
+    head = s3.head_object(Bucket=BUCKET, Key="mp/sha", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == f"{composite}-2" and head.get("ChecksumType") == "COMPOSITE"
 
 
 def test_complete_verifies_a_full_object_crc32_and_size(s3):
