@@ -288,6 +288,21 @@ impl SecretLookup for Keys {
     }
 }
 
+/// [`verify_request`] within the allocation bound: the verified request, or `None` when
+/// it carries no signature or is refused with a short message (client input clipped).
+fn verify_clipped(what: &str, input: &[u8], req: &Req) -> Result<Option<Verified>, String> {
+    match bounded(what, input.len(), || verify_request(req))? {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.chars().count() > 256 {
+                return Err(format!("a {}-character error message: client input must be clipped: {msg}", msg.len()));
+            }
+            Ok(None)
+        }
+    }
+}
+
 fn verify_request(req: &Req) -> Result<Option<Verified>, AuthError> {
     let parts = RequestParts { method: &req.method, raw_path: &req.path, raw_query: &req.query, headers: &req.headers };
     let settings = AuthSettings {
@@ -344,18 +359,7 @@ fn signed_meanings() -> &'static HashMap<String, Result<String, S3Code>> {
 /// does not cover.
 fn check_sigv4(input: &[u8]) -> Outcome {
     let Some(req) = parse_request(input) else { return Ok(false) };
-    let verified = bounded("sigv4::verify", input.len(), || verify_request(&req))?;
-    let v = match verified {
-        Ok(Some(v)) => v,
-        Ok(None) => return Ok(false),
-        Err(e) => {
-            let msg = e.to_string();
-            if msg.chars().count() > 256 {
-                return Err(format!("a {}-character error message: client input must be clipped: {msg}", msg.len()));
-            }
-            return Ok(false);
-        }
-    };
+    let Some(v) = verify_clipped("sigv4::verify", input, &req)? else { return Ok(false) };
     let decoded: Vec<u8> = percent_decode(input).collect();
     let haystacks = [String::from_utf8_lossy(input), String::from_utf8_lossy(&decoded)];
     let seeds: Vec<&Result<String, S3Code>> = signed_meanings()
@@ -472,17 +476,7 @@ fn meaning_v2(req: &Req, v: &Verified) -> String {
 /// method, path and sub-resources (all that SigV2 signs of its meaning).
 fn check_sigv2(input: &[u8]) -> Outcome {
     let Some(req) = parse_request(input) else { return Ok(false) };
-    let v = match bounded("sigv2 verify", input.len(), || verify_request(&req))? {
-        Ok(Some(v)) => v,
-        Ok(None) => return Ok(false),
-        Err(e) => {
-            let msg = e.to_string();
-            if msg.chars().count() > 256 {
-                return Err(format!("a {}-character error message: client input must be clipped: {msg}", msg.len()));
-            }
-            return Ok(false);
-        }
-    };
+    let Some(v) = verify_clipped("sigv2 verify", input, &req)? else { return Ok(false) };
     if v.version != s3api::auth::SignatureVersion::V2 {
         return Ok(false); // mutated into a SigV4 request: the SigV4 targets cover those
     }
