@@ -18,6 +18,16 @@ fn code<E: ProvideErrorMetadata>(e: &E) -> String {
     e.code().unwrap_or("").to_owned()
 }
 
+/// DeleteObjects of `ids` in bucket `b` (one request).
+async fn delete_ids(
+    c: &aws_sdk_s3::Client,
+    b: &str,
+    ids: Vec<ObjectIdentifier>,
+) -> aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput {
+    let delete = Delete::builder().set_objects(Some(ids)).build().expect("delete");
+    c.delete_objects().bucket(b).delete(delete).send().await.expect("delete objects")
+}
+
 async fn get_bytes(c: &aws_sdk_s3::Client, b: &str, k: &str) -> Vec<u8> {
     let o = c.get_object().bucket(b).key(k).send().await.expect("get");
     o.body.collect().await.expect("body").into_bytes().to_vec()
@@ -566,13 +576,7 @@ async fn copy_and_delete_objects() {
         .iter()
         .map(|k| ObjectIdentifier::builder().key(*k).build().expect("id"))
         .collect();
-    let r = c
-        .delete_objects()
-        .bucket("bkt")
-        .delete(Delete::builder().set_objects(Some(ids)).build().expect("delete"))
-        .send()
-        .await
-        .expect("delete objects");
+    let r = delete_ids(&c, "bkt", ids).await;
     assert_eq!(r.deleted().len(), 4);
     assert!(r.errors().is_empty());
     let l = c.list_objects_v2().bucket("bkt").send().await.expect("list");
@@ -722,13 +726,7 @@ async fn semantics_sdks_rely_on() {
         ObjectIdentifier::builder().key("a").e_tag(a.e_tag().expect("etag")).build().expect("id"),
         ObjectIdentifier::builder().key("b").e_tag(a.e_tag().expect("etag")).build().expect("id"),
     ];
-    let r = c
-        .delete_objects()
-        .bucket("bkt")
-        .delete(Delete::builder().set_objects(Some(ids)).build().expect("delete"))
-        .send()
-        .await
-        .expect("delete objects");
+    let r = delete_ids(&c, "bkt", ids).await;
     assert_eq!(r.deleted().iter().filter_map(|d| d.key()).collect::<Vec<_>>(), vec!["a"]);
     assert_eq!(
         r.errors().iter().map(|e| (e.key(), e.code())).collect::<Vec<_>>(),
