@@ -128,6 +128,7 @@ fn put_tiny(store: &Store, bucket: &BucketName, key: &str, body: &[u8]) {
         checksum: None,
         condition: WriteCondition::None,
         actor: "bench",
+        lock: Default::default(),
     };
     store.put_object(req).expect("put");
 }

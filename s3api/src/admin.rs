@@ -354,7 +354,7 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
             let r = store.check()?;
             (
                 r.problems.is_empty(),
-                json!({"objects": r.objects, "blobs": r.blobs, "orphan_files": r.orphan_files, "problems": r.problems}),
+                json!({"objects": r.objects, "versions": r.versions, "blobs": r.blobs, "orphan_files": r.orphan_files, "problems": r.problems}),
             )
         }
         AdminRequest::Audit { limit } => (true, json!({ "records": store.audit_log(limit)? })),

@@ -61,6 +61,9 @@ pub fn permission(op: Operation) -> Permission {
         | O::HeadBucket
         | O::GetBucketLocation
         | O::GetBucketVersioning
+        | O::GetObjectLockConfiguration
+        | O::GetObjectRetention
+        | O::GetObjectLegalHold
         | O::ListObjects
         | O::ListObjectsV2
         | O::ListObjectVersions
@@ -73,9 +76,15 @@ pub fn permission(op: Operation) -> Permission {
         | O::CreateMultipartUpload
         | O::UploadPart
         | O::CompleteMultipartUpload
-        | O::AbortMultipartUpload => Permission::Write,
+        | O::AbortMultipartUpload
+        // Setting or extending a lock only protects; weakening one needs an
+        // administrator (checked by the handler: bypass-governance).
+        | O::PutObjectRetention
+        | O::PutObjectLegalHold => Permission::Write,
         O::DeleteObject | O::DeleteObjects => Permission::Delete,
-        O::CreateBucket | O::DeleteBucket => Permission::Admin,
+        O::CreateBucket | O::DeleteBucket | O::PutBucketVersioning | O::PutObjectLockConfiguration => {
+            Permission::Admin
+        }
     }
 }
 

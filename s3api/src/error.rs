@@ -24,6 +24,7 @@ pub enum S3Code {
     InvalidAccessKeyId,
     InvalidArgument,
     InvalidBucketName,
+    InvalidBucketState,
     InvalidDigest,
     InvalidPart,
     InvalidPartOrder,
@@ -37,6 +38,9 @@ pub enum S3Code {
     NoSuchBucket,
     NoSuchKey,
     NoSuchUpload,
+    NoSuchVersion,
+    NoSuchObjectLockConfiguration,
+    ObjectLockConfigurationNotFoundError,
     NotImplemented,
     NotModified,
     PreconditionFailed,
@@ -78,6 +82,10 @@ impl S3Code {
             S3Code::NoSuchBucket => "NoSuchBucket",
             S3Code::NoSuchKey => "NoSuchKey",
             S3Code::NoSuchUpload => "NoSuchUpload",
+            S3Code::NoSuchVersion => "NoSuchVersion",
+            S3Code::NoSuchObjectLockConfiguration => "NoSuchObjectLockConfiguration",
+            S3Code::ObjectLockConfigurationNotFoundError => "ObjectLockConfigurationNotFoundError",
+            S3Code::InvalidBucketState => "InvalidBucketState",
             S3Code::NotImplemented => "NotImplemented",
             S3Code::NotModified => "NotModified",
             S3Code::PreconditionFailed => "PreconditionFailed",
@@ -97,8 +105,15 @@ impl S3Code {
             | S3Code::InvalidAccessKeyId
             | S3Code::RequestTimeTooSkewed
             | S3Code::SignatureDoesNotMatch => StatusCode::FORBIDDEN,
-            S3Code::BucketAlreadyOwnedByYou | S3Code::BucketNotEmpty => StatusCode::CONFLICT,
-            S3Code::NoSuchBucket | S3Code::NoSuchKey | S3Code::NoSuchUpload => StatusCode::NOT_FOUND,
+            S3Code::BucketAlreadyOwnedByYou | S3Code::BucketNotEmpty | S3Code::InvalidBucketState => {
+                StatusCode::CONFLICT
+            }
+            S3Code::NoSuchBucket
+            | S3Code::NoSuchKey
+            | S3Code::NoSuchUpload
+            | S3Code::NoSuchVersion
+            | S3Code::NoSuchObjectLockConfiguration
+            | S3Code::ObjectLockConfigurationNotFoundError => StatusCode::NOT_FOUND,
             S3Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             S3Code::MissingContentLength => StatusCode::LENGTH_REQUIRED,
             S3Code::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -177,6 +192,9 @@ impl S3Error {
             }
             S3Code::InvalidPartOrder => "The list of parts was not in ascending order. Parts must be ordered by part number.",
             S3Code::MethodNotAllowed => "The specified method is not allowed against this resource.",
+            S3Code::NoSuchVersion => "The specified version does not exist.",
+            S3Code::NoSuchObjectLockConfiguration => "The specified object does not have a ObjectLock configuration",
+            S3Code::ObjectLockConfigurationNotFoundError => "Object Lock configuration does not exist for this bucket",
             _ => code.as_str(),
         };
         Self::new(code, message)
@@ -206,6 +224,11 @@ impl From<storage::Error> for S3Error {
             E::KeyTooLong => S3Error::code(S3Code::KeyTooLongError),
             E::InvalidKey(m) => S3Error::new(S3Code::InvalidArgument, m),
             E::NoSuchUpload => S3Error::code(S3Code::NoSuchUpload),
+            E::NoSuchVersion => S3Error::code(S3Code::NoSuchVersion),
+            E::DeleteMarker { .. } => {
+                S3Error::new(S3Code::MethodNotAllowed, "The specified method is not allowed against this resource.")
+            }
+            E::InvalidBucketState(m) => S3Error::new(S3Code::InvalidBucketState, m),
             E::InvalidPart(m) => S3Error::new(
                 S3Code::InvalidPart,
                 format!("One or more of the specified parts could not be found or did not match: {m}"),

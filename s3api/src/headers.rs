@@ -4,8 +4,8 @@
 use base64::Engine;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use storage::{
-    Checksum, ChecksumAlgorithm, DeleteCondition, ETag, ExpectedObject, ObjectInfo, ObjectMeta, StagedBlob, Timestamp,
-    WriteCondition,
+    Checksum, ChecksumAlgorithm, DeleteCondition, ETag, ExpectedObject, LockMode, LockRequest, ObjectInfo, ObjectMeta,
+    Retention, StagedBlob, Timestamp, WriteCondition,
 };
 
 use crate::error::{S3Code, S3Error, S3Result};
@@ -19,9 +19,6 @@ const STORED_HEADERS: &[&str] = &[
     "expires",
     "x-amz-storage-class",
     "x-amz-website-redirect-location",
-    "x-amz-object-lock-mode",
-    "x-amz-object-lock-retain-until-date",
-    "x-amz-object-lock-legal-hold",
     "x-amz-server-side-encryption",
     "x-amz-tagging",
 ];
@@ -437,11 +434,14 @@ pub fn object_headers(info: &ObjectInfo, checksum_mode: bool, whole: bool) -> He
         if k == "x-amz-storage-class" && v == "STANDARD" {
             continue; // S3 omits the default class
         }
-        if k == "x-amz-tagging" {
+        // Lock headers an older walstore stored as plain metadata are not a lock:
+        // only the version's real lock state is answered (below).
+        if k == "x-amz-tagging" || k.starts_with("x-amz-object-lock-") {
             continue;
         }
         put(&mut h, k, v);
     }
+    version_headers(&mut h, info);
     for (k, v) in &info.meta.user {
         put(&mut h, &format!("x-amz-meta-{k}"), v);
     }
@@ -452,6 +452,58 @@ pub fn object_headers(info: &ObjectInfo, checksum_mode: bool, whole: bool) -> He
         }
     }
     h
+}
+
+/// `x-amz-version-id` (on a bucket that is or was versioned) and the version's Object
+/// Lock state.
+pub fn version_headers(h: &mut HeaderMap, info: &ObjectInfo) {
+    if let Some(v) = info.version_id {
+        put(h, "x-amz-version-id", &v.to_string());
+    }
+    if let Some(r) = info.retention {
+        put(h, "x-amz-object-lock-mode", r.mode.name());
+        put(h, "x-amz-object-lock-retain-until-date", &crate::xml::iso8601(r.until));
+    }
+    if info.legal_hold {
+        put(h, "x-amz-object-lock-legal-hold", "ON");
+    }
+}
+
+/// The Object Lock a write asks for: `x-amz-object-lock-mode` with
+/// `x-amz-object-lock-retain-until-date` (both or neither, as S3 requires), and
+/// `x-amz-object-lock-legal-hold: ON|OFF`. Whether the bucket allows it is the store's
+/// decision (a bucket without Object Lock refuses any of them).
+pub fn lock_request(headers: &HeaderMap) -> S3Result<LockRequest> {
+    let mode = text(headers, "x-amz-object-lock-mode")?;
+    let until = text(headers, "x-amz-object-lock-retain-until-date")?;
+    let retention = match (mode, until) {
+        (None, None) => None,
+        (Some(m), Some(u)) => {
+            let mode = LockMode::parse(m.trim())
+                .ok_or_else(|| S3Error::new(S3Code::InvalidArgument, "Unknown wormMode directive."))?;
+            let until = crate::xml::parse_time(u).ok_or_else(|| {
+                S3Error::new(S3Code::InvalidArgument, "The retain until date must be provided in ISO 8601 format")
+            })?;
+            Some(Retention { mode, until })
+        }
+        _ => {
+            return Err(S3Error::new(
+                S3Code::InvalidArgument,
+                "x-amz-object-lock-retain-until-date and x-amz-object-lock-mode must both be supplied",
+            ))
+        }
+    };
+    let legal_hold = match text(headers, "x-amz-object-lock-legal-hold")?.map(str::trim) {
+        None | Some("OFF") => false,
+        Some("ON") => true,
+        Some(_) => return Err(S3Error::new(S3Code::InvalidArgument, "Legal Hold must be either of 'ON' or 'OFF'")),
+    };
+    Ok(LockRequest { retention, legal_hold })
+}
+
+/// Whether `x-amz-bypass-governance-retention: true` was sent.
+pub fn bypass_governance(headers: &HeaderMap) -> S3Result<bool> {
+    Ok(text(headers, "x-amz-bypass-governance-retention")?.is_some_and(|v| v.trim().eq_ignore_ascii_case("true")))
 }
 
 /// Applies `response-*` query overrides of GetObject.
@@ -512,6 +564,10 @@ mod tests {
             checksum: None,
             parts_count: None,
             blobs: vec![],
+            version_id: None,
+            is_latest: true,
+            retention: None,
+            legal_hold: false,
         }
     }
 

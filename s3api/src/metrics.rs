@@ -42,6 +42,11 @@ pub struct Metrics {
     bucket_objects: IntGaugeVec,
     bucket_bytes: IntGaugeVec,
     physical: IntGauge,
+    noncurrent_versions: IntGauge,
+    noncurrent_bytes: IntGauge,
+    delete_markers: IntGauge,
+    locked_versions: IntGauge,
+    locked_bytes: IntGauge,
     blobs: IntGauge,
     dedup: Gauge,
     gc_queue: IntGauge,
@@ -214,6 +219,19 @@ impl Metrics {
                 &["bucket"],
             ),
             physical: gauge(&r, "walstore_physical_bytes", "Bytes of distinct blobs on disk."),
+            noncurrent_versions: gauge(
+                &r,
+                "walstore_noncurrent_versions",
+                "Object versions that are not the current one (versioned buckets).",
+            ),
+            noncurrent_bytes: gauge(&r, "walstore_noncurrent_version_bytes", "Logical bytes of non-current versions."),
+            delete_markers: gauge(&r, "walstore_delete_markers", "Delete markers (versioned buckets)."),
+            locked_versions: gauge(
+                &r,
+                "walstore_locked_versions",
+                "Object versions that cannot be deleted now: Object Lock retention not expired, or a legal hold.",
+            ),
+            locked_bytes: gauge(&r, "walstore_locked_bytes", "Logical bytes of locked object versions."),
             blobs: gauge(&r, "walstore_blobs", "Distinct blobs stored."),
             dedup: fgauge(&r, "walstore_dedup_ratio", "Logical bytes over physical bytes."),
             gc_queue: gauge(&r, "walstore_gc_queue_blobs", "Blobs waiting for garbage collection."),
@@ -387,6 +405,11 @@ impl Metrics {
             self.bucket_bytes.with_label_values(&[b]).set(*bytes as i64);
         }
         self.physical.set(u.physical_bytes as i64);
+        self.noncurrent_versions.set(u.noncurrent.0 as i64);
+        self.noncurrent_bytes.set(u.noncurrent.1 as i64);
+        self.delete_markers.set(u.delete_markers as i64);
+        self.locked_versions.set(u.locked.0 as i64);
+        self.locked_bytes.set(u.locked.1 as i64);
         self.blobs.set(u.blobs as i64);
         self.dedup.set(u.dedup_ratio());
         let q = store.gc_queue_stats(std::time::SystemTime::now())?;

@@ -36,6 +36,13 @@ pub enum Operation {
     CompleteMultipartUpload,
     AbortMultipartUpload,
     ListParts,
+    PutBucketVersioning,
+    GetObjectLockConfiguration,
+    PutObjectLockConfiguration,
+    GetObjectRetention,
+    PutObjectRetention,
+    GetObjectLegalHold,
+    PutObjectLegalHold,
 }
 
 impl Operation {
@@ -48,6 +55,13 @@ impl Operation {
             Operation::HeadBucket => "HeadBucket",
             Operation::GetBucketLocation => "GetBucketLocation",
             Operation::GetBucketVersioning => "GetBucketVersioning",
+            Operation::PutBucketVersioning => "PutBucketVersioning",
+            Operation::GetObjectLockConfiguration => "GetObjectLockConfiguration",
+            Operation::PutObjectLockConfiguration => "PutObjectLockConfiguration",
+            Operation::GetObjectRetention => "GetObjectRetention",
+            Operation::PutObjectRetention => "PutObjectRetention",
+            Operation::GetObjectLegalHold => "GetObjectLegalHold",
+            Operation::PutObjectLegalHold => "PutObjectLegalHold",
             Operation::ListObjects => "ListObjects",
             Operation::ListObjectsV2 => "ListObjectsV2",
             Operation::ListObjectVersions => "ListObjectVersions",
@@ -157,9 +171,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("replication", "Replication"),
     ("logging", "Logging"),
     ("notification", "NotificationConfiguration"),
-    ("object-lock", "ObjectLockConfiguration"),
-    ("retention", "Retention"),
-    ("legal-hold", "LegalHold"),
     ("torrent", "Torrent"),
     ("restore", "Restore"),
     ("select", "SelectObjectContent"),
@@ -237,6 +248,8 @@ fn bucket_op(method: &Method, q: &Query) -> S3Result<Operation> {
                 Operation::GetBucketLocation
             } else if q.has("versioning") {
                 Operation::GetBucketVersioning
+            } else if q.has("object-lock") {
+                Operation::GetObjectLockConfiguration
             } else if q.has("versions") {
                 Operation::ListObjectVersions
             } else if q.has("uploads") {
@@ -252,12 +265,12 @@ fn bucket_op(method: &Method, q: &Query) -> S3Result<Operation> {
         Method::HEAD => Operation::HeadBucket,
         Method::PUT => {
             if q.has("versioning") {
-                return Err(S3Error::new(
-                    S3Code::NotImplemented,
-                    "PutBucketVersioning is not implemented by walstore: buckets are unversioned",
-                ));
+                Operation::PutBucketVersioning
+            } else if q.has("object-lock") {
+                Operation::PutObjectLockConfiguration
+            } else {
+                Operation::CreateBucket
             }
-            Operation::CreateBucket
         }
         Method::DELETE => Operation::DeleteBucket,
         Method::POST => {
@@ -279,11 +292,17 @@ fn object_op(method: &Method, q: &Query, headers: &HeaderMap) -> S3Result<Operat
         Method::GET => {
             if q.has("uploadId") {
                 Operation::ListParts
+            } else if q.has("retention") {
+                Operation::GetObjectRetention
+            } else if q.has("legal-hold") {
+                Operation::GetObjectLegalHold
             } else {
                 Operation::GetObject
             }
         }
         Method::HEAD => Operation::HeadObject,
+        Method::PUT if q.has("retention") => Operation::PutObjectRetention,
+        Method::PUT if q.has("legal-hold") => Operation::PutObjectLegalHold,
         Method::PUT => {
             let copy = headers.contains_key("x-amz-copy-source");
             match (q.has("partNumber") || q.has("uploadId"), copy) {
@@ -390,7 +409,6 @@ mod tests {
         let cases: &[(&str, &str, bool, &str)] = &[
             ("GET", "/bkt?acl", false, "NotImplemented: GetBucketAcl"),
             ("PUT", "/bkt/k?tagging", false, "NotImplemented: PutObjectTagging"),
-            ("PUT", "/bkt?versioning", false, "NotImplemented: PutBucketVersioning"),
             ("PUT", "/bkt/k?partNumber=1&uploadId=U", true, "NotImplemented: UploadPartCopy"),
             ("POST", "/bkt", false, "NotImplemented"),
             ("POST", "/bkt/k", false, "NotImplemented"),

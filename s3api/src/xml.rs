@@ -428,6 +428,82 @@ pub fn parse_create_bucket(body: &[u8]) -> S3Result<Option<String>> {
     Ok(root.child("LocationConstraint").map(|l| l.text.trim().to_owned()).filter(|l| !l.is_empty()))
 }
 
+fn root_named(body: &[u8], name: &str) -> S3Result<Node> {
+    let root = parse_dom(body)?;
+    if root.name != name {
+        return Err(malformed(format!("unexpected root element {} (expected {name})", root.name)));
+    }
+    Ok(root)
+}
+
+/// `<VersioningConfiguration><Status>Enabled|Suspended</Status>`. `MfaDelete` is
+/// refused: walstore has no MFA, and ignoring it would be a silent downgrade.
+pub fn parse_versioning(body: &[u8]) -> S3Result<storage::Versioning> {
+    let root = root_named(body, "VersioningConfiguration")?;
+    if root.child("MfaDelete").is_some_and(|m| m.text.trim() == "Enabled") {
+        return Err(S3Error::new(S3Code::NotImplemented, "MFA Delete is not supported by walstore"));
+    }
+    match root.child("Status").map(|s| s.text.trim()) {
+        Some("Enabled") => Ok(storage::Versioning::Enabled),
+        Some("Suspended") => Ok(storage::Versioning::Suspended),
+        other => Err(malformed(format!("Status must be Enabled or Suspended, not {other:?}"))),
+    }
+}
+
+/// `<ObjectLockConfiguration><ObjectLockEnabled>Enabled</ObjectLockEnabled>
+/// [<Rule><DefaultRetention><Mode/>(<Days/>|<Years/>)</DefaultRetention></Rule>]`.
+pub fn parse_object_lock(body: &[u8]) -> S3Result<storage::ObjectLockConfig> {
+    let root = root_named(body, "ObjectLockConfiguration")?;
+    match root.child("ObjectLockEnabled").map(|s| s.text.trim()) {
+        Some("Enabled") => {}
+        other => return Err(malformed(format!("ObjectLockEnabled must be Enabled, not {other:?}"))),
+    }
+    let Some(rule) = root.child("Rule") else { return Ok(storage::ObjectLockConfig::default()) };
+    let d = rule.child("DefaultRetention").ok_or_else(|| malformed("a Rule lacks DefaultRetention"))?;
+    let mode = d
+        .child("Mode")
+        .and_then(|m| storage::LockMode::parse(m.text.trim()))
+        .ok_or_else(|| malformed("DefaultRetention needs Mode GOVERNANCE or COMPLIANCE"))?;
+    let num = |n: &Node| -> S3Result<u32> {
+        n.text.trim().parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+            S3Error::new(S3Code::InvalidArgument, "Default retention period must be a positive integer value")
+        })
+    };
+    let period = match (d.child("Days"), d.child("Years")) {
+        (Some(n), None) => storage::LockPeriod::Days(num(n)?),
+        (None, Some(n)) => storage::LockPeriod::Years(num(n)?),
+        _ => return Err(malformed("DefaultRetention needs exactly one of Days and Years")),
+    };
+    Ok(storage::ObjectLockConfig { default_retention: Some((mode, period)) })
+}
+
+/// `<Retention><Mode/><RetainUntilDate/></Retention>`; both absent removes it.
+pub fn parse_retention(body: &[u8]) -> S3Result<Option<storage::Retention>> {
+    let root = root_named(body, "Retention")?;
+    match (root.child("Mode"), root.child("RetainUntilDate")) {
+        (None, None) => Ok(None),
+        (Some(m), Some(u)) => {
+            let mode = storage::LockMode::parse(m.text.trim())
+                .ok_or_else(|| malformed(format!("unknown retention mode {:?}", m.text.trim())))?;
+            let until = parse_time(&u.text).ok_or_else(|| {
+                S3Error::new(S3Code::InvalidArgument, "The retain until date must be provided in ISO 8601 format")
+            })?;
+            Ok(Some(storage::Retention { mode, until }))
+        }
+        _ => Err(malformed("Retention needs both Mode and RetainUntilDate")),
+    }
+}
+
+/// `<LegalHold><Status>ON|OFF</Status></LegalHold>`.
+pub fn parse_legal_hold(body: &[u8]) -> S3Result<bool> {
+    let root = root_named(body, "LegalHold")?;
+    match root.child("Status").map(|s| s.text.trim()) {
+        Some("ON") => Ok(true),
+        Some("OFF") => Ok(false),
+        other => Err(malformed(format!("Status must be ON or OFF, not {other:?}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

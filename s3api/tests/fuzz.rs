@@ -140,10 +140,27 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 fn method_of(op: Operation) -> Method {
     use Operation::*;
     match op {
-        ListBuckets | GetBucketLocation | GetBucketVersioning | ListObjects | ListObjectsV2 | ListObjectVersions
-        | ListMultipartUploads | GetObject | ListParts => Method::GET,
+        ListBuckets
+        | GetBucketLocation
+        | GetBucketVersioning
+        | ListObjects
+        | ListObjectsV2
+        | ListObjectVersions
+        | ListMultipartUploads
+        | GetObject
+        | ListParts
+        | GetObjectLockConfiguration
+        | GetObjectRetention
+        | GetObjectLegalHold => Method::GET,
         HeadBucket | HeadObject => Method::HEAD,
-        CreateBucket | PutObject | CopyObject | UploadPart => Method::PUT,
+        CreateBucket
+        | PutObject
+        | CopyObject
+        | UploadPart
+        | PutBucketVersioning
+        | PutObjectLockConfiguration
+        | PutObjectRetention
+        | PutObjectLegalHold => Method::PUT,
         DeleteBucket | DeleteObject | AbortMultipartUpload => Method::DELETE,
         DeleteObjects | CreateMultipartUpload | CompleteMultipartUpload => Method::POST,
     }
@@ -181,8 +198,19 @@ fn check_router(input: &[u8]) -> Outcome {
         UploadPart => (query.has("partNumber") || query.has("uploadId")) && !copy,
         CompleteMultipartUpload | AbortMultipartUpload | ListParts => query.has("uploadId"),
         CopyObject => copy && !query.has("partNumber") && !query.has("uploadId"),
-        PutObject => !copy && !query.has("partNumber") && !query.has("uploadId"),
-        DeleteObject | GetObject => !query.has("uploadId"),
+        PutObject => {
+            !copy
+                && !query.has("partNumber")
+                && !query.has("uploadId")
+                && !query.has("retention")
+                && !query.has("legal-hold")
+        }
+        DeleteObject => !query.has("uploadId"),
+        GetObject => !query.has("uploadId") && !query.has("retention") && !query.has("legal-hold"),
+        PutBucketVersioning => query.has("versioning"),
+        GetObjectLockConfiguration | PutObjectLockConfiguration => query.has("object-lock"),
+        GetObjectRetention | PutObjectRetention => query.has("retention"),
+        GetObjectLegalHold | PutObjectLegalHold => query.has("legal-hold"),
         ListObjectsV2 => query.get("list-type") == Some("2"),
         _ => true,
     };
@@ -201,6 +229,10 @@ fn check_router(input: &[u8]) -> Outcome {
             | CompleteMultipartUpload
             | AbortMultipartUpload
             | ListParts
+            | GetObjectRetention
+            | PutObjectRetention
+            | GetObjectLegalHold
+            | PutObjectLegalHold
     );
     let path = req.path.strip_prefix('/').unwrap_or(&req.path);
     let (bucket_raw, key_raw) = path.split_once('/').map_or((path, ""), |(b, k)| (b, k));
@@ -1041,6 +1073,10 @@ fn sample_object() -> ObjectInfo {
         checksum: None,
         parts_count: None,
         blobs: vec![],
+        version_id: None,
+        is_latest: true,
+        retention: None,
+        legal_hold: false,
     }
 }
 

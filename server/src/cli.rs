@@ -627,8 +627,9 @@ pub fn check(conn: &Conn) -> Result<(), String> {
     let (ok, v) = run(conn, AdminRequest::Check, ("GET", "/_walstore/check", Vec::new(), Vec::new()))?;
     print(conn, &v, |v| {
         let mut out = format!(
-            "objects: {}  blobs referenced: {}  orphan blob files: {}\n",
+            "objects: {}  other versions and delete markers: {}  blobs referenced: {}  orphan blob files: {}\n",
             s(&v["objects"]),
+            s(&v["versions"]),
             s(&v["blobs"]),
             s(&v["orphan_files"])
         );

@@ -20,6 +20,47 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_extend(value, vec![VALUE_V1]).map_err(|e| Error::Decode(format!("encoding an index value: {e}")))
 }
 
+/// Format version of a value followed by a trailer: `[2][postcard body][postcard
+/// trailer]`. Object and bucket entries carry versioning and Object Lock data this way,
+/// so entries that need none (every entry of a never-versioned bucket) keep the V1 form
+/// byte for byte. Only [`decode_with_trailer`] and [`decode_leading`] accept it; [`decode`] refuses it, so a caller that would drop
+/// the trailer fails loudly instead.
+pub(crate) const VALUE_V2_TRAILER: u8 = 2;
+
+/// Encodes `value`, with `trailer` after it unless the trailer is the default.
+pub(crate) fn encode_with_trailer<T: Serialize, U: Serialize + Default + PartialEq>(
+    value: &T,
+    trailer: &U,
+) -> Result<Vec<u8>> {
+    if *trailer == U::default() {
+        return encode(value);
+    }
+    let err = |e: postcard::Error| Error::Decode(format!("encoding an index value: {e}"));
+    let out = postcard::to_extend(value, vec![VALUE_V2_TRAILER]).map_err(err)?;
+    postcard::to_extend(trailer, out).map_err(err)
+}
+
+/// Decodes a value written by [`encode_with_trailer`] (or [`encode`]: default trailer).
+pub(crate) fn decode_with_trailer<T: DeserializeOwned, U: DeserializeOwned + Default>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<(T, U)> {
+    let err = |e: postcard::Error| Error::Decode(format!("{what}: {e}"));
+    match bytes.split_first() {
+        Some((&VALUE_V1, body)) => Ok((postcard::from_bytes(body).map_err(err)?, U::default())),
+        Some((&VALUE_V2_TRAILER, body)) => {
+            let (value, rest) = postcard::take_from_bytes(body).map_err(err)?;
+            let (trailer, rest) = postcard::take_from_bytes(rest).map_err(err)?;
+            if !rest.is_empty() {
+                return Err(Error::Decode(format!("{what}: {} bytes after the trailer", rest.len())));
+            }
+            Ok((value, trailer))
+        }
+        Some((v, _)) => Err(Error::Decode(format!("{what}: unknown format version {v}"))),
+        None => Err(Error::Decode(format!("{what}: empty value"))),
+    }
+}
+
 /// Decodes a value written by [`encode`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     decode_borrowed(bytes, what)
@@ -32,6 +73,17 @@ pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], wh
         Some((&VALUE_V1, body)) => postcard::from_bytes(body).map_err(|e| Error::Decode(format!("{what}: {e}"))),
         Some((v, _)) => Err(Error::Decode(format!("{what}: unknown format version {v}"))),
         None => Err(Error::Decode(format!("{what}: empty value"))),
+    }
+}
+
+/// Decodes the leading part of a value written by [`encode`] or
+/// [`encode_with_trailer`] (a listing reads the first fields of an entry only).
+pub(crate) fn decode_leading<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
+    match bytes.split_first() {
+        Some((&VALUE_V2_TRAILER, body)) => {
+            postcard::from_bytes(body).map_err(|e| Error::Decode(format!("{what}: {e}")))
+        }
+        _ => decode_borrowed(bytes, what),
     }
 }
 

@@ -31,6 +31,20 @@ pub enum Error {
     /// The object does not exist.
     #[error("no such key")]
     NoSuchKey,
+    /// No version of the key has this version id.
+    #[error("no such version")]
+    NoSuchVersion,
+    /// The version named by its id is a delete marker (S3: 405 MethodNotAllowed; a GET
+    /// without a version id whose latest version is a marker is [`Error::NoSuchKey`]).
+    #[error("the version is a delete marker")]
+    DeleteMarker {
+        /// Its version id.
+        version: crate::types::VersionId,
+    },
+    /// The bucket's state forbids the request (S3 `InvalidBucketState`), e.g. suspending
+    /// versioning on a bucket with Object Lock.
+    #[error("invalid bucket state: {0}")]
+    InvalidBucketState(String),
     /// The key is longer than 1024 bytes.
     #[error("key too long")]
     KeyTooLong,

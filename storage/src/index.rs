@@ -15,6 +15,11 @@
 //! - `parts`:   `<upload id> <part number u32 BE>` → [`PartEntry`]
 //! - `completed`: `<upload id>` → [`CompletedEntry`]: the answer of a completed
 //!   upload, for a retried Complete (until the multipart expiry)
+//! - `versions`: `<bucket> 0x00 <key> 0x00 <!seq u64 BE>` → a version of a key that
+//!   is not its current one: an older [`ObjectEntry`] or a delete marker
+//!   ([`MarkerEntry`]), newest first (see [`crate::versions`]). The current version
+//!   of a key stays in `objects`, so everything that reads the current state (GET,
+//!   listings, the WAL catalog) reads what it always read.
 //! - `meta`:    `schema` → schema version
 //! - `policies`: `<bucket> 0x00 <repo prefix>` → retention/protection policy
 //! - `quarantine`: `<time ms BE> <random>` → refused conflicting upload (holds a blob reference)
@@ -38,7 +43,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::types::{
-    BlobHash, BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, ObjectKey, ObjectMeta, Timestamp, UploadId,
+    BlobHash, BlobRef, BucketName, Checksum, ChecksumAlgorithm, ETag, LockMode, LockRequest, ObjectKey,
+    ObjectLockConfig, ObjectMeta, Retention, Timestamp, UploadId, VersionId, Versioning,
 };
 
 pub(crate) const CF_BUCKETS: &str = "buckets";
@@ -56,8 +62,9 @@ pub(crate) const CF_KEYS: &str = "keys";
 pub(crate) const CF_JOURNAL: &str = "journal";
 pub(crate) const CF_INLINE: &str = "inline";
 pub(crate) const CF_COMPLETED: &str = "completed";
+pub(crate) const CF_VERSIONS: &str = "versions";
 
-const ALL_CFS: [&str; 15] = [
+const ALL_CFS: [&str; 16] = [
     CF_BUCKETS,
     CF_OBJECTS,
     CF_BLOBS,
@@ -73,6 +80,7 @@ const ALL_CFS: [&str; 15] = [
     CF_JOURNAL,
     CF_INLINE,
     CF_COMPLETED,
+    CF_VERSIONS,
 ];
 
 /// Version of the index layout as a whole (CF set and key encodings).
@@ -84,7 +92,10 @@ const ALL_CFS: [&str; 15] = [
 /// 4: the `completed` column family (answers of completed multipart uploads,
 /// so a retried CompleteMultipartUpload gets the first answer). Schema 3 needs
 /// no migration; an older build must not drop the answers a client may retry for.
-const SCHEMA_VERSION: u32 = 4;
+/// 5: versioning and Object Lock: the `versions` family, and entries
+/// with a trailer ([`codec::VALUE_V2_TRAILER`]). Schema 4 needs no migration; an older
+/// build would drop the trailers (and with them the locks) it cannot read.
+const SCHEMA_VERSION: u32 = 5;
 
 /// Length of a `gcq` key: time (8) + blob hash (32).
 pub(crate) const GCQ_KEY_LEN: usize = 40;
@@ -165,6 +176,28 @@ impl Default for IndexOptions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BucketEntry {
     pub created: Timestamp,
+    /// Versioning and Object Lock; stored as the entry's trailer (see [`codec`]).
+    #[serde(skip)]
+    pub config: BucketConfig,
+}
+
+/// The trailer of a [`BucketEntry`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BucketConfig {
+    pub versioning: Versioning,
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+impl BucketEntry {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode_with_trailer(self, &self.config)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let (mut e, config): (BucketEntry, BucketConfig) = codec::decode_with_trailer(bytes, CF_BUCKETS)?;
+        e.config = config;
+        Ok(e)
+    }
 }
 
 /// An object's record.
@@ -177,6 +210,147 @@ pub(crate) struct ObjectEntry {
     pub checksum: Option<Checksum>,
     pub parts_count: Option<u32>,
     pub blobs: Vec<BlobRef>,
+    /// Version and lock; stored as the entry's trailer (see [`codec`]), absent on
+    /// buckets that were never versioned.
+    #[serde(skip)]
+    pub version: VersionTrail,
+}
+
+/// The trailer of an [`ObjectEntry`]: which version it is and how it is locked.
+/// The default (no trailer) is the `null` version of a never-versioned write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct VersionTrail {
+    /// Position among the key's versions (0: written before versioning; oldest).
+    pub seq: u64,
+    /// The version id is `null` (written while versioning was off or suspended).
+    pub null: bool,
+    /// Whether a trailer was written at all (a versioned bucket's entry): decides
+    /// whether answers carry a version id.
+    pub versioned: bool,
+    pub retention: Option<Retention>,
+    pub legal_hold: bool,
+}
+
+impl VersionTrail {
+    /// The version id clients see.
+    pub fn id(&self) -> VersionId {
+        if self.null || !self.versioned {
+            VersionId::Null
+        } else {
+            VersionId::Seq(self.seq)
+        }
+    }
+
+    /// Whether the version may not be deleted now; `bypass` lifts governance retention.
+    pub fn locked_reason(&self, now: Timestamp, bypass: bool) -> Option<String> {
+        if self.legal_hold {
+            return Some("the object version is under a legal hold".into());
+        }
+        match self.retention {
+            Some(r) if r.until > now && (r.mode == LockMode::Compliance || !bypass) => Some(format!(
+                "the object version is locked in {} mode (Object Lock) for {} s more",
+                r.mode.name(),
+                (r.until.as_millis() - now.as_millis() + 999) / 1000
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl ObjectEntry {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode_with_trailer(self, &self.version)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let (mut e, version): (ObjectEntry, VersionTrail) = codec::decode_with_trailer(bytes, CF_OBJECTS)?;
+        e.version = version;
+        Ok(e)
+    }
+}
+
+/// A delete marker (in `versions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MarkerEntry {
+    pub last_modified: Timestamp,
+    pub seq: u64,
+    pub null: bool,
+}
+
+impl MarkerEntry {
+    pub fn id(&self) -> VersionId {
+        if self.null {
+            VersionId::Null
+        } else {
+            VersionId::Seq(self.seq)
+        }
+    }
+}
+
+/// A value of the `versions` family.
+#[derive(Debug, Clone)]
+pub(crate) enum VersionRecord {
+    Object(ObjectEntry),
+    Marker(MarkerEntry),
+}
+
+/// Version byte of a [`MarkerEntry`] value in `versions` (object versions are
+/// encoded as in `objects`).
+const MARKER_V1: u8 = 0x4d;
+
+impl VersionRecord {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        match self {
+            VersionRecord::Object(e) => e.encode(),
+            VersionRecord::Marker(m) => {
+                postcard::to_extend(m, vec![MARKER_V1]).map_err(|e| Error::Decode(format!("encoding a marker: {e}")))
+            }
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        match bytes.split_first() {
+            Some((&MARKER_V1, body)) => Ok(VersionRecord::Marker(
+                postcard::from_bytes(body).map_err(|e| Error::Decode(format!("{CF_VERSIONS}: {e}")))?,
+            )),
+            _ => Ok(VersionRecord::Object(ObjectEntry::decode(bytes)?)),
+        }
+    }
+
+    pub fn id(&self) -> VersionId {
+        match self {
+            VersionRecord::Object(e) => e.version.id(),
+            VersionRecord::Marker(m) => m.id(),
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            VersionRecord::Object(e) => e.version.seq,
+            VersionRecord::Marker(m) => m.seq,
+        }
+    }
+
+    pub fn last_modified(&self) -> Timestamp {
+        match self {
+            VersionRecord::Object(e) => e.last_modified,
+            VersionRecord::Marker(m) => m.last_modified,
+        }
+    }
+}
+
+/// `<bucket> 0x00 <key> 0x00 <!seq u64 BE>`: newest version first.
+pub(crate) fn version_key(bucket: &BucketName, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = version_prefix(bucket, key);
+    k.extend_from_slice(&(!seq).to_be_bytes());
+    k
+}
+
+/// Prefix of every `versions` key of one object key.
+pub(crate) fn version_prefix(bucket: &BucketName, key: &str) -> Vec<u8> {
+    let mut k = object_key(bucket, key);
+    k.push(0);
+    k
 }
 
 /// What a listing needs of an [`ObjectEntry`], decoded in place: borrowed strings and
@@ -222,6 +396,21 @@ pub(crate) struct UploadEntry {
     pub checksum_algorithm: Option<ChecksumAlgorithm>,
     /// `x-amz-checksum-type: FULL_OBJECT` was requested.
     pub full_object_checksum: bool,
+    /// Object Lock asked for at creation; stored as the entry's trailer.
+    #[serde(skip)]
+    pub lock: LockRequest,
+}
+
+impl UploadEntry {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        codec::encode_with_trailer(self, &self.lock)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let (mut e, lock): (UploadEntry, LockRequest) = codec::decode_with_trailer(bytes, CF_UPLOADS)?;
+        e.lock = lock;
+        Ok(e)
+    }
 }
 
 /// The answer of a completed multipart upload, kept for a retried Complete
@@ -385,7 +574,7 @@ impl Index {
                 self.migrate_gcq_v1()?;
                 self.set_schema()
             }
-            Some(2 | 3) => self.set_schema(),
+            Some(2..=4) => self.set_schema(),
             Some(found) => Err(Error::Index(format!(
                 "the index at {} has schema version {found}, which no walstore wrote; this build reads schema \
                  versions 1 to {SCHEMA_VERSION}",
@@ -707,6 +896,16 @@ mod tests {
             }),
             parts_count: Some(2),
             blobs: vec![BlobRef { hash: BlobHash::from_bytes([9; 32]), size: 1 }; 3],
+            version: VersionTrail {
+                seq: 1_765_000_000_123_000,
+                null: false,
+                versioned: true,
+                retention: Some(Retention {
+                    mode: LockMode::Compliance,
+                    until: Timestamp::from_millis(1_800_000_000_000),
+                }),
+                legal_hold: true,
+            },
         };
         let bare = ObjectEntry {
             size: 0,
@@ -716,10 +915,19 @@ mod tests {
             checksum: None,
             parts_count: None,
             blobs: vec![],
+            version: VersionTrail::default(),
         };
         for e in [full, bare] {
-            let bytes = codec::encode(&e).expect("encode");
-            let l: ObjectListing = codec::decode_borrowed(&bytes, "test").expect("decode");
+            let bytes = e.encode().expect("encode");
+            // An entry without versioning data keeps the V1 form byte for byte.
+            assert_eq!(bytes[0] == codec::VALUE_V1, e.version == VersionTrail::default());
+            let back = ObjectEntry::decode(&bytes).expect("decode entry");
+            assert_eq!((back.version, back.size, &back.blobs), (e.version, e.size, &e.blobs));
+            // A reader that would drop the trailer refuses the value instead.
+            if e.version != VersionTrail::default() {
+                assert!(codec::decode::<ObjectEntry>(&bytes, "test").is_err());
+            }
+            let l: ObjectListing = codec::decode_leading(&bytes, "test").expect("decode");
             assert_eq!((l.size, l.etag, l.last_modified), (e.size, e.etag.as_str(), e.last_modified));
             assert_eq!(l.meta.content_type, e.meta.content_type.as_deref());
             let pairs = |v: &[(String, String)]| v.iter().map(|(a, b)| (a.clone(), b.clone())).collect::<Vec<_>>();

@@ -36,6 +36,7 @@ pub mod testkit;
 pub mod types;
 pub mod units;
 mod usage;
+mod versions;
 pub mod wal;
 pub mod worker;
 mod writer;
@@ -50,9 +51,10 @@ pub use maintenance::{CheckReport, GcQueueStats, GcReport, ORPHAN_SWEEP_LIMIT};
 pub use multipart::{
     CompleteRequest, CompletedPart, ExpectedObject, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER,
 };
-pub use objects::{DeleteCondition, PutRequest, WriteCondition};
+pub use objects::{DeleteCondition, DeleteTarget, Deleted, PutRequest, WriteCondition};
 pub use space::SpaceReserve;
 pub use store::{ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, Store, StoreConfig, StoreStats};
 pub use types::*;
 pub use usage::{CompletedScrub, CorruptBlob, ScrubCursor, ScrubReport, ScrubState, Usage, SCRUB_SAVE_EVERY};
+pub use versions::{VersionPage, VersionQuery, VersionSummary};
 pub use writer::{block_crcs, BlobWriter, StagedBlob, BLOCK_SIZE, INLINE_MAX};

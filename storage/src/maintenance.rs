@@ -17,9 +17,9 @@ use crate::budget::Budget;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    gcq_key, gcq_split, BlobMeta, GcCursor, ObjectEntry, PartEntry, UploadEntry, CF_BLOBS, CF_BUCKETS, CF_GCQ,
-    CF_INLINE, CF_OBJECTS, CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, GCQ_KEY_LEN, GC_COMPACT_AFTER, GC_RESCAN,
-    LATE_COMMIT_SLACK,
+    gcq_key, gcq_split, BlobMeta, GcCursor, ObjectEntry, PartEntry, UploadEntry, VersionRecord, CF_BLOBS, CF_BUCKETS,
+    CF_GCQ, CF_INLINE, CF_OBJECTS, CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, CF_VERSIONS, GCQ_KEY_LEN,
+    GC_COMPACT_AFTER, GC_RESCAN, LATE_COMMIT_SLACK,
 };
 use crate::locks::lock_id;
 use crate::multipart::split_upload_key;
@@ -55,6 +55,8 @@ pub struct GcQueueStats {
 pub struct CheckReport {
     /// Objects examined.
     pub objects: u64,
+    /// Non-current versions and delete markers examined.
+    pub versions: u64,
     /// Distinct blobs referenced.
     pub blobs: u64,
     /// Blob files on disk that no index record knows (left by a crash between
@@ -208,7 +210,7 @@ impl Store {
             let start = crate::index::bucket_prefix(&bucket.name);
             for item in self.index.range(CF_UPLOADS, &start, crate::index::prefix_end(&start))? {
                 let (k, v) = item?;
-                let e: UploadEntry = codec::decode(&v, CF_UPLOADS)?;
+                let e = UploadEntry::decode(&v)?;
                 if e.initiated < cutoff {
                     let (key, id) = split_upload_key(&k, &bucket.name)?;
                     expired.push((bucket.name.clone(), key, id));
@@ -284,7 +286,7 @@ impl Store {
             if !buckets.contains(bucket) {
                 report.problems.push(format!("object {:?} in a missing bucket", String::from_utf8_lossy(&k)));
             }
-            let e: ObjectEntry = codec::decode(&v, CF_OBJECTS)?;
+            let e = ObjectEntry::decode(&v)?;
             let total: u64 = e.blobs.iter().map(|b| b.size).sum();
             if total != e.size {
                 report.problems.push(format!(
@@ -295,6 +297,20 @@ impl Store {
             }
             for b in e.blobs {
                 *expected.entry(b.hash).or_default() += 1;
+            }
+        }
+        // Non-current versions hold references like current ones; markers hold none.
+        for item in self.index.range(CF_VERSIONS, b"", None)? {
+            let (k, v) = item?;
+            report.versions += 1;
+            let bucket = k.split(|b| *b == 0).next().unwrap_or(&[]);
+            if !buckets.contains(bucket) {
+                report.problems.push(format!("version {:?} in a missing bucket", String::from_utf8_lossy(&k)));
+            }
+            if let VersionRecord::Object(e) = VersionRecord::decode(&v)? {
+                for b in e.blobs {
+                    *expected.entry(b.hash).or_default() += 1;
+                }
             }
         }
         for item in self.index.range(CF_PARTS, b"", None)? {
@@ -373,9 +389,18 @@ impl Store {
         let mut out = Vec::new();
         for item in self.index.range(CF_OBJECTS, &start, crate::index::prefix_end(&start))? {
             let (k, v) = item?;
-            let e: ObjectEntry = codec::decode(&v, CF_OBJECTS)?;
+            let e = ObjectEntry::decode(&v)?;
             if e.blobs.iter().any(|b| b.hash == *hash) {
                 out.push(String::from_utf8_lossy(&k[start.len()..]).into_owned());
+            }
+        }
+        for item in self.index.range(CF_VERSIONS, &start, crate::index::prefix_end(&start))? {
+            let (k, v) = item?;
+            if let VersionRecord::Object(e) = VersionRecord::decode(&v)? {
+                if e.blobs.iter().any(|b| b.hash == *hash) && k.len() >= start.len() + 9 {
+                    let name = String::from_utf8_lossy(&k[start.len()..k.len() - 9]);
+                    out.push(format!("{name} (version {})", e.version.id()));
+                }
             }
         }
         Ok(out)

@@ -9,14 +9,15 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
     object_key, part_key, prefix_end, upload_key, CompletedEntry, ObjectEntry, PartEntry, UploadEntry, CF_COMPLETED,
-    CF_OBJECTS, CF_PARTS, CF_UPLOADS,
+    CF_PARTS, CF_UPLOADS,
 };
 use crate::objects::WriteCondition;
 use crate::store::{info_of, object_lock, upload_lock, Store};
 use crate::types::{
-    BlobRef, BucketName, Checksum, ChecksumAlgorithm, ChecksumType, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp,
-    UploadId,
+    BlobRef, BucketName, Checksum, ChecksumAlgorithm, ChecksumType, ETag, LockRequest, ObjectInfo, ObjectKey,
+    ObjectMeta, Timestamp, UploadId,
 };
+use crate::versions::lock_terms;
 use crate::wal::quarantine::{NewBytes, Quarantined, Verdict};
 use crate::writer::StagedBlob;
 
@@ -40,6 +41,8 @@ pub struct UploadInfo {
     pub full_object_checksum: bool,
     /// Metadata given at creation.
     pub meta: ObjectMeta,
+    /// Object Lock asked for at creation (applied at completion).
+    pub lock: LockRequest,
 }
 
 /// One uploaded part, as listed.
@@ -207,9 +210,12 @@ impl Store {
         meta: ObjectMeta,
         checksum_algorithm: Option<ChecksumAlgorithm>,
         full_object_checksum: bool,
+        lock: LockRequest,
     ) -> Result<UploadId> {
         let _b = self.bucket_lock.read();
-        self.bucket(bucket)?;
+        let info = self.bucket(bucket)?;
+        // Refused now (no lock on this bucket, a date in the past), not at completion.
+        lock_terms(&info, &lock, self.now(), true)?;
         if full_object_checksum
             && matches!(checksum_algorithm, Some(ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256))
         {
@@ -218,17 +224,17 @@ impl Store {
             ));
         }
         let id = UploadId::random();
-        let entry = UploadEntry { initiated: self.now(), meta, checksum_algorithm, full_object_checksum };
+        let entry = UploadEntry { initiated: self.now(), meta, checksum_algorithm, full_object_checksum, lock };
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_UPLOADS)?, upload_key(bucket, key, &id), codec::encode(&entry)?);
+        batch.put_cf(self.index.cf(CF_UPLOADS)?, upload_key(bucket, key, &id), entry.encode()?);
         self.commit(Vec::new(), batch)?;
         Ok(id)
     }
 
     /// Facts about an upload (`NoSuchUpload` if it is not open).
     pub fn upload(&self, bucket: &BucketName, key: &ObjectKey, id: &UploadId) -> Result<UploadInfo> {
-        let e: UploadEntry =
-            self.index.get_decoded(CF_UPLOADS, &upload_key(bucket, key, id))?.ok_or(Error::NoSuchUpload)?;
+        let v = self.index.get(CF_UPLOADS, &upload_key(bucket, key, id))?.ok_or(Error::NoSuchUpload)?;
+        let e = UploadEntry::decode(&v)?;
         Ok(upload_info(bucket, key, id, e))
     }
 
@@ -321,7 +327,7 @@ impl Store {
     pub fn complete_multipart(&self, req: &CompleteRequest<'_>) -> Result<ObjectInfo> {
         let (bucket, key, id, parts) = (req.bucket, req.key, req.upload_id, req.parts);
         let _b = self.bucket_lock.read();
-        self.bucket(bucket)?;
+        let binfo = self.bucket(bucket)?;
         let mut locks = vec![object_lock(bucket, key), upload_lock(id)];
         locks.extend(Store::identity_lock(bucket, key));
         let _k = self.key_locks.lock_all(&locks);
@@ -373,7 +379,7 @@ impl Store {
         let now = self.now();
         let md5s: Vec<[u8; 16]> = chosen.iter().map(|p| p.md5).collect();
         let blobs: Vec<BlobRef> = chosen.iter().filter(|p| p.blob.size > 0).map(|p| p.blob).collect();
-        let entry = ObjectEntry {
+        let mut entry = ObjectEntry {
             size,
             etag: ETag::multipart(&md5s),
             last_modified: now,
@@ -381,16 +387,21 @@ impl Store {
             checksum,
             parts_count: Some(parts.len() as u32),
             blobs,
+            version: Default::default(),
         };
-        let old = self.entry(bucket, key.as_str())?;
-        req.condition.check(old.as_ref())?;
+        let mut kv = self.key_versions(&binfo, key.as_str())?;
+        req.condition.check(kv.current.as_ref())?;
         let mut batch = WriteBatch::default();
         let verdict = self.wal_conflict(bucket, key, NewBytes::Stored { blobs: &entry.blobs, size: entry.size })?;
         // The answer the client gets, kept for a retry.
         let answer = match &verdict {
             Verdict::Refuse(reason) => return Err(Error::PreconditionFailed(reason.clone())),
             Verdict::Proceed => {
-                batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()), codec::encode(&entry)?);
+                // A retention date that passed while the parts were uploaded is kept as
+                // asked (it no longer locks anything); S3 does not refuse the Complete.
+                let terms = lock_terms(&binfo, &upload.lock, now, false)?;
+                kv.place(entry.clone(), terms, now)?;
+                entry = kv.current.clone().ok_or(Error::NoSuchKey)?;
                 Some(ObjectEntry { blobs: Vec::new(), ..entry.clone() })
             }
             // Same content already stored: the upload completes without a second copy.
@@ -440,8 +451,8 @@ impl Store {
             dropped.extend(entry.blobs.iter().copied());
         }
         self.unref(&mut batch, &dropped, now)?;
-        if let (Some(old), Verdict::Proceed) = (&old, &verdict) {
-            self.unref(&mut batch, &old.blobs, now)?;
+        if let Verdict::Proceed = &verdict {
+            kv.flush(self, &mut batch, now)?;
         }
         self.repo_write(bucket, key.as_str(), || self.commit(Vec::new(), batch))?;
         crate::failpoint::hit("complete-after-commit");
@@ -559,7 +570,7 @@ impl Store {
                 page.truncated = true;
                 break;
             }
-            let e: UploadEntry = codec::decode(&v, CF_UPLOADS)?;
+            let e = UploadEntry::decode(&v)?;
             page.uploads.push(upload_info(bucket, &key, &id, e));
         }
         Ok(page)
@@ -583,6 +594,7 @@ fn upload_info(bucket: &BucketName, key: &ObjectKey, id: &UploadId, e: UploadEnt
         checksum_algorithm: e.checksum_algorithm,
         full_object_checksum: e.full_object_checksum,
         meta: e.meta,
+        lock: e.lock,
     }
 }
 

@@ -8,11 +8,13 @@ use std::sync::atomic::Ordering;
 use rocksdb::WriteBatch;
 use wal::names::split_repo;
 
-use crate::codec;
 use crate::error::{Error, Result};
-use crate::index::{object_key, ObjectEntry, CF_OBJECTS};
+use crate::index::ObjectEntry;
 use crate::store::{info_of, object_lock, Store};
-use crate::types::{BlobRef, BucketName, Checksum, ETag, ObjectInfo, ObjectKey, ObjectMeta, Timestamp};
+use crate::types::{
+    BlobRef, BucketName, Checksum, ETag, LockRequest, ObjectInfo, ObjectKey, ObjectMeta, Timestamp, VersionId,
+};
+use crate::versions::{lock_terms, KeyVersions, Removed};
 use crate::wal::guard::DeleteAuth;
 use crate::wal::quarantine::{NewBytes, Quarantined, Verdict};
 use crate::writer::StagedBlob;
@@ -114,6 +116,32 @@ pub struct PutRequest<'a> {
     pub condition: WriteCondition,
     /// Access key of the writer (recorded if the upload is quarantined).
     pub actor: &'a str,
+    /// Object Lock asked for (`x-amz-object-lock-*`); refused on a bucket without it.
+    pub lock: LockRequest,
+}
+
+/// One key (or one version of it) of a DeleteObject(s) request.
+#[derive(Debug, Clone)]
+pub struct DeleteTarget {
+    /// Key.
+    pub key: ObjectKey,
+    /// A version to delete for good; `None`: the current object (on a versioned
+    /// bucket, a delete marker is added instead).
+    pub version: Option<VersionId>,
+    /// Preconditions, checked against the version deleted (the current one without
+    /// a version id).
+    pub condition: DeleteCondition,
+}
+
+/// What deleting one [`DeleteTarget`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// Something was removed (or hidden by a new delete marker).
+    pub existed: bool,
+    /// The version deleted, or the delete marker created.
+    pub version_id: Option<VersionId>,
+    /// The version deleted or created is a delete marker.
+    pub delete_marker: bool,
 }
 
 impl Store {
@@ -121,13 +149,14 @@ impl Store {
     pub fn put_object(&self, req: PutRequest<'_>) -> Result<ObjectInfo> {
         self.ensure_writable()?;
         let _b = self.bucket_lock.read();
-        self.bucket(req.bucket)?;
+        let binfo = self.bucket(req.bucket)?;
+        let now = self.now();
+        let terms = lock_terms(&binfo, &req.lock, now, true)?;
         let mut locks = vec![object_lock(req.bucket, req.key)];
         locks.extend(Store::identity_lock(req.bucket, req.key));
         let _k = self.key_locks.lock_all(&locks);
-        let old = self.entry(req.bucket, req.key.as_str())?;
-        req.condition.check(old.as_ref())?;
-        let now = self.now();
+        let mut kv = self.key_versions(&binfo, req.key.as_str())?;
+        req.condition.check(kv.current.as_ref())?;
         let new = NewBytes::Staged(&req.blob);
         match self.wal_conflict(req.bucket, req.key, new)? {
             Verdict::Proceed => {}
@@ -175,12 +204,12 @@ impl Store {
             checksum: req.checksum,
             parts_count: None,
             blobs,
+            version: Default::default(),
         };
+        kv.place(entry, terms, now)?;
+        let entry = kv.current.clone().ok_or(Error::NoSuchKey)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(req.bucket, req.key.as_str()), codec::encode(&entry)?);
-        if let Some(old) = &old {
-            self.unref(&mut batch, &old.blobs, now)?;
-        }
+        kv.flush(self, &mut batch, now)?;
         self.repo_write(req.bucket, req.key.as_str(), || self.commit(vec![req.blob], batch))?;
         Ok(info_of(req.bucket, req.key, entry))
     }
@@ -206,27 +235,8 @@ impl Store {
     }
 
     /// Deletes several keys of one bucket in one durable batch; returns, per
-    /// key, whether it existed, or why its deletion was refused:
-    /// [`Error::AccessDenied`] (delete protection; see [`crate::wal::guard`]),
-    /// [`Error::PreconditionFailed`] or [`Error::NoSuchKey`] (its
-    /// [`DeleteCondition`], checked under the key's lock, so no write slips
-    /// between the check and the delete).
-    ///
-    /// `conditions` is empty (none) or one per key. A key named twice is decided
-    /// by its first occurrence; later ones answer "did not exist" when it was
-    /// deleted, or the same refusal.
-    ///
-    /// Leaving out keys whose condition fails never changes what the guard
-    /// decided for the others: its decisions are per key (and per backup, which
-    /// only adds refusals), taken on the repository as it is.
-    ///
-    /// The guard's decision is taken on a snapshot of each repository and
-    /// committed only if no write landed in those repositories since: the
-    /// check and the commit happen under the repositories' gates, held
-    /// exclusively (see [`crate::wal::state::RepoState`]). A decision that went
-    /// stale is taken again; after [`OPTIMISTIC_ATTEMPTS`] stale ones, it is
-    /// taken under the gates, which holds writes into those repositories back
-    /// for the time of one evaluation.
+    /// key, whether it existed, or why its deletion was refused. See
+    /// [`Store::delete_versions`], which this is without version ids.
     pub fn delete_objects(
         &self,
         bucket: &BucketName,
@@ -241,15 +251,63 @@ impl Store {
                 keys.len()
             )));
         }
+        let targets: Vec<DeleteTarget> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| DeleteTarget {
+                key: k.clone(),
+                version: None,
+                condition: conditions.get(i).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let out = self.delete_versions(bucket, &targets, who, false)?;
+        Ok(out.into_iter().map(|r| r.map(|d| d.existed)).collect())
+    }
+
+    /// Deletes several keys or versions of one bucket in one durable batch; returns,
+    /// per target, what was done, or why it was refused:
+    /// [`Error::AccessDenied`] (delete protection, see [`crate::wal::guard`]; or an
+    /// Object Lock on the version, which `bypass_governance` lifts for GOVERNANCE
+    /// retention only), [`Error::PreconditionFailed`] or [`Error::NoSuchKey`] (its
+    /// [`DeleteCondition`], checked under the key's lock, so no write slips between
+    /// the check and the delete).
+    ///
+    /// A target named twice (same key and version) is decided by its first
+    /// occurrence; later ones answer "did not exist" when it was deleted, or the same
+    /// refusal. Several versions of one key are applied in order to the key's
+    /// versions in memory and written once (WAL-G deletes every version of a key in
+    /// one request).
+    ///
+    /// Delete protection decides per key, whichever version is named: on a versioned
+    /// bucket a required WAL file keeps all its versions. Leaving out keys whose
+    /// condition fails never changes what the guard decided for the others: its
+    /// decisions are per key (and per backup, which only adds refusals), taken on the
+    /// repository as it is.
+    ///
+    /// The guard's decision is taken on a snapshot of each repository and
+    /// committed only if no write landed in those repositories since: the
+    /// check and the commit happen under the repositories' gates, held
+    /// exclusively (see [`crate::wal::state::RepoState`]). A decision that went
+    /// stale is taken again; after [`OPTIMISTIC_ATTEMPTS`] stale ones, it is
+    /// taken under the gates, which holds writes into those repositories back
+    /// for the time of one evaluation.
+    pub fn delete_versions(
+        &self,
+        bucket: &BucketName,
+        targets: &[DeleteTarget],
+        who: DeleteAuth<'_>,
+        bypass_governance: bool,
+    ) -> Result<Vec<Result<Deleted>>> {
         self.bucket(bucket)?;
+        let keys: Vec<ObjectKey> = targets.iter().map(|t| t.key.clone()).collect();
         let repos = self.repo_states_of(bucket, keys.iter().map(ObjectKey::as_str));
         let ids: Vec<u64> = keys.iter().map(|k| object_lock(bucket, k)).collect();
         let mut attempt = 0;
         loop {
             // Evaluations (possibly slow) happen before any lock is taken.
-            let early = if attempt < OPTIMISTIC_ATTEMPTS { Some(self.plan_deletes(bucket, keys, who)?) } else { None };
+            let early = if attempt < OPTIMISTIC_ATTEMPTS { Some(self.plan_deletes(bucket, &keys, who)?) } else { None };
             let _b = self.bucket_lock.read();
-            self.bucket(bucket)?;
+            let binfo = self.bucket(bucket)?;
             let _k = self.key_locks.lock_all(&ids);
             let gates = self.repo_gates(&repos);
             let plan = match early {
@@ -258,50 +316,75 @@ impl Store {
                     attempt += 1;
                     continue;
                 }
-                None => self.plan_deletes(bucket, keys, who)?,
+                None => self.plan_deletes(bucket, &keys, who)?,
             };
             let now = self.now();
             let mut batch = WriteBatch::default();
-            let mut existed: Vec<Result<bool>> = Vec::with_capacity(keys.len());
+            let mut outcomes: Vec<Result<Deleted>> = Vec::with_capacity(targets.len());
             let mut first = std::collections::HashMap::new();
-            for (i, (key, refusal)) in keys.iter().zip(&plan.refusals).enumerate() {
-                if let Some(&f) = first.get(key.as_str()) {
-                    existed.push(repeat_outcome(&existed[f]));
+            let mut kvs: std::collections::HashMap<&str, KeyVersions> = std::collections::HashMap::new();
+            for (i, (t, refusal)) in targets.iter().zip(&plan.refusals).enumerate() {
+                if let Some(&f) = first.get(&(t.key.as_str(), t.version)) {
+                    outcomes.push(repeat_outcome(&outcomes[f], t.version));
                     continue;
                 }
-                first.insert(key.as_str(), i);
+                first.insert((t.key.as_str(), t.version), i);
                 if let Some(reason) = refusal {
-                    existed.push(Err(Error::AccessDenied(reason.clone())));
+                    outcomes.push(Err(Error::AccessDenied(reason.clone())));
                     continue;
                 }
-                let current = self.entry(bucket, key.as_str())?;
-                if let Some(condition) = conditions.get(i) {
-                    if let Err(e) = condition.check(current.as_ref()) {
-                        existed.push(Err(e));
-                        continue;
+                let kv = match kvs.entry(t.key.as_str()) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(self.key_versions(&binfo, t.key.as_str())?)
+                    }
+                };
+                let outcome = match t.version {
+                    None => t.condition.check(kv.current.as_ref()).and_then(|()| {
+                        let existed = kv.exists();
+                        let marker = kv.remove_current(now)?;
+                        Ok(Deleted { existed, version_id: marker, delete_marker: marker.is_some() })
+                    }),
+                    Some(v) => {
+                        let target = match kv.object(v) {
+                            Ok((e, _)) => Some(e),
+                            Err(_) => None,
+                        };
+                        let checked = if target.is_some() || t.condition.etag.is_some() {
+                            t.condition.check(target)
+                        } else {
+                            Ok(())
+                        };
+                        checked.and_then(|()| {
+                            Ok(match kv.delete_version(v, now, bypass_governance)? {
+                                Removed::Nothing => {
+                                    Deleted { existed: false, version_id: Some(v), delete_marker: false }
+                                }
+                                Removed::Object(_) => {
+                                    Deleted { existed: true, version_id: Some(v), delete_marker: false }
+                                }
+                                Removed::Marker => Deleted { existed: true, version_id: Some(v), delete_marker: true },
+                            })
+                        })
+                    }
+                };
+                if let (Ok(d), DeleteAuth::Override { principal, reason }) = (&outcome, who) {
+                    if d.existed && split_repo(t.key.as_str()).is_some() {
+                        self.guard.stats.overrides.fetch_add(1, Ordering::Relaxed);
+                        self.audit_into(
+                            &mut batch,
+                            principal,
+                            "override-delete",
+                            bucket.as_str(),
+                            t.key.as_str(),
+                            reason,
+                        )?;
                     }
                 }
-                match current {
-                    Some(old) => {
-                        batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
-                        self.unref(&mut batch, &old.blobs, now)?;
-                        if let DeleteAuth::Override { principal, reason } = who {
-                            if split_repo(key.as_str()).is_some() {
-                                self.guard.stats.overrides.fetch_add(1, Ordering::Relaxed);
-                                self.audit_into(
-                                    &mut batch,
-                                    principal,
-                                    "override-delete",
-                                    bucket.as_str(),
-                                    key.as_str(),
-                                    reason,
-                                )?;
-                            }
-                        }
-                        existed.push(Ok(true));
-                    }
-                    None => existed.push(Ok(false)),
-                }
+                outcomes.push(outcome);
+            }
+            for (_, kv) in kvs {
+                kv.flush(self, &mut batch, now)?;
             }
             let r = self.commit(Vec::new(), batch);
             gates.bump_all();
@@ -311,13 +394,13 @@ impl Store {
             r?;
             drop(gates);
             if let DeleteAuth::Client { principal } = who {
-                for (key, e) in keys.iter().zip(&existed) {
+                for (t, e) in targets.iter().zip(&outcomes) {
                     if let Err(Error::AccessDenied(reason)) = e {
-                        self.note_refused(bucket, key.as_str(), principal, reason);
+                        self.note_refused(bucket, t.key.as_str(), principal, reason);
                     }
                 }
             }
-            return Ok(existed);
+            return Ok(outcomes);
         }
     }
 
@@ -325,31 +408,35 @@ impl Store {
     /// blobs. `meta` replaces the metadata (`REPLACE` directive) when given.
     pub fn copy_object(
         &self,
-        src_bucket: &BucketName,
-        src_key: &ObjectKey,
+        src: (&BucketName, &ObjectKey, Option<VersionId>),
         dst_bucket: &BucketName,
         dst_key: &ObjectKey,
         meta: Option<ObjectMeta>,
         condition: WriteCondition,
+        lock: LockRequest,
     ) -> Result<ObjectInfo> {
+        let (src_bucket, src_key, src_version) = src;
         self.ensure_writable()?;
         let _b = self.bucket_lock.read();
-        self.bucket(src_bucket)?;
-        self.bucket(dst_bucket)?;
+        let sinfo = self.bucket(src_bucket)?;
+        let dinfo = self.bucket(dst_bucket)?;
+        let now = self.now();
+        let terms = lock_terms(&dinfo, &lock, now, true)?;
         // Holding the source's key lock keeps its blobs referenced until our batch
         // adds references of its own.
         let _k = self.key_locks.lock_all(&[object_lock(src_bucket, src_key), object_lock(dst_bucket, dst_key)]);
-        let src = self.entry(src_bucket, src_key.as_str())?.ok_or(Error::NoSuchKey)?;
-        let old = self.entry(dst_bucket, dst_key.as_str())?;
-        condition.check(old.as_ref())?;
-        let now = self.now();
+        let src = match src_version {
+            None => self.entry(src_bucket, src_key.as_str())?.ok_or(Error::NoSuchKey)?,
+            Some(v) => self.key_versions(&sinfo, src_key.as_str())?.object(v)?.0.clone(),
+        };
+        let mut kv = self.key_versions(&dinfo, dst_key.as_str())?;
+        condition.check(kv.current.as_ref())?;
         let entry = ObjectEntry { last_modified: now, meta: meta.unwrap_or_else(|| src.meta.clone()), ..src };
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(dst_bucket, dst_key.as_str()), codec::encode(&entry)?);
         self.add_refs(&mut batch, &entry.blobs)?;
-        if let Some(old) = &old {
-            self.unref(&mut batch, &old.blobs, now)?;
-        }
+        kv.place(entry, terms, now)?;
+        let entry = kv.current.clone().ok_or(Error::NoSuchKey)?;
+        kv.flush(self, &mut batch, now)?;
         self.repo_write(dst_bucket, dst_key.as_str(), || self.commit(Vec::new(), batch))?;
         Ok(info_of(dst_bucket, dst_key, entry))
     }
@@ -357,9 +444,9 @@ impl Store {
 
 /// What a repeated key of one DeleteObjects request answers, given its first occurrence's
 /// outcome: deleted by it ("did not exist" now), or refused the same way.
-fn repeat_outcome(first: &Result<bool>) -> Result<bool> {
+fn repeat_outcome(first: &Result<Deleted>, version: Option<VersionId>) -> Result<Deleted> {
     match first {
-        Ok(_) => Ok(false),
+        Ok(d) => Ok(Deleted { existed: false, version_id: version.or(d.version_id), delete_marker: d.delete_marker }),
         Err(Error::AccessDenied(r)) => Err(Error::AccessDenied(r.clone())),
         Err(Error::PreconditionFailed(r)) => Err(Error::PreconditionFailed(r.clone())),
         Err(Error::NoSuchKey) => Err(Error::NoSuchKey),

@@ -21,8 +21,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    bucket_prefix, object_key, prefix_end, BlobMeta, BucketEntry, Index, IndexOptions, ObjectEntry, ObjectListing,
-    CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS,
+    bucket_prefix, object_key, prefix_end, BlobMeta, BucketConfig, BucketEntry, Index, IndexOptions, ObjectEntry,
+    ObjectListing, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS, CF_VERSIONS,
 };
 use crate::locks::{lock_id, Level, OrderedRwLock, Stripes};
 use crate::space::{SpaceGuard, SpaceReserve};
@@ -398,16 +398,20 @@ impl Store {
 
     /// Creates a bucket; `BucketAlreadyExists` if it exists.
     pub fn create_bucket(&self, name: &BucketName) -> Result<BucketInfo> {
+        self.create_bucket_with(name, BucketConfig::default())
+    }
+
+    pub(crate) fn create_bucket_with(&self, name: &BucketName, config: BucketConfig) -> Result<BucketInfo> {
         self.ensure_writable()?;
         let _w = self.bucket_lock.write();
         if self.index.get(CF_BUCKETS, name.as_str().as_bytes())?.is_some() {
             return Err(Error::BucketAlreadyExists);
         }
-        let entry = BucketEntry { created: self.now() };
+        let entry = BucketEntry { created: self.now(), config };
         // The marker first: a bucket without it would lose the evidence.
         write_marker(&self.marker_path())?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes(), codec::encode(&entry)?);
+        batch.put_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes(), entry.encode()?);
         if let Err(e) = self.commit(Vec::new(), batch) {
             if self.list_buckets().is_ok_and(|b| b.is_empty()) {
                 // Else the next start would read the empty index as a lost one.
@@ -415,7 +419,7 @@ impl Store {
             }
             return Err(e);
         }
-        Ok(BucketInfo { name: name.clone(), created: entry.created })
+        Ok(bucket_info(name.clone(), entry))
     }
 
     /// Deletes an empty bucket (no objects, no open uploads).
@@ -423,7 +427,7 @@ impl Store {
         let _w = self.bucket_lock.write();
         self.bucket(name)?;
         let prefix = bucket_prefix(name);
-        for cf in [CF_OBJECTS, CF_UPLOADS] {
+        for cf in [CF_OBJECTS, CF_UPLOADS, CF_VERSIONS] {
             if let Some(first) = self.index.range(cf, &prefix, prefix_end(&prefix))?.next() {
                 first?;
                 return Err(Error::BucketNotEmpty);
@@ -443,8 +447,8 @@ impl Store {
 
     /// Looks a bucket up.
     pub fn bucket(&self, name: &BucketName) -> Result<BucketInfo> {
-        match self.index.get_decoded::<BucketEntry>(CF_BUCKETS, name.as_str().as_bytes())? {
-            Some(e) => Ok(BucketInfo { name: name.clone(), created: e.created }),
+        match self.index.get(CF_BUCKETS, name.as_str().as_bytes())? {
+            Some(v) => Ok(bucket_info(name.clone(), BucketEntry::decode(&v)?)),
             None => Err(Error::NoSuchBucket),
         }
     }
@@ -454,12 +458,12 @@ impl Store {
         let mut out = Vec::new();
         for item in self.index.range(CF_BUCKETS, b"", None)? {
             let (k, v) = item?;
-            let entry: BucketEntry = codec::decode(&v, CF_BUCKETS)?;
+            let entry = BucketEntry::decode(&v)?;
             let name = std::str::from_utf8(&k)
                 .ok()
                 .and_then(|s| BucketName::parse(s).ok())
                 .ok_or_else(|| Error::Decode("bucket name".into()))?;
-            out.push(BucketInfo { name, created: entry.created });
+            out.push(bucket_info(name, entry));
         }
         Ok(out)
     }
@@ -467,7 +471,10 @@ impl Store {
     // ---------------------------------------------------------------- objects
 
     pub(crate) fn entry(&self, bucket: &BucketName, key: &str) -> Result<Option<ObjectEntry>> {
-        self.index.get_decoded(CF_OBJECTS, &object_key(bucket, key))
+        match self.index.get(CF_OBJECTS, &object_key(bucket, key))? {
+            Some(v) => Ok(Some(ObjectEntry::decode(&v)?)),
+            None => Ok(None),
+        }
     }
 
     /// Metadata of an object.
@@ -551,7 +558,7 @@ impl Store {
                 }
                 None => {
                     let v = it.value().ok_or_else(|| Error::Decode("listing value".into()))?;
-                    let e: ObjectListing = codec::decode_borrowed(v, CF_OBJECTS)?;
+                    let e: ObjectListing = codec::decode_leading(v, CF_OBJECTS)?;
                     page.items.push(ListItem::Object(summary_of(key.to_owned(), &e)));
                     it.next();
                 }
@@ -735,8 +742,16 @@ pub(crate) fn upload_lock(id: &crate::types::UploadId) -> u64 {
     lock_id(&(1u8, id.as_str()))
 }
 
+fn bucket_info(name: BucketName, e: BucketEntry) -> BucketInfo {
+    BucketInfo { name, created: e.created, versioning: e.config.versioning, object_lock: e.config.object_lock }
+}
+
 pub(crate) fn info_of(bucket: &BucketName, key: &ObjectKey, e: ObjectEntry) -> ObjectInfo {
     ObjectInfo {
+        version_id: e.version.versioned.then(|| e.version.id()),
+        is_latest: true,
+        retention: e.version.retention,
+        legal_hold: e.version.legal_hold,
         bucket: bucket.clone(),
         key: key.clone(),
         size: e.size,

@@ -351,6 +351,14 @@ pub struct ObjectInfo {
     pub parts_count: Option<u32>,
     /// The blobs, in order; their sizes add up to `size`.
     pub blobs: Vec<BlobRef>,
+    /// The version's id; `None` on a bucket that was never versioned.
+    pub version_id: Option<VersionId>,
+    /// Whether this is the current version of its key.
+    pub is_latest: bool,
+    /// Object Lock retention (may have expired: compare with the clock).
+    pub retention: Option<Retention>,
+    /// Object Lock legal hold.
+    pub legal_hold: bool,
 }
 
 /// Summary of a bucket.
@@ -360,6 +368,154 @@ pub struct BucketInfo {
     pub name: BucketName,
     /// Creation time.
     pub created: Timestamp,
+    /// Versioning state (S3's `GetBucketVersioning`).
+    pub versioning: Versioning,
+    /// Object Lock, when enabled on the bucket (it then stays enabled, and versioning
+    /// cannot be suspended).
+    pub object_lock: Option<ObjectLockConfig>,
+}
+
+/// A bucket's versioning state. A bucket starts [`Versioning::Unversioned`] and never
+/// returns there once enabled (S3's rule): it can only be suspended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Versioning {
+    /// Never enabled: a write replaces the object, a delete removes it.
+    #[default]
+    Unversioned,
+    /// Every write adds a version; a delete without a version id adds a delete marker.
+    Enabled,
+    /// Writes and deletes replace the `null` version; older versions stay.
+    Suspended,
+}
+
+impl Versioning {
+    /// S3's `<Status>` value (`None` for a bucket never versioned).
+    pub fn status(self) -> Option<&'static str> {
+        match self {
+            Versioning::Unversioned => None,
+            Versioning::Enabled => Some("Enabled"),
+            Versioning::Suspended => Some("Suspended"),
+        }
+    }
+}
+
+/// Retention mode of a locked version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockMode {
+    /// Deletable before expiry only by a caller allowed to bypass governance (an
+    /// administrator sending `x-amz-bypass-governance-retention: true`).
+    Governance,
+    /// Deletable by nobody, administrators included, until it expires; its date can
+    /// only be moved later.
+    Compliance,
+}
+
+impl LockMode {
+    /// S3's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+
+    /// Parses S3's name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "GOVERNANCE" => Some(LockMode::Governance),
+            "COMPLIANCE" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// The retention of one object version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Mode.
+    pub mode: LockMode,
+    /// The version may not be deleted before this instant (server clock).
+    pub until: Timestamp,
+}
+
+/// The period of a bucket's default retention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockPeriod {
+    /// Days (S3 counts 24 h days).
+    Days(u32),
+    /// Years (365 days each, as S3 counts them).
+    Years(u32),
+}
+
+impl LockPeriod {
+    /// Length in milliseconds.
+    pub fn millis(self) -> i64 {
+        const DAY: i64 = 86_400_000;
+        match self {
+            LockPeriod::Days(d) => i64::from(d) * DAY,
+            LockPeriod::Years(y) => i64::from(y) * 365 * DAY,
+        }
+    }
+}
+
+/// A bucket's Object Lock configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLockConfig {
+    /// Retention applied to a new version that names none.
+    pub default_retention: Option<(LockMode, LockPeriod)>,
+}
+
+/// An S3 version id: `null` for the version written while versioning was off or
+/// suspended, else 16 hex digits of the version's sequence number (microseconds
+/// since the epoch at the write, strictly increasing per key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VersionId {
+    /// The `null` version.
+    Null,
+    /// A version written while versioning was enabled.
+    Seq(u64),
+}
+
+impl VersionId {
+    /// Parses a client's version id; anything but `null` or one of ours is
+    /// [`Error::InvalidArgument`] (S3 answers 400 "Invalid version id specified").
+    pub fn parse(s: &str) -> Result<Self> {
+        if s == "null" {
+            return Ok(VersionId::Null);
+        }
+        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if let Ok(n) = u64::from_str_radix(s, 16) {
+                return Ok(VersionId::Seq(n));
+            }
+        }
+        Err(Error::InvalidArgument("Invalid version id specified".into()))
+    }
+}
+
+impl fmt::Display for VersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionId::Null => f.write_str("null"),
+            VersionId::Seq(n) => write!(f, "{n:016x}"),
+        }
+    }
+}
+
+/// What a client asked to lock a new version with (PutObject, CreateMultipartUpload,
+/// CopyObject headers). Asking for anything on a bucket without Object Lock is an error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    /// `x-amz-object-lock-mode` + `x-amz-object-lock-retain-until-date`.
+    pub retention: Option<Retention>,
+    /// `x-amz-object-lock-legal-hold: ON`.
+    pub legal_hold: bool,
+}
+
+impl LockRequest {
+    /// Whether the request asks for any protection.
+    pub fn is_empty(&self) -> bool {
+        self.retention.is_none() && !self.legal_hold
+    }
 }
 
 #[cfg(test)]

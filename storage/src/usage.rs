@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::budget::Budget;
 use crate::codec;
 use crate::error::Result;
-use crate::index::{BlobMeta, ObjectEntry, CF_BLOBS, CF_META, CF_OBJECTS};
+use crate::index::{BlobMeta, ObjectEntry, VersionRecord, CF_BLOBS, CF_META, CF_OBJECTS, CF_VERSIONS};
 use crate::store::Store;
 use crate::types::{BlobHash, BucketName, Timestamp};
 
@@ -22,6 +22,13 @@ pub struct Usage {
     pub blobs: u64,
     /// Bytes of distinct blobs (what deduplication stores).
     pub physical_bytes: u64,
+    /// Non-current object versions (count, logical bytes).
+    pub noncurrent: (u64, u64),
+    /// Delete markers.
+    pub delete_markers: u64,
+    /// Versions (current or not) that cannot be deleted now: retention not yet
+    /// expired or a legal hold (count, logical bytes).
+    pub locked: (u64, u64),
 }
 
 impl Usage {
@@ -119,6 +126,7 @@ impl Store {
     /// Scans the index for usage figures (one pass over objects and blobs).
     pub fn usage(&self) -> Result<Usage> {
         let mut u = Usage::default();
+        let now = self.now();
         for b in self.list_buckets()? {
             u.buckets.insert(b.name.as_str().to_owned(), (0, 0));
         }
@@ -126,10 +134,28 @@ impl Store {
             let (k, v) = item?;
             let bucket =
                 k.split(|b| *b == 0).next().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-            let e: ObjectEntry = codec::decode(&v, CF_OBJECTS)?;
+            let e = ObjectEntry::decode(&v)?;
             let slot = u.buckets.entry(bucket).or_default();
             slot.0 += 1;
             slot.1 += e.size;
+            if e.version.locked_reason(now, false).is_some() {
+                u.locked.0 += 1;
+                u.locked.1 += e.size;
+            }
+        }
+        for item in self.index.range(CF_VERSIONS, b"", None)? {
+            let (_, v) = item?;
+            match VersionRecord::decode(&v)? {
+                VersionRecord::Object(e) => {
+                    u.noncurrent.0 += 1;
+                    u.noncurrent.1 += e.size;
+                    if e.version.locked_reason(now, false).is_some() {
+                        u.locked.0 += 1;
+                        u.locked.1 += e.size;
+                    }
+                }
+                VersionRecord::Marker(_) => u.delete_markers += 1,
+            }
         }
         for item in self.index.range(CF_BLOBS, b"", None)? {
             let (_, v) = item?;

@@ -193,6 +193,7 @@ fn put(s: &Store, b: &BucketName, key: &str, data: &[u8]) -> Result<ObjectInfo> 
         checksum: None,
         condition: WriteCondition::None,
         actor: "test",
+        lock: Default::default(),
     })
 }
 

@@ -34,6 +34,7 @@ fn put(s: &Store, b: &BucketName, key: &str, data: &[u8]) -> storage::Result<Obj
         checksum: None,
         condition: WriteCondition::None,
         actor: "race",
+        lock: Default::default(),
     })
 }
 

@@ -37,6 +37,7 @@ fn put(s: &Store, b: &BucketName, key: &str, data: &[u8]) -> ObjectInfo {
         checksum: None,
         condition: WriteCondition::None,
         actor: "test",
+        lock: Default::default(),
     })
     .expect("put")
 }
@@ -320,7 +321,8 @@ fn copy_shares_blobs() {
         let b = bucket(&s, "bkt");
         put(&s, &b, "src", &body);
         let (src, dst) = (ObjectKey::parse("src").expect("k"), ObjectKey::parse("dst").expect("k"));
-        let info = s.copy_object(&b, &src, &b, &dst, None, WriteCondition::None).expect("copy");
+        let info =
+            s.copy_object((&b, &src, None), &b, &dst, None, WriteCondition::None, Default::default()).expect("copy");
         assert_eq!((indexed_blobs(&s), blob_files(dir.path())), (1, files));
         s.delete_object(&b, &src, ME).expect("del");
         s.gc_pass(later(), 100).expect("gc");
@@ -344,6 +346,7 @@ fn conditional_writes() {
             checksum: None,
             condition,
             actor: "test",
+            lock: Default::default(),
         })
     };
     let first = req(&s, b"1", WriteCondition::IfAbsent).expect("first");
@@ -432,7 +435,7 @@ fn multipart_complete_and_abort() {
     let s = open(dir.path());
     let b = bucket(&s, "bkt");
     let k = ObjectKey::parse("big").expect("k");
-    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false).expect("create");
+    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false, Default::default()).expect("create");
     let parts: Vec<Vec<u8>> = vec![vec![1u8; 10], vec![2u8; 10], vec![3u8; 3]];
     let mut etags = Vec::new();
     // Out of order, and part 2 uploaded twice.
@@ -486,7 +489,7 @@ fn multipart_complete_and_abort() {
     assert!(s.check().expect("check").problems.is_empty());
 
     // Abort releases everything.
-    let id2 = s.create_multipart(&b, &k, ObjectMeta::default(), None, false).expect("create");
+    let id2 = s.create_multipart(&b, &k, ObjectMeta::default(), None, false, Default::default()).expect("create");
     s.upload_part(&b, &k, &id2, 1, stage(&s, b"abandoned part"), None).expect("part");
     let ups = s.list_uploads(&b, "", None, None, None, 1000).expect("uploads");
     assert_eq!(ups.uploads.len(), 1);
@@ -515,7 +518,7 @@ fn expired_uploads_are_aborted() {
     let s = open(dir.path());
     let b = bucket(&s, "bkt");
     let k = ObjectKey::parse("k").expect("k");
-    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false).expect("create");
+    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false, Default::default()).expect("create");
     s.upload_part(&b, &k, &id, 1, stage(&s, b"p"), None).expect("part");
     assert_eq!(s.expire_uploads(SystemTime::now()).expect("expire"), 0);
     let far = SystemTime::now() + Duration::from_secs(8 * 86_400);
@@ -579,7 +582,7 @@ fn completed_answers_are_kept_until_the_multipart_expiry() {
     let s = open(dir.path());
     let b = bucket(&s, "bkt");
     let k = ObjectKey::parse("k").expect("k");
-    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false).expect("create");
+    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false, Default::default()).expect("create");
     let etag = s.upload_part(&b, &k, &id, 1, stage(&s, b"only part"), None).expect("part").etag;
     let parts = [CompletedPart { number: 1, etag, checksum: None }];
     let req = CompleteRequest {
@@ -611,7 +614,7 @@ fn buckets() {
     assert!(matches!(s.delete_bucket(&b), Err(Error::BucketNotEmpty)));
     s.delete_object(&b, &ObjectKey::parse("k").expect("k"), ME).expect("del");
     let k = ObjectKey::parse("u").expect("k");
-    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false).expect("mpu");
+    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false, Default::default()).expect("mpu");
     assert!(matches!(s.delete_bucket(&b), Err(Error::BucketNotEmpty)), "open uploads keep a bucket");
     s.abort_multipart(&b, &k, &id).expect("abort");
     s.delete_bucket(&b).expect("delete bucket");

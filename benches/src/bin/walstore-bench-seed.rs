@@ -35,6 +35,7 @@ fn put_empty(store: &Store, bucket: &BucketName, key: &str) -> Result<(), String
         checksum,
         condition: WriteCondition::None,
         actor: "bench-seed",
+        lock: Default::default(),
     };
     store.put_object(req).map(|_| ()).map_err(|e| e.to_string())
 }

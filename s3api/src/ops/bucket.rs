@@ -4,7 +4,8 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::{blocking, response, xml, Ctx};
 use crate::body::ResponseBody;
-use crate::error::{S3Code, S3Result};
+use crate::error::{S3Code, S3Error, S3Result};
+use crate::headers::text;
 use crate::xml::{parse_create_bucket, XmlWriter};
 
 /// ListBuckets.
@@ -30,9 +31,20 @@ pub async fn create_bucket(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let body = ctx.small_body().await?;
     parse_create_bucket(&body)?;
+    let locked = match text(&ctx.headers, "x-amz-bucket-object-lock-enabled")?.map(str::trim) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            return Err(S3Error::new(
+                S3Code::InvalidArgument,
+                format!("x-amz-bucket-object-lock-enabled must be true or false, not {v:?}"),
+            ))
+        }
+    };
     let store = ctx.state.store.clone();
     let b = bucket.clone();
-    match blocking(move || store.create_bucket(&b)).await {
+    match blocking(move || if locked { store.create_locked_bucket(&b) } else { store.create_bucket(&b) }).await {
         Ok(_) => {}
         // As S3: its owner re-creating a bucket gets 200 in us-east-1 (the legacy
         // behaviour clients there rely on) and 409 BucketAlreadyOwnedByYou elsewhere.
@@ -77,16 +89,4 @@ pub async fn get_location(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         w.text(region);
     }
     Ok(xml(w.finish("LocationConstraint")))
-}
-
-/// GetBucketVersioning: buckets are unversioned, so the document has no
-/// `Status` (WAL-G then uses plain listings and deletes).
-pub async fn get_versioning(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
-    let bucket = ctx.bucket()?.clone();
-    let store = ctx.state.store.clone();
-    blocking(move || store.bucket(&bucket)).await?;
-    let body = bytes::Bytes::from_static(
-        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"/>",
-    );
-    Ok(xml(body))
 }

@@ -1,5 +1,4 @@
-//! ListObjects (v1), ListObjectsV2 and ListObjectVersions (answered as an
-//! unversioned bucket: every object is its own latest version `null`).
+//! ListObjects (v1), ListObjectsV2 and ListObjectVersions.
 
 use base64::Engine;
 use http::Response;
@@ -189,22 +188,59 @@ pub async fn list_objects_v1(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     Ok(xml(w.finish("ListBucketResult")))
 }
 
-/// ListObjectVersions on an unversioned bucket.
+/// ListObjectVersions: every version and delete marker, by key, newest first per key.
+/// A never-versioned bucket lists each object as its latest version `null`.
 pub async fn list_object_versions(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let p = params(&ctx)?;
     let key_marker = ctx.query.get("key-marker").filter(|m| !m.is_empty()).map(str::to_owned);
-    let page = page(&ctx, &p, key_marker.clone()).await?;
-    let mut w = XmlWriter::with_capacity("ListVersionsResult", document_size(&page));
+    let version_marker = match ctx.query.get("version-id-marker").filter(|m| !m.is_empty()) {
+        None => None,
+        Some(_) if key_marker.is_none() => {
+            return Err(S3Error::new(
+                S3Code::InvalidArgument,
+                "A version-id marker cannot be specified without a key marker.",
+            ))
+        }
+        Some(v) => Some(storage::VersionId::parse(v)?),
+    };
+    let bucket = ctx.bucket()?.clone();
+    let store = ctx.state.store.clone();
+    let q = storage::VersionQuery {
+        prefix: p.prefix.clone(),
+        delimiter: p.delimiter.clone(),
+        key_marker: key_marker.clone(),
+        version_marker,
+        max_keys: p.max_keys,
+    };
+    let page = blocking(move || store.list_versions(&bucket, &q)).await?;
+    let mut w = XmlWriter::with_capacity(
+        "ListVersionsResult",
+        512 + page.versions.iter().map(|v| 320 + 2 * v.key.len()).sum::<usize>(),
+    );
     head(&mut w, &ctx, &p, true)?;
     w.elem("KeyMarker", &enc(&p, key_marker.as_deref().unwrap_or("")));
     w.elem("VersionIdMarker", ctx.query.get("version-id-marker").unwrap_or(""));
     w.boolean("IsTruncated", page.truncated);
     if page.truncated {
-        if let Some(last) = page.items.last() {
-            w.elem("NextKeyMarker", &enc(&p, last.name())).elem("NextVersionIdMarker", "null");
+        if let Some((k, v)) = &page.next {
+            w.elem("NextKeyMarker", &enc(&p, k)).elem("NextVersionIdMarker", &v.to_string());
+        } else if let Some(cp) = &page.next_prefix {
+            w.elem("NextKeyMarker", &enc(&p, cp));
         }
     }
-    items(&mut w, &ctx, &p, &page, "Version", true, true);
+    for v in &page.versions {
+        let tag = if v.object.is_some() { "Version" } else { "DeleteMarker" };
+        w.open(tag).elem("Key", &enc(&p, &v.key)).elem("VersionId", &v.version_id.to_string());
+        w.boolean("IsLatest", v.is_latest).time("LastModified", v.last_modified);
+        if let Some((size, etag, class)) = &v.object {
+            w.etag("ETag", etag).num("Size", *size).elem("StorageClass", class.as_deref().unwrap_or("STANDARD"));
+        }
+        owner(&mut w, &ctx);
+        w.close(tag);
+    }
+    for cp in &page.prefixes {
+        w.open("CommonPrefixes").elem("Prefix", &enc(&p, cp)).close("CommonPrefixes");
+    }
     Ok(xml(w.finish("ListVersionsResult")))
 }
 

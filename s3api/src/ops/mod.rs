@@ -4,6 +4,7 @@
 
 pub mod bucket;
 pub mod list;
+pub mod lock;
 pub mod multipart;
 pub mod object;
 
@@ -138,7 +139,14 @@ pub async fn dispatch(op: Operation, ctx: Ctx) -> S3Result<Response<ResponseBody
         O::DeleteBucket => bucket::delete_bucket(ctx).await,
         O::HeadBucket => bucket::head_bucket(ctx).await,
         O::GetBucketLocation => bucket::get_location(ctx).await,
-        O::GetBucketVersioning => bucket::get_versioning(ctx).await,
+        O::GetBucketVersioning => lock::get_versioning(ctx).await,
+        O::PutBucketVersioning => lock::put_versioning(ctx).await,
+        O::GetObjectLockConfiguration => lock::get_object_lock(ctx).await,
+        O::PutObjectLockConfiguration => lock::put_object_lock(ctx).await,
+        O::GetObjectRetention => lock::get_retention(ctx).await,
+        O::PutObjectRetention => lock::put_retention(ctx).await,
+        O::GetObjectLegalHold => lock::get_legal_hold(ctx).await,
+        O::PutObjectLegalHold => lock::put_legal_hold(ctx).await,
         O::ListObjects => list::list_objects_v1(ctx).await,
         O::ListObjectsV2 => list::list_objects_v2(ctx).await,
         O::ListObjectVersions => list::list_object_versions(ctx).await,

@@ -34,9 +34,10 @@ pub async fn create(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
         Some(v) if v.eq_ignore_ascii_case("COMPOSITE") => false,
         Some(v) => return Err(S3Error::new(S3Code::InvalidRequest, format!("Unknown checksum type {v:?}"))),
     };
+    let lock = crate::headers::lock_request(&ctx.headers)?;
     let store = ctx.state.store.clone();
     let (b, k) = (bucket.clone(), key.clone());
-    let id = blocking(move || store.create_multipart(&b, &k, meta, algorithm, full_object)).await?;
+    let id = blocking(move || store.create_multipart(&b, &k, meta, algorithm, full_object, lock)).await?;
     let mut w = XmlWriter::new("InitiateMultipartUploadResult");
     w.elem("Bucket", bucket.as_str()).elem("Key", key.as_str()).elem("UploadId", id.as_str());
     let mut r = xml(w.finish("InitiateMultipartUploadResult"));
@@ -139,7 +140,9 @@ pub async fn complete(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     if let Some(c) = &info.checksum {
         w.elem(&format!("Checksum{}", c.algorithm.name()), &c.to_wire()).elem("ChecksumType", c.type_name());
     }
-    Ok(xml(w.finish("CompleteMultipartUploadResult")))
+    let mut r = xml(w.finish("CompleteMultipartUploadResult"));
+    super::object::set_version_id(&mut r, info.version_id);
+    Ok(r)
 }
 
 /// AbortMultipartUpload.

@@ -3,15 +3,15 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use storage::{ObjectKey, PutRequest};
+use storage::{ObjectKey, PutRequest, VersionId};
 use tokio::sync::mpsc;
 
 use super::{blocking, read, response, xml, Ctx};
 use crate::body::{self, ResponseBody};
 use crate::error::{S3Code, S3Error, S3Result};
 use crate::headers::{
-    apply_response_overrides, check_read_conditions, checksum_response, meta_from_headers, object_headers, parse_range,
-    text, write_condition, ChecksumRequest,
+    apply_response_overrides, check_read_conditions, checksum_response, lock_request, meta_from_headers,
+    object_headers, parse_range, text, write_condition, ChecksumRequest,
 };
 use crate::router::decode_component;
 use crate::xml::{parse_delete, XmlWriter};
@@ -41,6 +41,13 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let meta = meta_from_headers(&ctx.headers)?;
     let condition = write_condition(&ctx.headers)?;
     let checks = ChecksumRequest::from_headers(&ctx.headers)?;
+    let lock = lock_request(&ctx.headers)?;
+    if !lock.is_empty() && checks.content_md5.is_none() && checks.algorithm.is_none() {
+        return Err(S3Error::new(
+            S3Code::InvalidRequest,
+            "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters",
+        ));
+    }
     let limit = ctx.state.config.max_object_size;
     check_declared_length(&ctx, limit)?;
     {
@@ -62,6 +69,7 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             checksum,
             condition,
             actor: &actor,
+            lock,
         })
     })
     .await?;
@@ -69,6 +77,7 @@ pub async fn put_object(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     if let Ok(v) = HeaderValue::from_str(&info.etag.quoted()) {
         r.headers_mut().insert(http::header::ETAG, v);
     }
+    set_version_id(&mut r, info.version_id);
     if checks.algorithm.is_some() {
         checksum_response(r.headers_mut(), info.checksum.as_ref());
     }
@@ -95,13 +104,16 @@ fn not_modified(info: &storage::ObjectInfo) -> Response<ResponseBody> {
 pub async fn get_object(ctx: Ctx, head: bool) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let key = ctx.key()?.clone();
-    // Unversioned: only `null` names an object. Any other id must not silently
-    // return the current object instead of the version that was asked for.
-    check_version_id(ctx.query.get("versionId"))?;
+    // A version id the store does not know is an error: never the current object
+    // instead of the version that was asked for.
+    let version = version_param(&ctx)?;
     // A small object is read whole together with its metadata: in memory on this
     // thread when it can be (see `read`), else in one trip to the blocking pool.
     let (info, small) = read(&ctx.state.store, move |store| {
-        let info = store.head_object(&bucket, &key)?;
+        let info = match version {
+            None => store.head_object(&bucket, &key)?,
+            Some(v) => store.head_version(&bucket, &key, v)?,
+        };
         let small = if !head && info.size > 0 && info.size <= storage::INLINE_MAX {
             let mut r = store.read_object(&info, 0..info.size)?;
             let mut all = bytes::BytesMut::with_capacity(info.size as usize);
@@ -249,8 +261,9 @@ fn stream_rest(
 pub async fn delete_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let key = ctx.key()?.clone();
-    check_version_id(ctx.query.get("versionId"))?;
+    let version = version_param(&ctx)?;
     let condition = crate::headers::delete_condition(&ctx.headers)?;
+    let bypass = bypass_allowed(&ctx)?;
     let store = ctx.state.store.clone();
     let (who, reason) = match ctx.delete_auth()? {
         storage::wal::DeleteAuth::Client { .. } => (ctx.principal.access_key.clone(), None),
@@ -258,22 +271,58 @@ pub async fn delete_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             (ctx.principal.access_key.clone(), Some(reason.to_owned()))
         }
     };
-    blocking(move || {
+    let deleted = blocking(move || {
         let auth = match &reason {
             None => storage::wal::DeleteAuth::Client { principal: &who },
             Some(r) => storage::wal::DeleteAuth::Override { principal: &who, reason: r },
         };
-        store.delete_object_if(&bucket, &key, &condition, auth)
+        let target = storage::DeleteTarget { key, version, condition };
+        store
+            .delete_versions(&bucket, std::slice::from_ref(&target), auth, bypass)?
+            .pop()
+            .unwrap_or(Ok(storage::Deleted { existed: false, version_id: None, delete_marker: false }))
     })
     .await?;
-    Ok(response(StatusCode::NO_CONTENT, ResponseBody::Empty))
+    let mut r = response(StatusCode::NO_CONTENT, ResponseBody::Empty);
+    set_version_id(&mut r, deleted.version_id);
+    if deleted.delete_marker {
+        r.headers_mut().insert("x-amz-delete-marker", HeaderValue::from_static("true"));
+    }
+    Ok(r)
 }
 
-/// Buckets are unversioned: `null` (or empty) names the current object.
-fn check_version_id(v: Option<&str>) -> S3Result<()> {
+/// `?versionId=`: `None` when absent or empty (the current object).
+fn version_param(ctx: &Ctx) -> S3Result<Option<VersionId>> {
+    parse_version_id(ctx.query.get("versionId"))
+}
+
+fn parse_version_id(v: Option<&str>) -> S3Result<Option<VersionId>> {
     match v {
-        None | Some("") | Some("null") => Ok(()),
-        Some(_) => Err(S3Error::new(S3Code::InvalidArgument, "Invalid version id specified")),
+        None | Some("") => Ok(None),
+        Some(v) => Ok(Some(VersionId::parse(v)?)),
+    }
+}
+
+/// `x-amz-bypass-governance-retention: true`, honoured only for an administrator key:
+/// a stolen writer key must not be able to lift a lock. Anyone else sending it is refused
+/// (never silently ignored).
+pub(crate) fn bypass_allowed(ctx: &Ctx) -> S3Result<bool> {
+    let asked = crate::headers::bypass_governance(&ctx.headers)?;
+    if asked && !ctx.principal.is_admin() {
+        return Err(S3Error::new(
+            S3Code::AccessDenied,
+            "Access Denied: only an administrator key may bypass governance retention",
+        ));
+    }
+    Ok(asked)
+}
+
+/// `x-amz-version-id` on an answer about a versioned bucket's object.
+pub(crate) fn set_version_id(r: &mut Response<ResponseBody>, v: Option<VersionId>) {
+    if let Some(v) = v {
+        if let Ok(h) = HeaderValue::from_str(&v.to_string()) {
+            r.headers_mut().insert("x-amz-version-id", h);
+        }
     }
 }
 
@@ -301,35 +350,32 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let b = bucket.clone();
     blocking(move || store.bucket(&b)).await?;
     // Keys that fail validation are reported per key; the rest go in one batch.
-    let mut results: Vec<(String, Option<String>, Result<(), S3Error>)> = Vec::with_capacity(req.objects.len());
+    let bypass = bypass_allowed(&ctx)?;
+    let mut results: Vec<(String, Option<String>, Result<storage::Deleted, S3Error>)> =
+        Vec::with_capacity(req.objects.len());
     let mut valid = Vec::new();
+    let nothing = storage::Deleted { existed: false, version_id: None, delete_marker: false };
     for (i, o) in req.objects.into_iter().enumerate() {
-        let r = match (check_version_id(o.version_id.as_deref()), ObjectKey::parse(&o.key)) {
+        let r = match (parse_version_id(o.version_id.as_deref()), ObjectKey::parse(&o.key)) {
             (Err(e), _) => Err(e),
             (_, Err(e)) => Err(S3Error::from(e)),
-            (Ok(()), Ok(key)) => {
-                valid.push((i, key, o.condition));
-                Ok(())
+            (Ok(version), Ok(key)) => {
+                valid.push((i, storage::DeleteTarget { key, version, condition: o.condition }));
+                Ok(nothing)
             }
         };
         results.push((o.key, o.version_id, r));
     }
     // Keys outside a scoped key's prefix are refused per key.
-    valid.retain(|(i, k, _)| {
-        let ok = crate::authz::key_in_scope(&ctx.principal, &bucket, k.as_str());
+    valid.retain(|(i, t)| {
+        let ok = crate::authz::key_in_scope(&ctx.principal, &bucket, t.key.as_str());
         if !ok {
             results[*i].2 = Err(S3Error::new(S3Code::AccessDenied, "Access Denied: outside the key's scope"));
         }
         ok
     });
     let store = ctx.state.store.clone();
-    let keys: Vec<ObjectKey> = valid.iter().map(|(_, k, _)| k.clone()).collect();
-    // Conditions go to the store only when some object has one: none is the common case.
-    let conditions: Vec<storage::DeleteCondition> = if valid.iter().any(|(_, _, c)| *c != Default::default()) {
-        valid.iter().map(|(_, _, c)| c.clone()).collect()
-    } else {
-        Vec::new()
-    };
+    let targets: Vec<storage::DeleteTarget> = valid.iter().map(|(_, t)| t.clone()).collect();
     let (who, reason) = match ctx.delete_auth()? {
         storage::wal::DeleteAuth::Client { .. } => (ctx.principal.access_key.clone(), None),
         storage::wal::DeleteAuth::Override { reason, .. } => {
@@ -341,19 +387,17 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
             None => storage::wal::DeleteAuth::Client { principal: &who },
             Some(r) => storage::wal::DeleteAuth::Override { principal: &who, reason: r },
         };
-        store.delete_objects(&bucket, &keys, &conditions, auth)
+        store.delete_versions(&bucket, &targets, auth, bypass)
     })
     .await;
     match outcome {
         Ok(per_key) => {
-            for ((i, _, _), r) in valid.iter().zip(per_key) {
-                if let Err(e) = r {
-                    results[*i].2 = Err(S3Error::from(e));
-                }
+            for ((i, _), r) in valid.iter().zip(per_key) {
+                results[*i].2 = r.map_err(S3Error::from);
             }
         }
         Err(e) => {
-            for (i, _, _) in &valid {
+            for (i, _) in &valid {
                 results[*i].2 = Err(e.clone());
             }
         }
@@ -362,9 +406,18 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let mut w = XmlWriter::new("DeleteResult");
     for (key, version, r) in results {
         match r {
-            Ok(()) if quiet => {}
-            Ok(()) => {
-                w.open("Deleted").elem("Key", &key).opt("VersionId", version.as_deref()).close("Deleted");
+            Ok(_) if quiet => {}
+            Ok(d) => {
+                w.open("Deleted").elem("Key", &key).opt("VersionId", version.as_deref());
+                if d.delete_marker {
+                    w.boolean("DeleteMarker", true);
+                    if version.is_none() {
+                        if let Some(m) = d.version_id {
+                            w.elem("DeleteMarkerVersionId", &m.to_string());
+                        }
+                    }
+                }
+                w.close("Deleted");
             }
             Err(e) => {
                 w.open("Error")
@@ -381,13 +434,14 @@ pub async fn delete_objects(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
 
 /// Parses `x-amz-copy-source`: `bucket/key` or `/bucket/key`, URL-encoded or
 /// not, optionally with `?versionId=`.
-fn copy_source(v: &str) -> S3Result<(storage::BucketName, ObjectKey)> {
+fn copy_source(v: &str) -> S3Result<(storage::BucketName, ObjectKey, Option<VersionId>)> {
     let v = v.trim();
     let (path, query) = v.split_once('?').unwrap_or((v, ""));
+    let mut version = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
         if k == "versionId" {
-            check_version_id(Some(val))?;
+            version = parse_version_id(Some(val))?;
         }
     }
     let path = path.strip_prefix('/').unwrap_or(path);
@@ -398,7 +452,7 @@ fn copy_source(v: &str) -> S3Result<(storage::BucketName, ObjectKey)> {
             "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
         )
     })?;
-    Ok((storage::BucketName::parse(b)?, ObjectKey::parse(k)?))
+    Ok((storage::BucketName::parse(b)?, ObjectKey::parse(k)?, version))
 }
 
 /// CopyObject: a new index entry referencing the same blobs; no bytes move.
@@ -406,14 +460,15 @@ pub async fn copy_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let key = ctx.key()?.clone();
     let src = text(&ctx.headers, "x-amz-copy-source")?.unwrap_or("");
-    let (src_bucket, src_key) = copy_source(src)?;
+    let (src_bucket, src_key, src_version) = copy_source(src)?;
+    let lock = lock_request(&ctx.headers)?;
     let replace = match text(&ctx.headers, "x-amz-metadata-directive")? {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("COPY") => false,
         Some(v) if v.eq_ignore_ascii_case("REPLACE") => true,
         Some(v) => return Err(S3Error::new(S3Code::InvalidArgument, format!("Unknown metadata directive {v:?}"))),
     };
-    if !replace && src_bucket == bucket && src_key == key {
+    if !replace && src_bucket == bucket && src_key == key && src_version.is_none() {
         return Err(S3Error::new(
             S3Code::InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
@@ -423,16 +478,29 @@ pub async fn copy_object(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let condition = write_condition(&ctx.headers)?;
     let store = ctx.state.store.clone();
     let (sb, sk) = (src_bucket.clone(), src_key.clone());
-    let src_info = blocking(move || store.head_object(&sb, &sk)).await?;
+    let src_info = blocking(move || match src_version {
+        None => store.head_object(&sb, &sk),
+        Some(v) => store.head_version(&sb, &sk, v),
+    })
+    .await?;
     check_read_conditions(&ctx.headers, &src_info, "x-amz-copy-source-")?;
     let store = ctx.state.store.clone();
-    let info = blocking(move || store.copy_object(&src_bucket, &src_key, &bucket, &key, meta, condition)).await?;
+    let info =
+        blocking(move || store.copy_object((&src_bucket, &src_key, src_version), &bucket, &key, meta, condition, lock))
+            .await?;
     let mut w = XmlWriter::new("CopyObjectResult");
     w.time("LastModified", info.last_modified).etag("ETag", &info.etag);
     if let Some(c) = &info.checksum {
         w.elem(&format!("Checksum{}", c.algorithm.name()), &c.to_wire());
     }
-    Ok(xml(w.finish("CopyObjectResult")))
+    let mut r = xml(w.finish("CopyObjectResult"));
+    set_version_id(&mut r, info.version_id);
+    if let Some(v) = src_info.version_id {
+        if let Ok(h) = HeaderValue::from_str(&v.to_string()) {
+            r.headers_mut().insert("x-amz-copy-source-version-id", h);
+        }
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -442,7 +510,7 @@ mod tests {
     #[test]
     fn copy_source_forms() {
         for v in ["bkt/a/b.lz4", "/bkt/a/b.lz4", "bkt/a%2Fb.lz4", "bkt/a/b.lz4?versionId=null"] {
-            let (b, k) = copy_source(v).unwrap_or_else(|e| panic!("{v}: {}", e.message));
+            let (b, k, _) = copy_source(v).unwrap_or_else(|e| panic!("{v}: {}", e.message));
             assert_eq!(b.as_str(), "bkt");
             assert_eq!(k.as_str(), "a/b.lz4");
         }

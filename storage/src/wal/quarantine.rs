@@ -169,25 +169,40 @@ impl Store {
                     checksum: None,
                     parts_count: None,
                     blobs: rec.blobs.clone(),
+                    version: Default::default(),
                 };
                 batch.delete_cf(qcf, &qkey);
-                if let Some((old_key, old)) = stored {
-                    batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, &old_key));
-                    let moved = Quarantined {
-                        time: now,
-                        bucket: rec.bucket.clone(),
-                        key: old_key,
-                        principal: actor.to_owned(),
-                        reason: format!("replaced by the quarantined upload of {} on resolution", rec.key),
-                        blobs: old.blobs,
-                        size: old.size,
-                        resolved: true,
-                    };
-                    let mut k = (now.as_millis() as u64).to_be_bytes().to_vec();
-                    k.extend_from_slice(&rand::random::<[u8; 8]>());
-                    batch.put_cf(qcf, k, codec::encode(&moved)?);
+                let info = self.bucket(&bucket)?;
+                if info.versioning != crate::types::Versioning::Unversioned {
+                    // The stored copy stays as a non-current version (its references
+                    // with it); the quarantined upload becomes the current one.
+                    if let Some((old_key, _)) = stored.as_ref().filter(|(k, _)| k != key.as_str()) {
+                        let mut kv = self.key_versions(&info, old_key)?;
+                        kv.remove_current(now)?;
+                        kv.flush(self, &mut batch, now)?;
+                    }
+                    let mut kv = self.key_versions(&info, key.as_str())?;
+                    kv.place(entry, Default::default(), now)?;
+                    kv.flush(self, &mut batch, now)?;
+                } else {
+                    if let Some((old_key, old)) = stored {
+                        batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, &old_key));
+                        let moved = Quarantined {
+                            time: now,
+                            bucket: rec.bucket.clone(),
+                            key: old_key,
+                            principal: actor.to_owned(),
+                            reason: format!("replaced by the quarantined upload of {} on resolution", rec.key),
+                            blobs: old.blobs,
+                            size: old.size,
+                            resolved: true,
+                        };
+                        let mut k = (now.as_millis() as u64).to_be_bytes().to_vec();
+                        k.extend_from_slice(&rand::random::<[u8; 8]>());
+                        batch.put_cf(qcf, k, codec::encode(&moved)?);
+                    }
+                    batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, key.as_str()), entry.encode()?);
                 }
-                batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, key.as_str()), codec::encode(&entry)?);
                 self.audit_into(
                     &mut batch,
                     actor,

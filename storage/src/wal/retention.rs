@@ -21,7 +21,7 @@ use crate::codec;
 use crate::error::Result;
 use crate::index::{object_key, CF_JOURNAL, CF_OBJECTS};
 use crate::store::{object_lock, Store};
-use crate::types::{BucketName, ObjectKey};
+use crate::types::{BucketName, ObjectKey, Versioning};
 
 use super::policies::policy_key;
 use super::state::{Evaluation, RepoState};
@@ -39,6 +39,9 @@ pub struct RetentionOutcome {
     pub bytes: u64,
     /// Due units remain: the budget ran out first.
     pub more: bool,
+    /// Released units left in place because a version in them is locked (Object
+    /// Lock); they are deleted by a later run, once the locks expire.
+    pub lock_waits: u64,
 }
 
 /// The evaluation a run's deletions are based on, and the repository
@@ -152,6 +155,12 @@ impl Store {
         if basis.ev.horizon.is_frozen() || !keys.iter().all(releases) {
             return Ok(false);
         }
+        // A backup is deleted whole or not at all: one locked file keeps all of it.
+        if let Some(why) = self.first_locked(bucket, keys)? {
+            tracing::info!(bucket = %bucket, repo, "a released backup waits for its Object Lock: {why}");
+            out.lock_waits += 1;
+            return Ok(false);
+        }
         let mut batch = WriteBatch::default();
         if keys.len() > 1 {
             let j = JournalEntry { paths: keys.to_vec(), next: 1 };
@@ -207,6 +216,22 @@ impl Store {
         r
     }
 
+    /// The reason the first locked key of `keys` cannot be deleted (buckets with
+    /// Object Lock only; `None` elsewhere).
+    fn first_locked(&self, bucket: &BucketName, keys: &[String]) -> Result<Option<String>> {
+        let info = self.bucket(bucket)?;
+        if info.object_lock.is_none() {
+            return Ok(None);
+        }
+        let now = self.now();
+        for k in keys {
+            if let Some(why) = self.key_versions(&info, k)?.locked_reason(now) {
+                return Ok(Some(format!("{k}: {why}")));
+            }
+        }
+        Ok(None)
+    }
+
     /// Adds the deletion of `key` (if it exists) with its audit record to `batch`.
     fn retention_delete_into(
         &self,
@@ -216,6 +241,27 @@ impl Store {
         reason: &str,
         out: &mut RetentionOutcome,
     ) -> Result<()> {
+        let info = self.bucket(bucket)?;
+        if info.versioning != Versioning::Unversioned {
+            // Every version goes, as WAL-G's own delete does on a versioned bucket; a
+            // locked one keeps the key whole until a later run.
+            let now = self.now();
+            let mut kv = self.key_versions(&info, key.as_str())?;
+            if kv.len() == 0 {
+                return Ok(());
+            }
+            if kv.locked_reason(now).is_some() {
+                out.lock_waits += 1;
+                return Ok(());
+            }
+            let size = kv.delete_all(now)?;
+            kv.flush(self, batch, now)?;
+            self.audit_into(batch, "retention-worker", "retention-delete", bucket.as_str(), key.as_str(), reason)?;
+            out.objects += 1;
+            out.bytes += size;
+            self.guard.stats.retention_deletions.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         if let Some(old) = self.entry(bucket, key.as_str())? {
             batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(bucket, key.as_str()));
             self.unref(batch, &old.blobs, self.now())?;

@@ -9,7 +9,6 @@
 use wal::catalog::{RepoSnapshot, MAX_DOC_BYTES};
 use wal::names::{BACKUP_DIR, WAL_DIR};
 
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{bucket_prefix, object_key, prefix_end, ObjectEntry, CF_OBJECTS};
 use crate::store::Store;
@@ -80,7 +79,7 @@ impl Store {
                 let path = std::str::from_utf8(&k[skip..])
                     .map_err(|_| Error::Decode("object key is not UTF-8".into()))?
                     .to_owned();
-                let e: ObjectEntry = codec::decode(&v, CF_OBJECTS)?;
+                let e = ObjectEntry::decode(&v)?;
                 snap.add(path, e.size, e.last_modified, || self.read_doc(&e));
             }
         }

@@ -1,0 +1,456 @@
+"""S3 versioning and Object Lock, proven with WAL-G v3.0.9 and PostgreSQL 15.
+
+WAL-G (``S3_ENABLE_VERSIONING`` unset) asks GetBucketVersioning whether a bucket
+is versioned; if so, ``wal-g delete`` lists with ListObjectVersions and deletes
+every version by id. ``S3_RETENTION_PERIOD`` / ``S3_RETENTION_MODE`` make it
+send ``x-amz-object-lock-mode`` / ``-retain-until-date`` with every PutObject
+and CreateMultipartUpload. One walstore, delete protection ``allow`` (so the
+lock alone is what keeps objects; ``protect-required`` is test_walg_retention.py's),
+three buckets; steps in file order:
+
+1. Bucket ``locked`` (CreateBucket with Object Lock): ``archive_command`` and
+   ``backup-push`` with a COMPLIANCE retention of :data:`LOCK_SECONDS`; every
+   stored version carries that retention (GetObjectRetention).
+2. ``wal-g delete everything FORCE --confirm`` while the lock holds: WAL-G tries
+   (ListObjectVersions + DeleteObjects reach the server), nothing is removed,
+   every version stays readable, and a point-in-time restore still gives
+   exactly the recorded rows.
+3. Bucket ``plain`` (no Object Lock), same settings: ``wal-push`` and
+   ``backup-push`` fail (400 InvalidRequest) and nothing is stored.
+4. Bucket ``versioned`` (versioning Enabled, no lock, no retention settings):
+   after backups and ``backup-mark`` (two versions of metadata.json),
+   ``delete everything FORCE`` leaves no version and no delete marker.
+5. Once the retention of step 1 has passed (bounded wait, which steps 3-4
+   mostly fill), the same delete as in step 2 removes every version.
+6. The server answered no request with 5xx.
+
+A step whose prerequisite failed is skipped, not failed again.
+Run: ``$WALSTORE_VENV/bin/python -m pytest -q tests/test_walg_lock.py``
+(``WALSTORE_TEST_KEEP=1`` keeps the data directories and logs).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import re
+import time
+
+import pytest
+
+from harness import Walstore, rmtree, tempdir
+from pgcluster import Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
+from test_walg import REGION, archive_settings, backup_list, backup_push, restore_settings, walg_settings
+
+KEEP = bool(os.environ.get("WALSTORE_TEST_KEEP"))
+#: COMPLIANCE retention WAL-G asks for in step 1. Long enough for steps 1-2 to finish
+#: well inside it on a slow machine; steps 3-4 run while it passes.
+LOCK_SECONDS = 30
+LOCKED, PLAIN, VERSIONED = "locked", "plain", "versioned"
+PREFIX = "spilo/lock/wal/15/"  # the same repository path in each bucket
+
+
+def with_logs(fn):
+    """On failure, print the tails of the PostgreSQL and walstore logs (and failed requests)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            print_log_tails(failed_requests=True)
+            raise
+
+    return wrapper
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    yield from walg_sandbox(KEEP)
+
+
+@pytest.fixture(scope="module")
+def store(sandbox):
+    """walstore with bucket `plain` and delete protection `allow`, one log line per request."""
+    d = tempdir("walstore-lock-")
+    s = Walstore(data_dir=d / "data", region=REGION, buckets=[PLAIN],
+                 extra_args=["--log-level", "info,s3api=debug", "--delete-protection", "allow"]).start()
+    sandbox.logs["walstore"] = s.log_path
+    yield s
+    code = s.stop()
+    assert code == 0, f"walstore exited with {code}; log:\n{tail(s.log_path, 60)}"
+    if not KEEP:
+        rmtree(d)
+
+
+@pytest.fixture(scope="module")
+def s3(store):
+    """boto3 with the root key; creates buckets `locked` (Object Lock) and `versioned`."""
+    import boto3
+    from botocore.config import Config
+
+    c = boto3.client("s3", endpoint_url=store.endpoint, region_name=store.region,
+                     aws_access_key_id=store.access_key, aws_secret_access_key=store.secret_key,
+                     config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    where = {"LocationConstraint": store.region}
+    c.create_bucket(Bucket=LOCKED, CreateBucketConfiguration=where, ObjectLockEnabledForBucket=True)
+    c.create_bucket(Bucket=VERSIONED, CreateBucketConfiguration=where)
+    c.put_bucket_versioning(Bucket=VERSIONED, VersioningConfiguration={"Status": "Enabled"})
+    assert c.get_bucket_versioning(Bucket=LOCKED).get("Status") == "Enabled", "a lock bucket must be versioned"
+    assert c.get_bucket_versioning(Bucket=VERSIONED).get("Status") == "Enabled"
+    assert "Status" not in c.get_bucket_versioning(Bucket=PLAIN), "bucket `plain` must look never versioned"
+    lock = c.get_object_lock_configuration(Bucket=LOCKED)["ObjectLockConfiguration"]
+    assert lock.get("ObjectLockEnabled") == "Enabled", lock
+    return c
+
+
+def settings(store: Walstore, bucket: str, name: str, locked: bool) -> dict[str, str]:
+    """Spilo's WAL-G settings for PREFIX in `bucket`; `locked` adds a COMPLIANCE retention."""
+    extra = {"S3_RETENTION_PERIOD": str(LOCK_SECONDS), "S3_RETENTION_MODE": "COMPLIANCE"} if locked else {}
+    env = walg_settings(store, name, WALG_S3_PREFIX=f"s3://{bucket}/{PREFIX.rstrip('/')}", **extra)
+    assert "S3_ENABLE_VERSIONING" not in env, "WAL-G must detect versioning itself"
+    return env
+
+
+class Scenario:
+    """State shared by the steps."""
+
+    def __init__(self, sb: Sandbox, store: Walstore, s3) -> None:
+        self.sb, self.store, self.s3 = sb, store, s3
+        self.clusters: list[Cluster] = []
+        self.done: set[str] = set()
+        self.env = sb.envdir("locked", settings(store, LOCKED, "lock", locked=True))
+        self.backup = ""
+        self.pitr: tuple[int, str] = (0, "")
+        self.first_upload = 0.0  # time.time() before the first upload to `locked`
+        self.versions: dict[tuple[str, str], dict] = {}  # (key, version id) -> ListObjectVersions entry
+        self.retain_until: dict[tuple[str, str], dt.datetime] = {}
+
+    def require(self, *steps: str) -> None:
+        missing = [s for s in steps if s not in self.done]
+        if missing:
+            pytest.skip(f"needs the earlier step(s) {missing}, which did not pass")
+
+
+@pytest.fixture(scope="module")
+def scenario(sandbox, store, s3):
+    sc = Scenario(sandbox, store, s3)
+    try:
+        yield sc
+    finally:
+        for c in reversed(sc.clusters):
+            c.destroy()
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def list_versions(s3, bucket: str, prefix: str = PREFIX) -> tuple[dict[tuple[str, str], dict], list[dict]]:
+    """({(key, version id): entry} of the object versions, [delete markers]) under `prefix`."""
+    versions: dict[tuple[str, str], dict] = {}
+    markers: list[dict] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for v in page.get("Versions", []):
+            versions[(v["Key"], v["VersionId"])] = v
+        markers.extend(page.get("DeleteMarkers", []))
+    return versions, markers
+
+
+def keys_of(s3, bucket: str, prefix: str = PREFIX) -> set[str]:
+    out: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out.update(o["Key"] for o in page.get("Contents", []))
+    return out
+
+
+def log_offset(store: Walstore) -> int:
+    return store.log_path.stat().st_size
+
+
+def ops_since(store: Walstore, offset: int) -> dict[str, list[int]]:
+    """{operation: [status, ...]} of the requests walstore logged after byte `offset`."""
+    with open(store.log_path, "rb") as f:
+        f.seek(offset)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode(errors="replace"))
+    out: dict[str, list[int]] = {}
+    for line in text.splitlines():
+        m = re.search(r'\bop="?(\w+)"?.*\bstatus=(\d{3})', line)
+        if m and re.search(r"\brequest\b", line):
+            out.setdefault(m.group(1), []).append(int(m.group(2)))
+    return out
+
+
+def walg_delete_everything(sb: Sandbox, envdir, store: Walstore):
+    """``wal-g delete everything FORCE --confirm``; returns (process, the requests it made)."""
+    offset = log_offset(store)
+    cp = sb.walg(envdir, "delete", "everything", "FORCE", "--confirm", check=False)
+    time.sleep(0.3)  # the last request line reaches the log
+    return cp, ops_since(store, offset)
+
+
+def out_of(cp) -> str:
+    return f"exit {cp.returncode}\nstdout:\n{cp.stdout[-3000:]}\nstderr:\n{cp.stderr[-5000:]}"
+
+
+def error_code(exc) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+# -- step 1: uploads to a lock bucket carry COMPLIANCE retention ----------------------
+
+
+@with_logs
+def test_uploads_to_lock_bucket_are_locked(scenario: Scenario, store: Walstore, s3):
+    """Step 1: archive_command + backup-push with S3_RETENTION_*: every version is COMPLIANCE-locked."""
+    sc, sb = scenario, scenario.sb
+    p = Cluster(sb, "lock-primary")
+    sc.clusters.append(p)
+    p.initdb()
+    p.configure(**p.base_settings(), **archive_settings(sc.env))
+    sc.first_upload = time.time()
+    p.start()
+    p.sql("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    segs = [p.switch_and_wait() for _ in range(2)]
+    sc.backup = backup_push(sb, sc.env, p)
+    assert re.fullmatch(r"base_0{7}1[0-9A-F]{16}", sc.backup), f"backup name {sc.backup!r}"
+
+    # Rows only the WAL after the backup holds; a recorded time between two batches.
+    p.sql("CREATE TABLE pitr (id serial PRIMARY KEY, batch int NOT NULL)")
+    p.sql("INSERT INTO pitr (batch) SELECT 1 FROM generate_series(1, 1234)")
+    count = int(p.sql("SELECT count(*) FROM pitr"))
+    at = p.sql("SELECT clock_timestamp()")
+    time.sleep(0.2)
+    p.sql("INSERT INTO pitr (batch) SELECT 2 FROM generate_series(1, 567)")
+    segs.append(p.switch_and_wait())
+    sc.pitr = (count, at)
+    assert int(p.sql("SELECT failed_count FROM pg_stat_archiver")) == 0, "archive_command failed on the lock bucket"
+    # Nothing may upload into the repository any more: its versions are now fixed.
+    p.stop()
+
+    keys = keys_of(s3, LOCKED)
+    for seg in segs:
+        assert f"{PREFIX}wal_005/{seg}.lz4" in keys, f"{seg}.lz4 not archived: {sorted(keys)}"
+    assert f"{PREFIX}basebackups_005/{sc.backup}_backup_stop_sentinel.json" in keys, sorted(keys)
+    assert any(k.startswith(f"{PREFIX}basebackups_005/{sc.backup}/tar_partitions/") for k in keys), sorted(keys)
+
+    versions, markers = list_versions(s3, LOCKED)
+    assert not markers, f"delete markers in a repository nobody deleted from: {markers[:5]}"
+    assert {k for k, _ in versions} == keys, "ListObjectVersions and ListObjectsV2 disagree"
+    now = dt.datetime.now(dt.timezone.utc)
+    latest_possible = now + dt.timedelta(seconds=LOCK_SECONDS + 5)
+    for (key, vid), v in versions.items():
+        r = s3.get_object_retention(Bucket=LOCKED, Key=key, VersionId=vid)["Retention"]
+        assert r["Mode"] == "COMPLIANCE", f"{key} ({vid}): retention {r}"
+        until = r["RetainUntilDate"]
+        assert now < until <= latest_possible, \
+            f"{key} ({vid}): RetainUntilDate {until} not within ({now}, {latest_possible}] (period {LOCK_SECONDS}s)"
+        # The retention a version carries is what a plain HEAD shows too.
+        head = s3.head_object(Bucket=LOCKED, Key=key, VersionId=vid)
+        assert head.get("ObjectLockMode") == "COMPLIANCE" and head.get("ObjectLockRetainUntilDate") == until, \
+            f"HEAD {key} ({vid}): {head.get('ObjectLockMode')} {head.get('ObjectLockRetainUntilDate')}, " \
+            f"GetObjectRetention: {r}"
+        sc.retain_until[(key, vid)] = until
+    sc.versions = versions
+    sc.done.add("locked")
+
+
+# -- step 2: WAL-G's delete cannot remove locked versions; restore still works --------
+
+
+@with_logs
+def test_delete_everything_refused_while_locked(scenario: Scenario, store: Walstore, s3):
+    """Step 2: delete everything FORCE tries every version, removes none; PITR restore is exact."""
+    sc, sb = scenario, scenario.sb
+    sc.require("locked")
+    from botocore.exceptions import ClientError
+
+    soonest = min(sc.retain_until.values())
+    margin = (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    assert margin > 10, (f"step 1 took too long: the first lock ends in {margin:.1f}s, too soon to prove a "
+                         f"refusal (raise LOCK_SECONDS, now {LOCK_SECONDS})")
+
+    # Plain S3 first: no one may delete a COMPLIANCE-locked version by id.
+    (key, vid) = min(sc.versions)
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket=LOCKED, Key=key, VersionId=vid)
+    assert error_code(e.value) == "AccessDenied", e.value.response
+
+    cp, ops = walg_delete_everything(sb, sc.env, store)
+    print(f"wal-g delete everything FORCE (locked): {out_of(cp)}\nrequests: {ops}")
+    assert "GetBucketVersioning" in ops, f"WAL-G did not ask whether the bucket is versioned: {ops}\n{out_of(cp)}"
+    assert "ListObjectVersions" in ops, f"WAL-G did not list versions: {ops}\n{out_of(cp)}"
+    assert ops.get("DeleteObjects") or ops.get("DeleteObject"), \
+        f"WAL-G sent no delete request, so the test proves nothing: {ops}\n{out_of(cp)}"
+
+    versions, markers = list_versions(s3, LOCKED)
+    gone = set(sc.versions) - set(versions)
+    assert not gone, f"the delete removed {len(gone)} locked versions, e.g. {sorted(gone)[:5]}\n{out_of(cp)}"
+    assert set(versions) == set(sc.versions), f"versions appeared: {sorted(set(versions) - set(sc.versions))}"
+    assert not markers, f"the delete added delete markers: {markers[:5]}"
+    assert keys_of(s3, LOCKED) == {k for k, _ in sc.versions}, "current objects changed"
+    for (key, vid), v in versions.items():
+        got = s3.get_object(Bucket=LOCKED, Key=key, VersionId=vid)
+        body = got["Body"].read()
+        assert len(body) == v["Size"] and got["ETag"] == v["ETag"], f"{key} ({vid}) no longer reads back"
+    assert [b["backup_name"] for b in backup_list(sb, sc.env)] == [sc.backup], "backup-list lost the backup"
+
+    # Point-in-time restore from the untouched repository.
+    count, at = sc.pitr
+    r = Cluster(sb, "lock-restore")
+    sc.clusters.append(r)
+    r.make_empty_data_dir()
+    sb.walg(sc.env, "backup-fetch", str(r.data), "LATEST")
+    r.configure(**r.base_settings(), **restore_settings(sc.env), recovery_target_time=at,
+                recovery_target_action="promote")
+    r.touch("recovery.signal")
+    try:
+        r.start()
+        r.wait_promoted()
+        got = int(r.sql("SELECT count(*) FROM pitr"))
+        assert got == count, f"restored {got} rows, expected exactly {count} (recovery_target_time {at})"
+        assert r.sql("SELECT count(*) FROM filler") == "20000"
+        log = read_log(r.log)
+        assert re.search(r'restored log file "0{7}1[0-9A-F]{16}" from archive', log), "no WAL came from wal-fetch"
+        assert "recovery stopping before commit" in log, "recovery did not stop at the target time"
+    finally:
+        r.destroy()
+        sc.clusters.remove(r)
+    sc.done.add("refused")
+
+
+# -- step 3: retention settings on a bucket without Object Lock -----------------------
+
+
+@with_logs
+def test_retention_refused_on_bucket_without_lock(scenario: Scenario, store: Walstore, s3):
+    """Step 3: wal-push and backup-push with S3_RETENTION_* fail on `plain`; nothing is stored."""
+    sb = scenario.sb
+    env = sb.envdir("plain", settings(store, PLAIN, "lock", locked=True))
+    c = Cluster(sb, "plain-primary")
+    scenario.clusters.append(c)
+    c.initdb()
+    first = c.data / "pg_wal" / "000000010000000000000001"
+    assert first.is_file(), "initdb left no first WAL segment"
+
+    offset = log_offset(store)
+    cp = sb.walg(env, "wal-push", str(first), check=False, timeout=180)
+    print(f"wal-g wal-push (plain bucket): {out_of(cp)}")
+    assert cp.returncode != 0, f"wal-push with a retention succeeded on a bucket without Object Lock\n{out_of(cp)}"
+    assert re.search(r"InvalidRequest|Object Lock|400", cp.stdout + cp.stderr), \
+        f"wal-push failed, but not for the missing Object Lock\n{out_of(cp)}"
+
+    c.configure(**c.base_settings())
+    c.start()
+    c.sql("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    cp = sb.walg(env, "backup-push", str(c.data), env=c.pg_env, check=False, timeout=240)
+    print(f"wal-g backup-push (plain bucket): {out_of(cp)}")
+    assert cp.returncode != 0, f"backup-push with a retention succeeded on a bucket without Object Lock\n{out_of(cp)}"
+    c.stop()
+
+    ops = ops_since(store, offset)
+    refused = ops.get("PutObject", []) + ops.get("CreateMultipartUpload", [])
+    assert refused and all(s == 400 for s in refused), \
+        f"uploads with a retention should all be answered 400: {ops}"
+    assert not keys_of(s3, PLAIN), f"objects were stored: {sorted(keys_of(s3, PLAIN))[:10]}"
+    uploads = s3.list_multipart_uploads(Bucket=PLAIN, Prefix=PREFIX).get("Uploads", [])
+    assert not uploads, f"multipart uploads were started: {uploads[:5]}"
+    assert re.search(r"request failed.*InvalidRequest|InvalidRequest.*request failed", read_log(store.log_path)), \
+        "walstore logged no InvalidRequest refusal"
+    c.destroy()
+    scenario.clusters.remove(c)
+
+
+# -- step 4: a versioned bucket without lock: delete removes every version ------------
+
+
+@with_logs
+def test_versioned_bucket_delete_everything_removes_every_version(scenario: Scenario, store: Walstore, s3):
+    """Step 4: backups + backup-mark on `versioned`; delete everything FORCE leaves no version, no marker."""
+    sb = scenario.sb
+    env = sb.envdir("versioned", settings(store, VERSIONED, "lock", locked=False))
+    p = Cluster(sb, "versioned-primary")
+    scenario.clusters.append(p)
+    p.initdb()
+    p.configure(**p.base_settings(), **archive_settings(env))
+    p.start()
+    p.sql("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    p.switch_and_wait()
+    full = backup_push(sb, env, p)
+    p.sql("UPDATE filler SET h = md5(h) WHERE g % 10 = 0")
+    p.switch_and_wait()
+    second = backup_push(sb, env, p)
+    # backup-mark rewrites metadata.json: a second version of that key.
+    sb.walg(env, "backup-mark", full)
+    assert int(p.sql("SELECT failed_count FROM pg_stat_archiver")) == 0
+    p.stop()
+
+    keys = keys_of(s3, VERSIONED)
+    versions, markers = list_versions(s3, VERSIONED)
+    assert keys and {k for k, _ in versions} == keys, "ListObjectVersions and ListObjectsV2 disagree"
+    assert not markers, markers[:5]
+    meta = f"{PREFIX}basebackups_005/{full}/metadata.json"
+    n_meta = sum(1 for k, _ in versions if k == meta)
+    assert n_meta >= 2, f"backup-mark should have added a version of {meta}: {n_meta} version(s)"
+    from botocore.exceptions import ClientError
+    with pytest.raises(ClientError) as e:
+        s3.get_object_retention(Bucket=VERSIONED, Key=meta)
+    assert error_code(e.value) == "InvalidRequest", e.value.response
+
+    # Without FORCE the permanent backup stops WAL-G; nothing changes.
+    cp = sb.walg(env, "delete", "everything", "--confirm", check=False)
+    assert cp.returncode != 0, f"delete everything without FORCE must refuse with a permanent backup\n{out_of(cp)}"
+    assert list_versions(s3, VERSIONED) == (versions, []), "the refused delete changed the versions"
+
+    cp, ops = walg_delete_everything(sb, env, store)
+    print(f"wal-g delete everything FORCE (versioned): {out_of(cp)}\nrequests: {ops}")
+    assert "ListObjectVersions" in ops, f"WAL-G did not list versions: {ops}"
+    left, markers = list_versions(s3, VERSIONED)
+    assert not left, (f"delete everything FORCE left {len(left)} of {len(versions)} versions, "
+                      f"e.g. {sorted(left)[:5]}\n{out_of(cp)}")
+    assert not markers, f"delete everything FORCE left delete markers: {markers[:5]}\n{out_of(cp)}"
+    assert not keys_of(s3, VERSIONED)
+    assert cp.returncode == 0, f"delete everything FORCE failed although it removed everything\n{out_of(cp)}"
+    assert not [b for b in backup_list(sb, env)], "backup-list still shows backups"
+    assert second != full
+
+
+# -- step 5: once the retention passed, the same delete removes every version ---------
+
+
+@with_logs
+def test_delete_everything_after_retention_passed(scenario: Scenario, store: Walstore, s3):
+    """Step 5: after the last RetainUntilDate, delete everything FORCE removes every version."""
+    sc, sb = scenario, scenario.sb
+    sc.require("refused")
+    last = max(sc.retain_until.values())
+    wait = (last - dt.datetime.now(dt.timezone.utc)).total_seconds() + 2
+    assert wait <= LOCK_SECONDS + 10, f"the last lock ends in {wait:.0f}s, later than WAL-G asked for"
+    if wait > 0:
+        time.sleep(wait)
+    (key, vid) = max(sc.versions)
+    r = s3.get_object_retention(Bucket=LOCKED, Key=key, VersionId=vid)["Retention"]
+    assert r["RetainUntilDate"] < dt.datetime.now(dt.timezone.utc), r
+
+    cp, ops = walg_delete_everything(sb, sc.env, store)
+    print(f"wal-g delete everything FORCE (expired): {out_of(cp)}\nrequests: {ops}")
+    left, markers = list_versions(s3, LOCKED)
+    assert not left, (f"after the retention passed, delete everything FORCE left {len(left)} of "
+                      f"{len(sc.versions)} versions, e.g. {sorted(left)[:5]}\nrequests: {ops}\n{out_of(cp)}")
+    assert not markers, f"delete markers left: {markers[:5]}"
+    assert not keys_of(s3, LOCKED)
+    assert cp.returncode == 0, f"delete everything FORCE failed although it removed everything\n{out_of(cp)}"
+    sc.done.add("expired")
+
+
+# -- step 6 ---------------------------------------------------------------------------
+
+
+def test_server_answered_no_5xx(scenario: Scenario, store: Walstore):
+    """Step 6: WAL-G retries 5xx silently: the server must not have failed any request."""
+    log = read_log(store.log_path)
+    assert re.search(r"\brequest\b.*\bstatus=\d{3}", log), "walstore logged no requests"
+    errors = [ln for ln in log.splitlines() if re.search(r"status=5\d\d", ln)]
+    assert not errors, f"{len(errors)} requests answered 5xx, e.g.:\n" + "\n".join(errors[:10])
