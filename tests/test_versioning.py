@@ -331,3 +331,87 @@ def test_aws_cli_versioning_and_retention(server, s3):
     assert cli("get-object-retention", "--bucket", "cli", "--key", "k")["Retention"]["Mode"] == "COMPLIANCE"
     listed = cli("list-object-versions", "--bucket", "cli")
     assert [v["VersionId"] for v in listed["Versions"]] == [put["VersionId"]]
+
+
+def test_asof_view_shows_the_bucket_as_it_stood(server, s3):
+    s3.create_bucket(Bucket="hist")
+    s3.put_bucket_versioning(Bucket="hist", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket="hist", Key="repo/a", Body=b"a-old")
+    s3.put_object(Bucket="hist", Key="repo/b", Body=b"b")
+    s3.put_object(Bucket="hist", Key="repo/sub/c", Body=b"c")
+    time.sleep(1.1)
+    at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    time.sleep(1.1)
+    # The "attack": overwrite one, delete one, add one.
+    s3.put_object(Bucket="hist", Key="repo/a", Body=b"garbage")
+    s3.delete_object(Bucket="hist", Key="repo/b")
+    s3.put_object(Bucket="hist", Key="repo/new", Body=b"new")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSTORE_")}
+    env.update(WALSTORE_ROOT_ACCESS_KEY=server.access_key, WALSTORE_ROOT_SECRET_KEY=server.secret_key)
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([walstore_exe(), *args, "--endpoint", server.endpoint], capture_output=True,
+                              text=True, timeout=60, env=env)
+    p = cli("asof", "create", "hist/repo/", "--at", at, "--ttl", "1h", "--json")
+    assert p.returncode == 0, p.stderr
+    view = json.loads(p.stdout)["name"]
+    assert s3.get_object(Bucket=view, Key="repo/a")["Body"].read() == b"a-old"
+    assert s3.get_object(Bucket=view, Key="repo/b")["Body"].read() == b"b"
+    with pytest.raises(ClientError) as e:
+        s3.get_object(Bucket=view, Key="repo/new")
+    assert code(e) == (404, "NoSuchKey")
+    listed = s3.list_objects_v2(Bucket=view, Prefix="repo/")
+    assert [o["Key"] for o in listed["Contents"]] == ["repo/a", "repo/b", "repo/sub/c"]
+    listed = s3.list_objects_v2(Bucket=view, Prefix="repo/", Delimiter="/")
+    assert [o["Key"] for o in listed["Contents"]] == ["repo/a", "repo/b"]
+    assert [p["Prefix"] for p in listed["CommonPrefixes"]] == ["repo/sub/"]
+    pages = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=view, PaginationConfig={"PageSize": 1})
+             for o in page.get("Contents", [])]
+    assert pages == ["repo/a", "repo/b", "repo/sub/c"]
+    s3.head_bucket(Bucket=view)
+    assert "Status" not in s3.get_bucket_versioning(Bucket=view)
+    # Read-only, for administrators too; and the source is unchanged by it.
+    with pytest.raises(ClientError) as e:
+        s3.put_object(Bucket=view, Key="repo/a", Body=b"x")
+    assert code(e) == (403, "AccessDenied")
+    with pytest.raises(ClientError) as e:
+        s3.delete_object(Bucket=view, Key="repo/a")
+    assert code(e) == (403, "AccessDenied")
+    assert s3.get_object(Bucket="hist", Key="repo/a")["Body"].read() == b"garbage"
+    # Listed, then dropped: the name stops answering.
+    p = cli("asof", "list", "--json")
+    assert p.returncode == 0 and view in p.stdout, p.stderr
+    assert cli("asof", "drop", view).returncode == 0
+    with pytest.raises(ClientError) as e:
+        s3.head_bucket(Bucket=view)
+    assert code(e)[0] == 404
+    # A time in the future or a bad one is refused in one line.
+    p = cli("asof", "create", "hist", "--at", "yesterday")
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "ISO 8601" in p.stderr, p.stderr
+
+
+def test_lock_and_versions_cli(server, s3):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSTORE_")}
+    env.update(WALSTORE_ROOT_ACCESS_KEY=server.access_key, WALSTORE_ROOT_SECRET_KEY=server.secret_key)
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([walstore_exe(), *args, "--endpoint", server.endpoint], capture_output=True,
+                              text=True, timeout=60, env=env)
+    p = cli("bucket", "create", "vault", "--object-lock")
+    assert p.returncode == 0, p.stderr
+    p = cli("lock", "set", "vault", "--mode", "COMPLIANCE", "--days", "7", "--json")
+    assert p.returncode == 0, p.stderr
+    assert s3.get_object_lock_configuration(Bucket="vault")["ObjectLockConfiguration"]["Rule"]["DefaultRetention"] == \
+        {"Mode": "COMPLIANCE", "Days": 7}
+    v = s3.put_object(Bucket="vault", Key="wal/1", Body=b"1")["VersionId"]
+    s3.delete_object(Bucket="vault", Key="wal/1")
+    shown = json.loads(cli("lock", "show", "vault", "--json").stdout)
+    assert shown["object_lock"] is True and shown["default_retention"] == {"mode": "COMPLIANCE", "days": 7}
+    assert shown["locked_versions_all_buckets"] >= 1
+    rows = json.loads(cli("versions", "ls", "vault/wal/", "--json").stdout)["versions"]
+    assert [(r["version_id"], r["delete_marker"]) for r in rows][1] == (v, False) and rows[0]["delete_marker"]
+    p = cli("versions", "ls", "vault")
+    assert p.returncode == 0 and v in p.stdout
+    # Object Lock on a bucket without versioning is refused with S3's reason.
+    s3.create_bucket(Bucket="plainb")
+    p = cli("lock", "set", "plainb")
+    assert p.returncode == 1 and "Versioning must be 'Enabled'" in p.stderr, p.stderr

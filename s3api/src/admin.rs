@@ -252,6 +252,50 @@ pub enum AdminRequest {
     },
     /// Start a scrub in the background (if none runs).
     ScrubStart,
+    /// Create a bucket with Object Lock (and so versioning) enabled.
+    BucketCreateLocked {
+        /// Name.
+        bucket: BucketName,
+    },
+    /// Versioning and Object Lock configuration of a bucket, and its locked versions.
+    LockShow {
+        /// Bucket.
+        bucket: BucketName,
+    },
+    /// Enable Object Lock on a versioned bucket and set its default retention.
+    LockSet {
+        /// Bucket.
+        bucket: BucketName,
+        /// Default retention (none: versions are locked only when they ask).
+        default_retention: Option<(storage::LockMode, storage::LockPeriod)>,
+    },
+    /// The versions and delete markers under a prefix (at most 1000).
+    Versions {
+        /// Bucket.
+        bucket: BucketName,
+        /// Key prefix.
+        prefix: String,
+    },
+    /// Create a read-only view of a bucket (or prefix) as it stood at an instant.
+    AsofCreate {
+        /// Bucket shown.
+        bucket: BucketName,
+        /// Key prefix shown (empty: all).
+        prefix: String,
+        /// The instant.
+        at: storage::Timestamp,
+        /// How long the view answers.
+        ttl: std::time::Duration,
+        /// Its name (default: generated).
+        name: Option<BucketName>,
+    },
+    /// Every as-of view.
+    AsofList,
+    /// Remove an as-of view.
+    AsofDrop {
+        /// Its name.
+        name: String,
+    },
     /// Progress and last report of scrubs.
     ScrubStatus,
 }
@@ -294,7 +338,16 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
             let mut plans = Vec::new();
             for r in repos_of(store, &bucket, &prefix)? {
                 let e = store.evaluate(&bucket, &r)?;
-                plans.push(json!({"prefix": e.prefix, "frozen": e.horizon.frozen, "enforce": e.policy.policy.enforce, "units": e.horizon.deletable}));
+                // Units a lock keeps for now: the worker waits for them (Object Lock).
+                let mut waits = Vec::new();
+                for u in &e.horizon.deletable {
+                    let keys: Vec<String> = u.paths().iter().map(|p| format!("{r}{p}")).collect();
+                    if let Some(why) = store.lock_wait(&bucket, &keys)? {
+                        waits.push(json!({"unit": u.paths().first(), "waits_for": why}));
+                    }
+                }
+                let paused = store.retention_paused_by_view(&bucket, &r)?;
+                plans.push(json!({"prefix": e.prefix, "frozen": e.horizon.frozen, "enforce": e.policy.policy.enforce, "units": e.horizon.deletable, "lock_waits": waits, "paused_by_view": paused}));
             }
             (true, json!({ "bucket": bucket.as_str(), "plans": plans }))
         }
@@ -375,6 +428,67 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
             (true, json!({"started": true, "already_running": running}))
         }
         AdminRequest::ScrubStatus => (true, scrub_status(store)?),
+        AdminRequest::BucketCreateLocked { bucket } => {
+            store.create_locked_bucket(&bucket)?;
+            (true, json!({ "created": bucket.as_str(), "versioning": "Enabled", "object_lock": true }))
+        }
+        AdminRequest::LockShow { bucket } => {
+            let b = store.bucket(&bucket)?;
+            let u = store.usage()?;
+            (
+                true,
+                json!({
+                    "bucket": bucket.as_str(),
+                    "versioning": b.versioning.status(),
+                    "object_lock": b.object_lock.is_some(),
+                    "default_retention": b.object_lock.and_then(|c| c.default_retention).map(|(m, p)| match p {
+                        storage::LockPeriod::Days(d) => json!({"mode": m.name(), "days": d}),
+                        storage::LockPeriod::Years(y) => json!({"mode": m.name(), "years": y}),
+                    }),
+                    "locked_versions_all_buckets": u.locked.0,
+                    "locked_bytes_all_buckets": u.locked.1,
+                }),
+            )
+        }
+        AdminRequest::LockSet { bucket, default_retention } => {
+            store.set_object_lock(&bucket, storage::ObjectLockConfig { default_retention })?;
+            store.audit_admin(actor, "object-lock-set", bucket.as_str(), &format!("{default_retention:?}"))?;
+            (true, json!({ "bucket": bucket.as_str(), "object_lock": true }))
+        }
+        AdminRequest::Versions { bucket, prefix } => {
+            let q = storage::VersionQuery { prefix, max_keys: 1000, ..Default::default() };
+            let page = store.list_versions(&bucket, &q)?;
+            let rows: Vec<Value> = page
+                .versions
+                .iter()
+                .map(|v| {
+                    json!({
+                        "key": v.key,
+                        "version_id": v.version_id.to_string(),
+                        "latest": v.is_latest,
+                        "delete_marker": v.object.is_none(),
+                        "size": v.object.as_ref().map(|o| o.0),
+                        "last_modified": storage_time(v.last_modified),
+                    })
+                })
+                .collect();
+            (true, json!({ "bucket": bucket.as_str(), "versions": rows, "truncated": page.truncated }))
+        }
+        AdminRequest::AsofCreate { bucket, prefix, at, ttl, name } => {
+            let v = store.create_view(&bucket, &prefix, at, ttl, name.as_ref())?;
+            store.audit_admin(
+                actor,
+                "asof-create",
+                bucket.as_str(),
+                &format!("view {} at {}", v.name, storage_time(at)),
+            )?;
+            (true, view_json(&v))
+        }
+        AdminRequest::AsofList => (true, json!({ "views": store.views()?.iter().map(view_json).collect::<Vec<_>>() })),
+        AdminRequest::AsofDrop { name } => {
+            let dropped = store.drop_view(&name)?;
+            (true, json!({ "dropped": name, "existed": dropped }))
+        }
     })
 }
 
@@ -436,6 +550,40 @@ pub async fn handle(
             keep: parse_keep(q.get("keep").unwrap_or(""))?,
         },
         (Method::GET, "scrub") => AdminRequest::ScrubStatus,
+        (Method::POST, "buckets/locked") => AdminRequest::BucketCreateLocked { bucket: bucket_arg(q)? },
+        (Method::GET, "lock") => AdminRequest::LockShow { bucket: bucket_arg(q)? },
+        (Method::PUT, "lock") => {
+            let mode = q.get("mode");
+            let period = match (q.get("days"), q.get("years")) {
+                (Some(d), None) => Some(storage::LockPeriod::Days(positive(d)?)),
+                (None, Some(y)) => Some(storage::LockPeriod::Years(positive(y)?)),
+                (None, None) => None,
+                _ => return Err(bad("give days or years, not both")),
+            };
+            let default_retention = match (mode, period) {
+                (Some(m), Some(p)) => {
+                    Some((storage::LockMode::parse(m).ok_or_else(|| bad("mode must be GOVERNANCE or COMPLIANCE"))?, p))
+                }
+                (None, None) => None,
+                _ => return Err(bad("a default retention needs both a mode and days or years")),
+            };
+            AdminRequest::LockSet { bucket: bucket_arg(q)?, default_retention }
+        }
+        (Method::GET, "versions") => {
+            AdminRequest::Versions { bucket: bucket_arg(q)?, prefix: q.get("prefix").unwrap_or("").to_owned() }
+        }
+        (Method::POST, "asof") => AdminRequest::AsofCreate {
+            bucket: bucket_arg(q)?,
+            prefix: q.get("prefix").unwrap_or("").to_owned(),
+            at: crate::xml::parse_time(q.get("at").ok_or_else(|| bad("the at parameter is required"))?)
+                .ok_or_else(|| bad("at must be an ISO 8601 time in UTC, e.g. 2026-12-07T10:00:00Z"))?,
+            ttl: storage::units::parse_duration(q.get("ttl").unwrap_or("24h")).map_err(bad)?,
+            name: q.get("name").map(BucketName::parse).transpose()?,
+        },
+        (Method::GET, "asof") => AdminRequest::AsofList,
+        (Method::DELETE, "asof") => AdminRequest::AsofDrop {
+            name: q.get("name").ok_or_else(|| bad("the name parameter is required"))?.to_owned(),
+        },
         (Method::POST, "scrub") => AdminRequest::ScrubStart,
         (Method::POST, "test-clock") if state.test_clock.is_some() => {
             let ms: i64 =
@@ -479,6 +627,21 @@ pub fn scrub_status(store: &Store) -> S3Result<Value> {
         "last_completion": st.last.as_ref().map_or(0, |l| l.completed.as_millis().max(0) / 1000),
         "last_report": st.last.as_ref().map(|l| &l.report),
     }))
+}
+
+fn positive(s: &str) -> S3Result<u32> {
+    s.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| bad(format!("{s:?} is not a positive whole number")))
+}
+
+fn view_json(v: &storage::AsofView) -> Value {
+    json!({
+        "name": v.name,
+        "source": v.source,
+        "prefix": v.prefix,
+        "at": storage_time(v.at),
+        "created": storage_time(v.created),
+        "expires": storage_time(v.expires),
+    })
 }
 
 fn storage_time(t: storage::Timestamp) -> String {

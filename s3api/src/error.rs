@@ -225,10 +225,14 @@ impl From<storage::Error> for S3Error {
             E::InvalidKey(m) => S3Error::new(S3Code::InvalidArgument, m),
             E::NoSuchUpload => S3Error::code(S3Code::NoSuchUpload),
             E::NoSuchVersion => S3Error::code(S3Code::NoSuchVersion),
-            E::DeleteMarker { .. } => {
+            E::DeleteMarker => {
                 S3Error::new(S3Code::MethodNotAllowed, "The specified method is not allowed against this resource.")
             }
             E::InvalidBucketState(m) => S3Error::new(S3Code::InvalidBucketState, m),
+            E::ReadOnlyView(name) => S3Error::new(
+                S3Code::AccessDenied,
+                format!("Access Denied: {name} is a read-only as-of view (walstore asof); only reads are allowed"),
+            ),
             E::InvalidPart(m) => S3Error::new(
                 S3Code::InvalidPart,
                 format!("One or more of the specified parts could not be found or did not match: {m}"),

@@ -181,6 +181,9 @@ pub enum BucketCmd {
     Create {
         /// Name
         name: String,
+        /// With S3 Object Lock (and versioning, which then cannot be suspended)
+        #[arg(long)]
+        object_lock: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -283,7 +286,11 @@ fn server_error(status: u16, body: &[u8]) -> String {
     let pick = |tag: &str| {
         text.split(&format!("<{tag}>")).nth(1).and_then(|r| r.split(&format!("</{tag}>")).next()).map(str::to_owned)
     };
-    match (pick("Code"), pick("Message")) {
+    // The message is XML text: show it as the server meant it.
+    let unescape = |m: String| {
+        m.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+    };
+    match (pick("Code"), pick("Message").map(unescape)) {
         (Some(c), Some(m)) => format!("server refused ({status} {c}): {m}"),
         _ => format!("server answered {status}"),
     }
@@ -714,10 +721,228 @@ pub fn audit(limit: usize, conn: &Conn) -> Result<(), String> {
     Ok(())
 }
 
+/// `lock` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum LockCmd {
+    /// Versioning and Object Lock of a bucket, and how much is locked.
+    Show {
+        /// Bucket
+        bucket: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Enable Object Lock on a bucket whose versioning is enabled, and set its default retention.
+    Set {
+        /// Bucket
+        bucket: String,
+        /// Default retention mode: GOVERNANCE or COMPLIANCE
+        #[arg(long)]
+        mode: Option<String>,
+        /// Default retention in days
+        #[arg(long, conflicts_with = "years")]
+        days: Option<u32>,
+        /// Default retention in years
+        #[arg(long)]
+        years: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `asof` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AsofCmd {
+    /// Expose BUCKET[/PREFIX] as it stood at --at, read-only, under a new bucket name (printed).
+    Create {
+        /// BUCKET or BUCKET/PREFIX
+        target: String,
+        /// The instant, ISO 8601 in UTC (2026-12-07T10:00:00Z)
+        #[arg(long)]
+        at: String,
+        /// How long the view answers
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Bucket name of the view [default: asof-<unix time>-<random>]
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List as-of views.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Remove an as-of view.
+    Drop {
+        /// View name
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `walstore lock …`.
+pub fn lock(cmd: LockCmd) -> Result<(), String> {
+    match cmd {
+        LockCmd::Show { bucket, conn } => {
+            let b = BucketName::parse(&bucket).map_err(|e| e.to_string())?;
+            let q = vec![("bucket", bucket.clone())];
+            let (_, v) = run(&conn, AdminRequest::LockShow { bucket: b }, ("GET", "/_walstore/lock", q, Vec::new()))?;
+            print(&conn, &v, |v| {
+                format!(
+                    "bucket {}: versioning {}, Object Lock {}, default retention {}\nlocked versions (all buckets): {} ({} bytes)\n",
+                    s(&v["bucket"]),
+                    if v["versioning"].is_null() { "never enabled".into() } else { s(&v["versioning"]) },
+                    if v["object_lock"].as_bool() == Some(true) { "enabled" } else { "off" },
+                    if v["default_retention"].is_null() { "none".into() } else { v["default_retention"].to_string() },
+                    s(&v["locked_versions_all_buckets"]),
+                    s(&v["locked_bytes_all_buckets"]),
+                )
+            });
+            Ok(())
+        }
+        LockCmd::Set { bucket, mode, days, years, conn } => {
+            let b = BucketName::parse(&bucket).map_err(|e| e.to_string())?;
+            let period = match (days, years) {
+                (Some(d), _) if d > 0 => Some(storage::LockPeriod::Days(d)),
+                (_, Some(y)) if y > 0 => Some(storage::LockPeriod::Years(y)),
+                (None, None) => None,
+                _ => return Err("--days and --years must be positive".into()),
+            };
+            let default_retention = match (&mode, period) {
+                (Some(m), Some(p)) => Some((
+                    storage::LockMode::parse(m)
+                        .ok_or_else(|| format!("--mode must be GOVERNANCE or COMPLIANCE, not {m:?}"))?,
+                    p,
+                )),
+                (None, None) => None,
+                _ => return Err("a default retention needs --mode and one of --days/--years".into()),
+            };
+            let mut q = vec![("bucket", bucket.clone())];
+            if let Some(m) = mode {
+                q.push(("mode", m));
+            }
+            if let Some(d) = days {
+                q.push(("days", d.to_string()));
+            }
+            if let Some(y) = years {
+                q.push(("years", y.to_string()));
+            }
+            let req = AdminRequest::LockSet { bucket: b, default_retention };
+            let (_, v) = run(&conn, req, ("PUT", "/_walstore/lock", q, Vec::new()))?;
+            print(&conn, &v, |v| format!("Object Lock enabled on {}\n", s(&v["bucket"])));
+            Ok(())
+        }
+    }
+}
+
+/// `walstore versions ls BUCKET[/PREFIX]`.
+pub fn versions(target: &str, conn: &Conn) -> Result<(), String> {
+    let (bucket, prefix) = match target.split_once('/') {
+        Some((b, p)) => (b, p.to_owned()),
+        None => (target, String::new()),
+    };
+    let b = BucketName::parse(bucket).map_err(|e| e.to_string())?;
+    let q = vec![("bucket", bucket.to_owned()), ("prefix", prefix.clone())];
+    let (_, v) =
+        run(conn, AdminRequest::Versions { bucket: b, prefix }, ("GET", "/_walstore/versions", q, Vec::new()))?;
+    print(conn, &v, |v| {
+        let mut out = format!("{:<18} {:<7} {:>12} {:<25} key\n", "version", "latest", "size", "last modified");
+        for r in v["versions"].as_array().into_iter().flatten() {
+            let size = if r["delete_marker"].as_bool() == Some(true) { "(marker)".into() } else { s(&r["size"]) };
+            out.push_str(&format!(
+                "{:<18} {:<7} {:>12} {:<25} {}\n",
+                s(&r["version_id"]),
+                if r["latest"].as_bool() == Some(true) { "yes" } else { "" },
+                size,
+                s(&r["last_modified"]),
+                s(&r["key"])
+            ));
+        }
+        if v["truncated"].as_bool() == Some(true) {
+            out.push_str("(first 1000 shown; narrow the prefix)\n");
+        }
+        out
+    });
+    Ok(())
+}
+
+/// `walstore asof …`.
+pub fn asof(cmd: AsofCmd) -> Result<(), String> {
+    match cmd {
+        AsofCmd::Create { target, at, ttl, name, conn } => {
+            let (bucket, prefix) = match target.split_once('/') {
+                Some((b, p)) => (b.to_owned(), p.to_owned()),
+                None => (target.clone(), String::new()),
+            };
+            let b = BucketName::parse(&bucket).map_err(|e| e.to_string())?;
+            let when = s3api::xml::parse_time(&at)
+                .ok_or_else(|| format!("--at {at:?} is not an ISO 8601 time in UTC (2026-12-07T10:00:00Z)"))?;
+            let ttl_d = storage::units::parse_duration(&ttl).map_err(|e| format!("--ttl: {e}"))?;
+            let view_name = name.as_deref().map(BucketName::parse).transpose().map_err(|e| e.to_string())?;
+            let mut q = vec![("bucket", bucket), ("prefix", prefix.clone()), ("at", at), ("ttl", ttl)];
+            if let Some(n) = name {
+                q.push(("name", n));
+            }
+            let req = AdminRequest::AsofCreate { bucket: b, prefix, at: when, ttl: ttl_d, name: view_name };
+            let (_, v) = run(&conn, req, ("POST", "/_walstore/asof", q, Vec::new()))?;
+            print(&conn, &v, |v| {
+                format!(
+                    "{}\nread-only view of {}/{} as of {}, until {}; point WAL-G at s3://{}/{}\n",
+                    s(&v["name"]),
+                    s(&v["source"]),
+                    s(&v["prefix"]),
+                    s(&v["at"]),
+                    s(&v["expires"]),
+                    s(&v["name"]),
+                    s(&v["prefix"])
+                )
+            });
+            Ok(())
+        }
+        AsofCmd::List { conn } => {
+            let (_, v) = run(&conn, AdminRequest::AsofList, ("GET", "/_walstore/asof", Vec::new(), Vec::new()))?;
+            print(&conn, &v, |v| {
+                let mut out = String::new();
+                for r in v["views"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "{}  {}/{} as of {}, expires {}\n",
+                        s(&r["name"]),
+                        s(&r["source"]),
+                        s(&r["prefix"]),
+                        s(&r["at"]),
+                        s(&r["expires"])
+                    ));
+                }
+                out
+            });
+            Ok(())
+        }
+        AsofCmd::Drop { name, conn } => {
+            let q = vec![("name", name.clone())];
+            let (_, v) = run(&conn, AdminRequest::AsofDrop { name }, ("DELETE", "/_walstore/asof", q, Vec::new()))?;
+            print(&conn, &v, |v| format!("dropped {} (existed: {})\n", s(&v["dropped"]), s(&v["existed"])));
+            Ok(())
+        }
+    }
+}
+
 /// `walstore bucket …` (through the S3 API, or the data dir).
 pub fn bucket(cmd: BucketCmd) -> Result<(), String> {
     let (method, name, conn) = match &cmd {
-        BucketCmd::Create { name, conn } => ("PUT", Some(name.clone()), conn),
+        BucketCmd::Create { name, object_lock: true, conn } => {
+            let b = BucketName::parse(name).map_err(|e| e.to_string())?;
+            let q = vec![("bucket", name.clone())];
+            let (_, v) = run(
+                conn,
+                AdminRequest::BucketCreateLocked { bucket: b },
+                ("POST", "/_walstore/buckets/locked", q, Vec::new()),
+            )?;
+            print(conn, &v, |v| format!("created bucket {} with Object Lock (versioning enabled)\n", s(&v["created"])));
+            return Ok(());
+        }
+        BucketCmd::Create { name, conn, .. } => ("PUT", Some(name.clone()), conn),
         BucketCmd::List { conn } => ("GET", None, conn),
         BucketCmd::Delete { name, conn } => ("DELETE", Some(name.clone()), conn),
     };

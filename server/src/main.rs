@@ -65,6 +65,21 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::BucketCmd,
     },
+    /// S3 Object Lock of a bucket: show it, enable it with a default retention.
+    Lock {
+        #[command(subcommand)]
+        cmd: cli::LockCmd,
+    },
+    /// Versions and delete markers of a versioned bucket.
+    Versions {
+        #[command(subcommand)]
+        cmd: VersionsCmd,
+    },
+    /// Read-only views of a bucket as it stood at a past instant (ransomware recovery).
+    Asof {
+        #[command(subcommand)]
+        cmd: cli::AsofCmd,
+    },
     /// Run garbage collection now (unreferenced blobs past the grace period, orphans, stale uploads).
     Gc {
         /// Grace period for unreferenced blobs with --data-dir, e.g. 1h (0s removes them at once).
@@ -98,6 +113,18 @@ enum Command {
     },
 }
 
+/// `versions` subcommands.
+#[derive(clap::Subcommand, Debug)]
+enum VersionsCmd {
+    /// List versions and delete markers under BUCKET[/PREFIX] (first 1000).
+    Ls {
+        /// BUCKET or BUCKET/PREFIX
+        target: String,
+        #[command(flatten)]
+        conn: cli::Conn,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -107,6 +134,9 @@ fn main() -> ExitCode {
         Command::Policy { cmd } => cli::policy(cmd),
         Command::Key { cmd } => cli::key(cmd),
         Command::Bucket { cmd } => cli::bucket(cmd),
+        Command::Lock { cmd } => cli::lock(cmd),
+        Command::Versions { cmd: VersionsCmd::Ls { target, conn } } => cli::versions(&target, &conn),
+        Command::Asof { cmd } => cli::asof(cmd),
         Command::Gc { grace, conn } => cli::gc(grace.as_deref(), &conn),
         Command::Check { conn } => cli::check(&conn),
         Command::Scrub { conn } => cli::scrub(&conn),

@@ -37,14 +37,14 @@ pub enum Error {
     /// The version named by its id is a delete marker (S3: 405 MethodNotAllowed; a GET
     /// without a version id whose latest version is a marker is [`Error::NoSuchKey`]).
     #[error("the version is a delete marker")]
-    DeleteMarker {
-        /// Its version id.
-        version: crate::types::VersionId,
-    },
+    DeleteMarker,
     /// The bucket's state forbids the request (S3 `InvalidBucketState`), e.g. suspending
     /// versioning on a bucket with Object Lock.
     #[error("invalid bucket state: {0}")]
     InvalidBucketState(String),
+    /// A write (or a request other than a read) to an as-of view, which is read-only.
+    #[error("{0} is a read-only as-of view")]
+    ReadOnlyView(String),
     /// The key is longer than 1024 bytes.
     #[error("key too long")]
     KeyTooLong,

@@ -14,6 +14,7 @@
 //! into place with its directory fsynced, and its index batch is committed with
 //! a synced WAL (see [`Store`]'s `commit`).
 
+mod asof;
 pub mod blob;
 pub mod budget;
 mod checksum;
@@ -41,6 +42,7 @@ pub mod wal;
 pub mod worker;
 mod writer;
 
+pub use asof::AsofView;
 pub use blob::{BlobFile, BlobListing, BlobStore, Durability, FsBlobStore, OsDurability, Staging};
 pub use budget::{Budget, StopSignal};
 pub use clock::{Clock, ManualClock, SystemClock};

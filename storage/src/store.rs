@@ -449,7 +449,22 @@ impl Store {
     pub fn bucket(&self, name: &BucketName) -> Result<BucketInfo> {
         match self.index.get(CF_BUCKETS, name.as_str().as_bytes())? {
             Some(v) => Ok(bucket_info(name.clone(), BucketEntry::decode(&v)?)),
-            None => Err(Error::NoSuchBucket),
+            None => match self.view(name)? {
+                Some(_) => Err(Error::ReadOnlyView(name.as_str().to_owned())),
+                None => Err(Error::NoSuchBucket),
+            },
+        }
+    }
+
+    /// A bucket, or an as-of view described as an unversioned bucket (for HeadBucket,
+    /// GetBucketLocation and GetBucketVersioning, which a reader of the view asks).
+    pub fn bucket_or_view(&self, name: &BucketName) -> Result<BucketInfo> {
+        match self.bucket(name) {
+            Err(Error::ReadOnlyView(_)) => match self.view(name)? {
+                Some(v) => self.view_info(&v),
+                None => Err(Error::NoSuchBucket),
+            },
+            other => other,
         }
     }
 
@@ -490,10 +505,14 @@ impl Store {
     pub fn head_object(&self, bucket: &BucketName, key: &ObjectKey) -> Result<ObjectInfo> {
         match self.entry(bucket, key.as_str())? {
             Some(e) => Ok(info_of(bucket, key, e)),
-            None => {
-                self.bucket(bucket)?;
-                Err(Error::NoSuchKey)
-            }
+            None => match self.bucket(bucket) {
+                Ok(_) => Err(Error::NoSuchKey),
+                Err(Error::ReadOnlyView(_)) => match self.view(bucket)? {
+                    Some(v) => self.view_head(&v, key),
+                    None => Err(Error::NoSuchBucket),
+                },
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -506,7 +525,12 @@ impl Store {
     /// Lists objects in key order, rolling keys up into common prefixes at the
     /// delimiter. A range scan of the index; no directory is ever walked.
     pub fn list_objects(&self, bucket: &BucketName, q: &ListQuery) -> Result<ListPage> {
-        self.bucket(bucket)?;
+        if let Err(e) = self.bucket(bucket) {
+            if let (Error::ReadOnlyView(_), Some(v)) = (&e, self.view(bucket)?) {
+                return self.view_list(&v, q);
+            }
+            return Err(e);
+        }
         let bprefix = bucket_prefix(bucket);
         let mut lower = bprefix.clone();
         lower.extend_from_slice(q.prefix.as_bytes());

@@ -71,6 +71,11 @@ impl KeyVersions {
         usize::from(self.current.is_some()) + self.others.len()
     }
 
+    /// Every version, newest first: the current one, then the others.
+    pub fn newest_first(&self) -> impl Iterator<Item = VersionRecord> + '_ {
+        self.current.iter().map(|c| VersionRecord::Object(c.clone())).chain(self.others.iter().map(|(r, _)| r.clone()))
+    }
+
     fn newest_seq(&self) -> Option<u64> {
         let cur = self.current.as_ref().map(|c| c.version.seq);
         let other = self.others.first().map(|(r, _)| r.seq());
@@ -260,7 +265,7 @@ impl KeyVersions {
             }
             return match r {
                 VersionRecord::Object(e) => Ok((e, false)),
-                VersionRecord::Marker(_) => Err(Error::DeleteMarker { version: id }),
+                VersionRecord::Marker(_) => Err(Error::DeleteMarker),
             };
         }
         Err(Error::NoSuchVersion)
@@ -284,7 +289,7 @@ impl KeyVersions {
                         *dirty = true;
                         Ok(e)
                     }
-                    VersionRecord::Marker(_) => Err(Error::DeleteMarker { version: id }),
+                    VersionRecord::Marker(_) => Err(Error::DeleteMarker),
                 };
             }
         }
@@ -662,7 +667,12 @@ impl Store {
 
     /// The smallest `objects` or `versions` key name at or after `lower` (an index key
     /// `<bucket> 0x00 <name…>`), below `upper`; returned as `<bucket> 0x00 <name>`.
-    fn next_key_name(&self, lower: &[u8], upper: Option<&[u8]>, versioning: Versioning) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn next_key_name(
+        &self,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        versioning: Versioning,
+    ) -> Result<Option<Vec<u8>>> {
         let mut best: Option<Vec<u8>> = None;
         let mut it = self.index.raw_iter(CF_OBJECTS, upper.map(<[u8]>::to_vec))?;
         it.seek(lower);

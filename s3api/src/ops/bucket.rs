@@ -70,7 +70,7 @@ pub async fn delete_bucket(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
 pub async fn head_bucket(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let store = ctx.state.store.clone();
-    blocking(move || store.bucket(&bucket)).await?;
+    blocking(move || store.bucket_or_view(&bucket)).await?;
     let mut r = response(StatusCode::OK, ResponseBody::Empty);
     if let Ok(v) = HeaderValue::from_str(&ctx.state.config.region) {
         r.headers_mut().insert("x-amz-bucket-region", v);
@@ -82,7 +82,7 @@ pub async fn head_bucket(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
 pub async fn get_location(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let store = ctx.state.store.clone();
-    blocking(move || store.bucket(&bucket)).await?;
+    blocking(move || store.bucket_or_view(&bucket)).await?;
     let region = &ctx.state.config.region;
     let mut w = XmlWriter::new("LocationConstraint");
     if region != "us-east-1" {

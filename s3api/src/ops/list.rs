@@ -49,7 +49,7 @@ async fn page(ctx: &Ctx, p: &Params, after: Option<String>) -> S3Result<ListPage
         // S3: an empty page that is not truncated (there is no next page to ask for),
         // after checking that the bucket exists.
         let store = ctx.state.store.clone();
-        blocking(move || store.bucket(&bucket)).await?;
+        blocking(move || store.bucket_or_view(&bucket)).await?;
         return Ok(ListPage { items: Vec::new(), truncated: false });
     }
     let store = ctx.state.store.clone();

@@ -15,7 +15,7 @@ use crate::xml::{parse_legal_hold, parse_object_lock, parse_retention, parse_ver
 pub async fn get_versioning(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let store = ctx.state.store.clone();
-    let info = blocking(move || store.bucket(&bucket)).await?;
+    let info = blocking(move || store.bucket_or_view(&bucket)).await?;
     let mut w = XmlWriter::new("VersioningConfiguration");
     if let Some(s) = info.versioning.status() {
         w.elem("Status", s);

@@ -56,6 +56,14 @@ impl Store {
         Ok(())
     }
 
+    /// Records an administrator's action that has its own commit (Object Lock
+    /// configuration, as-of views).
+    pub fn audit_admin(&self, actor: &str, action: &str, bucket: &str, detail: &str) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.audit_into(&mut batch, actor, action, bucket, "", detail)?;
+        self.index.write(batch)
+    }
+
     /// The audit log, oldest first (at most `limit` newest records).
     pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>> {
         let mut all: Vec<AuditRecord> = Vec::new();

@@ -78,6 +78,12 @@ impl Store {
     /// sentinel can never race a deletion that it would have prevented.
     pub fn retention_run(&self, bucket: &BucketName, repo: &str, budget: &Budget) -> Result<RetentionOutcome> {
         let mut out = RetentionOutcome::default();
+        // A recovery may be reading this repository through an as-of view: nothing
+        // it could need is deleted until the view is dropped or expires.
+        if self.retention_paused_by_view(bucket, repo)? {
+            tracing::info!(bucket = %bucket, repo, "retention paused: an as-of view shows this repository");
+            return Ok(out);
+        }
         if !self.resume_journal(bucket, repo, budget, &mut out)? {
             out.more = true;
             return Ok(out);
@@ -156,7 +162,7 @@ impl Store {
             return Ok(false);
         }
         // A backup is deleted whole or not at all: one locked file keeps all of it.
-        if let Some(why) = self.first_locked(bucket, keys)? {
+        if let Some(why) = self.lock_wait(bucket, keys)? {
             tracing::info!(bucket = %bucket, repo, "a released backup waits for its Object Lock: {why}");
             out.lock_waits += 1;
             return Ok(false);
@@ -216,9 +222,9 @@ impl Store {
         r
     }
 
-    /// The reason the first locked key of `keys` cannot be deleted (buckets with
-    /// Object Lock only; `None` elsewhere).
-    fn first_locked(&self, bucket: &BucketName, keys: &[String]) -> Result<Option<String>> {
+    /// The reason the first locked key of `keys` cannot be deleted now (buckets with
+    /// Object Lock only; `None` elsewhere): what `retention plan` shows a unit waiting for.
+    pub fn lock_wait(&self, bucket: &BucketName, keys: &[String]) -> Result<Option<String>> {
         let info = self.bucket(bucket)?;
         if info.object_lock.is_none() {
             return Ok(None);
