@@ -324,11 +324,24 @@ pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool,
                 .map(|r| store.evaluation(&bucket, r))
                 .collect::<Result<_, _>>()?;
             let quarantined = store.quarantine()?;
+            let mut repos = Vec::with_capacity(evs.len());
+            for e in &evs {
+                let mut st = repo_status(e);
+                // What the retention worker waits for: units a lock keeps, and views.
+                let mut waits = 0;
+                for u in &e.horizon.deletable {
+                    let keys: Vec<String> = u.paths().iter().map(|p| format!("{}{p}", e.prefix)).collect();
+                    waits += usize::from(store.lock_wait(&bucket, &keys)?.is_some());
+                }
+                st["retention_lock_waits"] = json!(waits);
+                st["retention_paused_by_view"] = json!(store.retention_paused_by_view(&bucket, &e.prefix)?);
+                repos.push(st);
+            }
             (
                 true,
                 json!({
                     "bucket": bucket.as_str(),
-                    "repositories": evs.iter().map(|e| repo_status(e)).collect::<Vec<_>>(),
+                    "repositories": repos,
                     "refused_deletes": store.refused_deletes(),
                     "quarantined": quarantined.len(),
                 }),

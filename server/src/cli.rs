@@ -336,6 +336,15 @@ fn status_text(v: &Value) -> String {
     for r in repos {
         let rep = &r["report"];
         out.push_str(&format!("repository {}/{}\n", s(&r["bucket"]), s(&r["prefix"])));
+        if r["retention_lock_waits"].as_u64().unwrap_or(0) > 0 {
+            out.push_str(&format!(
+                "  retention waits for Object Lock on {} released unit(s) (walstore retention plan)\n",
+                s(&r["retention_lock_waits"])
+            ));
+        }
+        if r["retention_paused_by_view"].as_bool() == Some(true) {
+            out.push_str("  retention paused: an as-of view shows this repository\n");
+        }
         let p = &r["policy"];
         out.push_str(&format!(
             "  policy: protection {}, window {}, min backups {}, full count {}, enforce {}\n",
@@ -439,6 +448,12 @@ pub fn retention(cmd: RetentionCmd) -> Result<(), String> {
                     out.push_str(&format!("repository {}: enforce {}\n", s(&p["prefix"]), s(&p["enforce"])));
                     for f in p["frozen"].as_array().into_iter().flatten() {
                         out.push_str(&format!("  FROZEN (nothing would be deleted): {}\n", s(f)));
+                    }
+                    if p["paused_by_view"].as_bool() == Some(true) {
+                        out.push_str("  PAUSED: an as-of view shows this repository (walstore asof list)\n");
+                    }
+                    for w in p["lock_waits"].as_array().into_iter().flatten() {
+                        out.push_str(&format!("  waits for Object Lock: {}: {}\n", s(&w["unit"]), s(&w["waits_for"])));
                     }
                     let units = p["units"].as_array().cloned().unwrap_or_default();
                     if units.is_empty() {

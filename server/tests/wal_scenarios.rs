@@ -1895,3 +1895,72 @@ async fn retention_deletions_survive_kill_dash_nine() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Object Lock and retention compose: on a bucket with a default COMPLIANCE retention of
+/// one day, the backups the policy releases are not deleted while locked — `retention
+/// plan` lists them as waiting for the lock, `status` counts the waits, a run deletes
+/// nothing — and once the locks expired the same run deletes every version of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c41_retention_waits_for_object_lock() {
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule, VersioningConfiguration,
+    };
+    let r = Repo::new("c41", 500);
+    r.base_policy(&["--min-backups", "2", "--archive-lag-grace", "1s"]);
+    r.c.put_bucket_versioning()
+        .bucket(BUCKET)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .expect("versioning");
+    let rule = ObjectLockRule::builder()
+        .default_retention(DefaultRetention::builder().mode(ObjectLockRetentionMode::Compliance).days(1).build())
+        .build();
+    r.c.put_object_lock_configuration()
+        .bucket(BUCKET)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder().object_lock_enabled(ObjectLockEnabled::Enabled).rule(rule).build(),
+        )
+        .send()
+        .await
+        .expect("object lock");
+    let mut f = Vec::new();
+    for day in 0..=4u64 {
+        r.at(day as f64).await;
+        r.segs(1, 3 * day..=3 * day + 2).await;
+        f.push(r.backup(1, 3 * day + 1, 3 * day + 2, None, false).await);
+    }
+    r.segs(1, 15..=16).await;
+    let edge = finished(&r.status(), &f[2].name);
+
+    r.window_edge_after(edge);
+    let plan = r.plan();
+    assert_eq!(plan.backup_set(), [f[0].name.clone(), f[1].name.clone()].into());
+    let (ok, v, out) = r.cli(&["retention", "plan", &r.target]);
+    assert!(ok, "{out}");
+    let waits = v["plans"][0]["lock_waits"].as_array().cloned().unwrap_or_default();
+    assert_eq!(waits.len(), plan.backups.len() + plan.wal.len(), "every released unit waits: {v}");
+    assert!(waits.iter().all(|w| w["waits_for"].as_str().is_some_and(|t| t.contains("COMPLIANCE"))), "{v}");
+    r.window_edge_after(edge);
+    assert!(r.status()["retention_lock_waits"].as_u64().unwrap_or(0) > 0);
+    r.window_edge_after(edge);
+    assert_eq!(r.run(), 0, "nothing locked is deleted");
+    for k in f[0].keys.iter().chain(&f[1].keys) {
+        assert!(r.exists(k).await, "{k} is locked and must stay");
+    }
+
+    // A day later (the server's clock) the locks have expired.
+    r.advance_ms(86_400_000 + 1000);
+    r.window_edge_after(edge);
+    assert!(r.run() >= (f[0].keys.len() + f[1].keys.len()) as u64);
+    for k in f[0].keys.iter().chain(&f[1].keys) {
+        let listed = r.c.list_object_versions().bucket(BUCKET).prefix(k).send().await.expect("versions");
+        assert!(listed.versions().is_empty() && listed.delete_markers().is_empty(), "{k}: every version goes");
+    }
+    for b in &f[2..] {
+        for k in &b.keys {
+            assert!(r.exists(k).await, "{k} kept");
+        }
+    }
+}
