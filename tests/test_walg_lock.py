@@ -6,7 +6,7 @@ every version by id. ``S3_RETENTION_PERIOD`` / ``S3_RETENTION_MODE`` make it
 send ``x-amz-object-lock-mode`` / ``-retain-until-date`` with every PutObject
 and CreateMultipartUpload. One walstore, delete protection ``allow`` (so the
 lock alone is what keeps objects; ``protect-required`` is test_walg_retention.py's),
-three buckets; steps in file order:
+four buckets; steps in file order:
 
 1. Bucket ``locked`` (CreateBucket with Object Lock): ``archive_command`` and
    ``backup-push`` with a COMPLIANCE retention of :data:`LOCK_SECONDS`; every
@@ -20,9 +20,15 @@ three buckets; steps in file order:
 4. Bucket ``versioned`` (versioning Enabled, no lock, no retention settings):
    after backups and ``backup-mark`` (two versions of metadata.json),
    ``delete everything FORCE`` leaves no version and no delete marker.
-5. Once the retention of step 1 has passed (bounded wait, which steps 3-4
+5. Bucket ``attacked`` (versioning Enabled, no lock): a backup and archived WAL,
+   then a time T; an attacker with a ``writer`` key (no administrator) deletes
+   every object (delete markers) and overwrites/plants a few with garbage, so
+   the bucket no longer restores. ``walstore asof create attacked/PREFIX --at T``
+   gives a read-only view (writes 403, no versioning status) from which WAL-G's
+   backup-fetch + wal-fetch recovery gives exactly the rows recorded before T.
+6. Once the retention of step 1 has passed (bounded wait, which steps 3-5
    mostly fill), the same delete as in step 2 removes every version.
-6. The server answered no request with 5xx.
+7. The server answered no request with 5xx.
 
 A step whose prerequisite failed is skipped, not failed again.
 Run: ``$WALSTORE_VENV/bin/python -m pytest -q tests/test_walg_lock.py``
@@ -32,21 +38,24 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import os
 import re
+import subprocess
 import time
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir
+from harness import Walstore, rmtree, tempdir, walstore_exe
 from pgcluster import Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
-from test_walg import REGION, archive_settings, backup_list, backup_push, restore_settings, walg_settings
+from test_walg import (REGION, archive_settings, backup_list, backup_push, restore_settings, segment_name,
+                       walg_settings)
 
 KEEP = bool(os.environ.get("WALSTORE_TEST_KEEP"))
 #: COMPLIANCE retention WAL-G asks for in step 1. Long enough for steps 1-2 to finish
 #: well inside it on a slow machine; steps 3-4 run while it passes.
 LOCK_SECONDS = 30
-LOCKED, PLAIN, VERSIONED = "locked", "plain", "versioned"
+LOCKED, PLAIN, VERSIONED, ATTACKED = "locked", "plain", "versioned", "attacked"
 PREFIX = "spilo/lock/wal/15/"  # the same repository path in each bucket
 
 
@@ -363,6 +372,17 @@ def test_retention_refused_on_bucket_without_lock(scenario: Scenario, store: Wal
     scenario.clusters.remove(c)
 
 
+def archiving_primary(scenario: Scenario, name: str, env) -> Cluster:
+    """A running primary archiving through WAL-G with `env`, with 20000 rows of filler."""
+    p = Cluster(scenario.sb, name)
+    scenario.clusters.append(p)
+    p.initdb()
+    p.configure(**p.base_settings(), **archive_settings(env))
+    p.start()
+    p.sql("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    return p
+
+
 # -- step 4: a versioned bucket without lock: delete removes every version ------------
 
 
@@ -371,12 +391,7 @@ def test_versioned_bucket_delete_everything_removes_every_version(scenario: Scen
     """Step 4: backups + backup-mark on `versioned`; delete everything FORCE leaves no version, no marker."""
     sb = scenario.sb
     env = sb.envdir("versioned", settings(store, VERSIONED, "lock", locked=False))
-    p = Cluster(sb, "versioned-primary")
-    scenario.clusters.append(p)
-    p.initdb()
-    p.configure(**p.base_settings(), **archive_settings(env))
-    p.start()
-    p.sql("CREATE TABLE filler AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g")
+    p = archiving_primary(scenario, "versioned-primary", env)
     p.switch_and_wait()
     full = backup_push(sb, env, p)
     p.sql("UPDATE filler SET h = md5(h) WHERE g % 10 = 0")
@@ -417,12 +432,175 @@ def test_versioned_bucket_delete_everything_removes_every_version(scenario: Scen
     assert second != full
 
 
-# -- step 5: once the retention passed, the same delete removes every version ---------
+# -- step 5: an attack with a writer key; an as-of view restores the database ---------
+
+
+def admin_cli(store: Walstore, *args: str) -> dict:
+    """``walstore <args> --json --endpoint ...`` with the server's root key; its JSON answer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALSTORE_")}
+    env.update(WALSTORE_ROOT_ACCESS_KEY=store.access_key, WALSTORE_ROOT_SECRET_KEY=store.secret_key)
+    cp = subprocess.run([walstore_exe(), *args, "--json", "--endpoint", store.endpoint],
+                        capture_output=True, text=True, timeout=60, env=env)
+    assert cp.returncode == 0, f"walstore {' '.join(args)}: exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    return json.loads(cp.stdout)
+
+
+def client_with_key(store: Walstore, key: dict):
+    """boto3 with an access key from ``walstore key create`` (path style, no retries)."""
+    import boto3
+    from botocore.config import Config
+
+    kw = store.boto3_kwargs()
+    kw.update(aws_access_key_id=key["id"], aws_secret_access_key=key["secret"])
+    return boto3.client("s3", **kw, config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+def objects_of(s3, bucket: str, prefix: str = PREFIX, v1: bool = False) -> dict[str, tuple[str, int]]:
+    """{key: (ETag, size)} of the current objects under `prefix` (ListObjectsV2, or V1)."""
+    out: dict[str, tuple[str, int]] = {}
+    for page in s3.get_paginator("list_objects" if v1 else "list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out.update((o["Key"], (o["ETag"], o["Size"])) for o in page.get("Contents", []))
+    return out
+
+
+def status_and_code(exc) -> tuple[int, str]:
+    return exc.response["ResponseMetadata"]["HTTPStatusCode"], error_code(exc)
+
+
+@with_logs
+def test_asof_view_restores_after_writer_attack(scenario: Scenario, store: Walstore, s3):
+    """Step 5: a writer key deletes and overwrites the repository; an as-of view restores it exactly."""
+    sb = scenario.sb
+    from botocore.exceptions import ClientError
+
+    s3.create_bucket(Bucket=ATTACKED, CreateBucketConfiguration={"LocationConstraint": store.region})
+    s3.put_bucket_versioning(Bucket=ATTACKED, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket=ATTACKED).get("Status") == "Enabled"
+    env = sb.envdir("attacked", settings(store, ATTACKED, "lock", locked=False))
+
+    # The database and its repository, all archived before T.
+    p = archiving_primary(scenario, "attacked-primary", env)
+    p.sql("CREATE TABLE victim (id serial PRIMARY KEY, batch int NOT NULL)")
+    p.sql("INSERT INTO victim (batch) SELECT 1 FROM generate_series(1, 1000)")
+    p.switch_and_wait()
+    backup = backup_push(sb, env, p)
+    # Rows only the WAL archived after the backup holds.
+    p.sql("INSERT INTO victim (batch) SELECT 2 FROM generate_series(1, 777)")
+    last_seg = p.switch_and_wait()
+    count = int(p.sql("SELECT count(*) FROM victim"))
+    assert count == 1777
+    assert int(p.sql("SELECT failed_count FROM pg_stat_archiver")) == 0, "archive_command failed"
+    p.stop()  # the archiver's last round ends with the postmaster: no upload after this
+    time.sleep(1.5)
+    at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # >= 0.5 s after the last upload
+    at_text = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.5)  # the attack starts >= 1.5 s after T
+
+    before = objects_of(s3, ATTACKED)
+    sentinel = f"{PREFIX}basebackups_005/{backup}_backup_stop_sentinel.json"
+    last_key = f"{PREFIX}wal_005/{last_seg}.lz4"
+    # A segment after the newest archived one (the shutdown may have archived one more).
+    newest = max(m.group(1) for k in before if (m := re.search(r"wal_005/([0-9A-F]{24})\.lz4$", k)))
+    tl, segno = int(newest[:8], 16), int(newest[8:16], 16) * 256 + int(newest[16:], 16)
+    planted = f"{PREFIX}wal_005/{segment_name(tl, segno + 1)}.lz4"
+    assert sentinel in before and last_key in before and planted not in before, sorted(before)
+    versions, markers = list_versions(s3, ATTACKED)
+    assert not markers and {k for k, _ in versions} == set(before)
+    late = [(k, v["LastModified"]) for (k, _), v in versions.items() if v["LastModified"] > at]
+    assert not late, f"versions written after T={at_text}: {late[:5]}"
+    assert [b["backup_name"] for b in backup_list(sb, env)] == [backup]
+
+    # The attack: a writer key (no administrator) deletes everything and writes garbage.
+    key = admin_cli(store, "key", "create", "--role", "writer")
+    assert key["id"] != store.access_key
+    attacker = client_with_key(store, key)
+    with pytest.raises(ClientError) as e:  # not an administrator
+        attacker.put_bucket_versioning(Bucket=ATTACKED, VersioningConfiguration={"Status": "Suspended"})
+    assert status_and_code(e.value) == (403, "AccessDenied"), e.value.response
+    # The sentinel is overwritten while its backup's data is still there (walstore refuses
+    # a stop sentinel without data), every other key gets a delete marker, then garbage
+    # goes where the last segment was (walstore refuses to overwrite a stored segment
+    # with other bytes) and after the newest one.
+    garbage = {k: os.urandom(4096) for k in (sentinel, last_key, planted)}
+    attacker.put_object(Bucket=ATTACKED, Key=sentinel, Body=garbage[sentinel])
+    keys = sorted(set(before) - {sentinel})
+    for i in range(0, len(keys), 1000):
+        r = attacker.delete_objects(Bucket=ATTACKED, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        assert not r.get("Errors"), f"the writer's DeleteObjects failed: {r['Errors'][:5]}"
+        deleted = r.get("Deleted", [])
+        assert len(deleted) == len(keys[i:i + 1000]) and all(d.get("DeleteMarker") for d in deleted), deleted[:5]
+    for k in (last_key, planted):
+        attacker.put_object(Bucket=ATTACKED, Key=k, Body=garbage[k])
+    assert set(objects_of(s3, ATTACKED)) == set(garbage), "the attack did not leave just the garbage"
+    assert s3.get_object(Bucket=ATTACKED, Key=sentinel)["Body"].read() == garbage[sentinel]
+    cp = sb.walg(env, "backup-list", "--detail", "--json", check=False)
+    print(f"wal-g backup-list (attacked bucket): {out_of(cp)}")
+    listed = [] if cp.returncode != 0 or not cp.stdout.strip() else json.loads(cp.stdout)
+    assert not [b for b in listed if b.get("start_lsn")], f"backup-list still shows a usable backup:\n{out_of(cp)}"
+    broken = Cluster(sb, "attacked-broken")
+    broken.make_empty_data_dir()
+    cp = sb.walg(env, "backup-fetch", str(broken.data), "LATEST", check=False)
+    broken.destroy()
+    assert cp.returncode != 0, f"backup-fetch from the attacked bucket succeeded:\n{out_of(cp)}"
+
+    # The as-of view of the repository at T.
+    view = admin_cli(store, "asof", "create", f"{ATTACKED}/{PREFIX}", "--at", at_text, "--ttl", "1h")
+    name = view["name"]
+    assert view["source"] == ATTACKED and view["prefix"] == PREFIX, view
+    assert name not in (ATTACKED, LOCKED, PLAIN, VERSIONED), view
+    s3.head_bucket(Bucket=name)
+    assert "Status" not in s3.get_bucket_versioning(Bucket=name), "a view must answer no versioning status"
+    assert objects_of(s3, name) == before, "ListObjectsV2 on the view differs from the repository at T"
+    assert objects_of(s3, name, v1=True) == before, "ListObjects (V1) on the view differs from the repository at T"
+    for k in (sentinel, last_key):
+        got = s3.get_object(Bucket=name, Key=k)
+        body = got["Body"].read()
+        assert (got["ETag"], len(body)) == before[k] and body != garbage[k], f"the view serves another {k}"
+        assert s3.head_object(Bucket=name, Key=k)["ETag"] == before[k][0]
+    with pytest.raises(ClientError) as e:
+        s3.head_object(Bucket=name, Key=planted)
+    assert status_and_code(e.value)[0] == 404, f"the view shows {planted}, written after T"
+
+    # Read-only, for the administrator too.
+    for who, c in (("root", s3), ("writer", attacker)):
+        with pytest.raises(ClientError) as e:
+            c.put_object(Bucket=name, Key=sentinel, Body=b"overwrite through the view")
+        assert status_and_code(e.value) == (403, "AccessDenied"), f"PUT to the view ({who}): {e.value.response}"
+        with pytest.raises(ClientError) as e:
+            c.delete_object(Bucket=name, Key=sentinel)
+        assert status_and_code(e.value) == (403, "AccessDenied"), f"DELETE in the view ({who}): {e.value.response}"
+    assert objects_of(s3, name) == before, "a refused write changed the view"
+
+    # WAL-G restores from the view: backup-fetch, then wal-fetch to the end of the archive.
+    venv = sb.envdir("asof-view", walg_settings(store, "lock", WALG_S3_PREFIX=f"s3://{name}/{PREFIX.rstrip('/')}"))
+    assert [b["backup_name"] for b in backup_list(sb, venv)] == [backup], "backup-list on the view"
+    r = Cluster(sb, "attacked-restore")
+    scenario.clusters.append(r)
+    r.make_empty_data_dir()
+    sb.walg(venv, "backup-fetch", str(r.data), "LATEST")
+    assert (r.data / "PG_VERSION").read_text().strip() == "15"
+    r.configure(**r.base_settings(), **restore_settings(venv))
+    r.touch("recovery.signal")
+    r.start()
+    r.wait_promoted()
+    got = int(r.sql("SELECT count(*) FROM victim"))
+    assert got == count, f"restored {got} rows from the as-of view, expected exactly {count}"
+    assert r.sql("SELECT count(*) FROM victim WHERE batch = 2") == "777"
+    assert r.sql("SELECT count(*) FROM filler") == "20000"
+    assert f'restored log file "{last_seg}" from archive' in read_log(r.log), \
+        f"recovery did not replay {last_seg} (overwritten in the bucket) from the view"
+    r.destroy()
+    scenario.clusters.remove(r)
+    # The attacked bucket itself is as the attacker left it.
+    assert set(objects_of(s3, ATTACKED)) == set(garbage)
+
+
+# -- step 6: once the retention passed, the same delete removes every version ---------
 
 
 @with_logs
 def test_delete_everything_after_retention_passed(scenario: Scenario, store: Walstore, s3):
-    """Step 5: after the last RetainUntilDate, delete everything FORCE removes every version."""
+    """Step 6: after the last RetainUntilDate, delete everything FORCE removes every version."""
     sc, sb = scenario, scenario.sb
     sc.require("refused")
     last = max(sc.retain_until.values())
@@ -445,11 +623,11 @@ def test_delete_everything_after_retention_passed(scenario: Scenario, store: Wal
     sc.done.add("expired")
 
 
-# -- step 6 ---------------------------------------------------------------------------
+# -- step 7 ---------------------------------------------------------------------------
 
 
 def test_server_answered_no_5xx(scenario: Scenario, store: Walstore):
-    """Step 6: WAL-G retries 5xx silently: the server must not have failed any request."""
+    """Step 7: WAL-G retries 5xx silently: the server must not have failed any request."""
     log = read_log(store.log_path)
     assert re.search(r"\brequest\b.*\bstatus=\d{3}", log), "walstore logged no requests"
     errors = [ln for ln in log.splitlines() if re.search(r"status=5\d\d", ln)]
