@@ -143,6 +143,15 @@ def test_list_object_versions_pages_prefixes_and_markers(s3):
     r = s3.list_object_versions(Bucket="pages", Delimiter="/")
     assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["a/", "c/"]
     assert {v["Key"] for v in r["Versions"]} == {"b"}
+    # Pages of 1 with a delimiter: each common prefix once, then the versions of `b`.
+    seen, kw = [], {"Bucket": "pages", "MaxKeys": 1, "Delimiter": "/"}
+    for _ in range(20):
+        r = s3.list_object_versions(**kw)
+        seen += [p["Prefix"] for p in r.get("CommonPrefixes", [])] + [v["VersionId"] for v in r.get("Versions", [])]
+        if not r["IsTruncated"]:
+            break
+        kw.update(KeyMarker=r["NextKeyMarker"], VersionIdMarker=r.get("NextVersionIdMarker", ""))
+    assert seen == ["a/"] + [v for k, v in want if k == "b"] + ["c/"], seen
     r = s3.list_object_versions(Bucket="pages", Prefix="a/", KeyMarker="a/1")
     assert {v["Key"] for v in r["Versions"]} == {"a/2"}
     with pytest.raises(ClientError) as e:

@@ -186,19 +186,8 @@ impl Store {
                 .and_then(|d| key[q.prefix.len()..].find(d).map(|i| key[..q.prefix.len() + i + d.len()].to_owned()))
         };
         if let Some(after) = &q.after {
-            let mut resume = bprefix.clone();
-            resume.extend_from_slice(after.as_bytes());
-            // After a common prefix we returned, its whole subtree is skipped.
-            let resume = if common_of(after).as_deref() == Some(after.as_str()) {
-                prefix_end(&resume)
-            } else {
-                resume.push(1);
-                Some(resume)
-            };
-            match resume {
-                Some(r) if r > lower => lower = r,
-                Some(_) => {}
-                None => return Ok(ListPage::default()),
+            if !crate::store::resume_after(&mut lower, &bprefix, after, &q.prefix, delimiter, 1) {
+                return Ok(ListPage::default());
             }
         }
         let mut page = ListPage::default();

@@ -537,24 +537,8 @@ impl Store {
         let upper = prefix_end(&lower).or_else(|| prefix_end(&bprefix));
         let delimiter = q.delimiter.as_deref().filter(|d| !d.is_empty());
         if let Some(after) = &q.after {
-            let mut resume = bprefix.clone();
-            resume.extend_from_slice(after.as_bytes());
-            // `after` is a common prefix we returned iff it ends at the first
-            // delimiter after the prefix; then everything under it is skipped.
-            let skip_subtree = delimiter.is_some_and(|d| {
-                after.starts_with(&q.prefix)
-                    && after[q.prefix.len()..].find(d).is_some_and(|i| q.prefix.len() + i + d.len() == after.len())
-            });
-            let resume = if skip_subtree {
-                prefix_end(&resume)
-            } else {
-                resume.push(0);
-                Some(resume)
-            };
-            match resume {
-                Some(r) if r > lower => lower = r,
-                Some(_) => {}
-                None => return Ok(ListPage::default()),
+            if !resume_after(&mut lower, &bprefix, after, &q.prefix, delimiter, 0) {
+                return Ok(ListPage::default());
             }
         }
         let mut page = ListPage::default();
@@ -753,6 +737,42 @@ impl ObjectReader {
             let bytes = Bytes::from(buf);
             return Ok(Some(bytes.slice(from..to)));
         }
+    }
+}
+
+/// Raises `lower` (an index key) past `after`, where a listing page ended: past its
+/// whole subtree when `after` is a common prefix that page returned (it ends at the
+/// first delimiter after `prefix`), else past the key itself — `step` 0 for the next
+/// key, 1 to also skip its `versions` entries (`<key> 0x00 …`). `false` when nothing
+/// can follow.
+pub(crate) fn resume_after(
+    lower: &mut Vec<u8>,
+    bprefix: &[u8],
+    after: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    step: u8,
+) -> bool {
+    let mut resume = bprefix.to_vec();
+    resume.extend_from_slice(after.as_bytes());
+    let is_common_prefix = delimiter.is_some_and(|d| {
+        after.starts_with(prefix)
+            && after[prefix.len()..].find(d).is_some_and(|i| prefix.len() + i + d.len() == after.len())
+    });
+    let resume = if is_common_prefix {
+        prefix_end(&resume)
+    } else {
+        resume.push(step);
+        Some(resume)
+    };
+    match resume {
+        Some(r) => {
+            if r > *lower {
+                *lower = r;
+            }
+            true
+        }
+        None => false,
     }
 }
 

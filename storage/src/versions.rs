@@ -588,20 +588,19 @@ impl Store {
         let mut lower = start.clone();
         let mut skip_in_first: Option<(String, Option<VersionId>)> = None;
         if let Some(marker) = q.key_marker.as_deref().filter(|m| !m.is_empty()) {
-            let mut m = bprefix.clone();
-            m.extend_from_slice(marker.as_bytes());
             match q.version_marker {
                 // Continue inside the marker's key, after that version.
                 Some(v) => {
+                    let mut m = bprefix.clone();
+                    m.extend_from_slice(marker.as_bytes());
                     if m > lower {
                         lower = m;
                     }
                     skip_in_first = Some((marker.to_owned(), Some(v)));
                 }
                 None => {
-                    m.push(1); // past `marker` and its `versions` entries
-                    if m > lower {
-                        lower = m;
+                    if !crate::store::resume_after(&mut lower, &bprefix, marker, &q.prefix, delimiter, 1) {
+                        return Ok(page);
                     }
                 }
             }
@@ -615,7 +614,7 @@ impl Store {
                     let cp = key[..q.prefix.len() + i + d.len()].to_owned();
                     if count >= q.max_keys {
                         page.truncated = true;
-                        break;
+                        return Ok(page);
                     }
                     let mut next = bprefix.clone();
                     next.extend_from_slice(cp.as_bytes());
