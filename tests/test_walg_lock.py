@@ -73,6 +73,16 @@ def with_logs(fn):
     return wrapper
 
 
+def assert_everything_deleted(s3, bucket: str, cp, ops, total: int) -> None:
+    """`wal-g delete everything FORCE` left no version, no delete marker, no key, and exited 0."""
+    left, markers = list_versions(s3, bucket)
+    assert not left, (f"delete everything FORCE left {len(left)} of {total} versions in {bucket}, "
+                      f"e.g. {sorted(left)[:5]}\nrequests: {ops}\n{out_of(cp)}")
+    assert not markers, f"delete everything FORCE left delete markers in {bucket}: {markers[:5]}\n{out_of(cp)}"
+    assert not keys_of(s3, bucket)
+    assert cp.returncode == 0, f"delete everything FORCE failed although it removed everything\n{out_of(cp)}"
+
+
 # -- fixtures -----------------------------------------------------------------------
 
 
@@ -422,12 +432,7 @@ def test_versioned_bucket_delete_everything_removes_every_version(scenario: Scen
     cp, ops = walg_delete_everything(sb, env, store)
     print(f"wal-g delete everything FORCE (versioned): {out_of(cp)}\nrequests: {ops}")
     assert "ListObjectVersions" in ops, f"WAL-G did not list versions: {ops}"
-    left, markers = list_versions(s3, VERSIONED)
-    assert not left, (f"delete everything FORCE left {len(left)} of {len(versions)} versions, "
-                      f"e.g. {sorted(left)[:5]}\n{out_of(cp)}")
-    assert not markers, f"delete everything FORCE left delete markers: {markers[:5]}\n{out_of(cp)}"
-    assert not keys_of(s3, VERSIONED)
-    assert cp.returncode == 0, f"delete everything FORCE failed although it removed everything\n{out_of(cp)}"
+    assert_everything_deleted(s3, VERSIONED, cp, ops, len(versions))
     assert not [b for b in backup_list(sb, env)], "backup-list still shows backups"
     assert second != full
 
@@ -614,12 +619,7 @@ def test_delete_everything_after_retention_passed(scenario: Scenario, store: Wal
 
     cp, ops = walg_delete_everything(sb, sc.env, store)
     print(f"wal-g delete everything FORCE (expired): {out_of(cp)}\nrequests: {ops}")
-    left, markers = list_versions(s3, LOCKED)
-    assert not left, (f"after the retention passed, delete everything FORCE left {len(left)} of "
-                      f"{len(sc.versions)} versions, e.g. {sorted(left)[:5]}\nrequests: {ops}\n{out_of(cp)}")
-    assert not markers, f"delete markers left: {markers[:5]}"
-    assert not keys_of(s3, LOCKED)
-    assert cp.returncode == 0, f"delete everything FORCE failed although it removed everything\n{out_of(cp)}"
+    assert_everything_deleted(s3, LOCKED, cp, ops, len(sc.versions))
     sc.done.add("expired")
 
 
