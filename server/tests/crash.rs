@@ -191,15 +191,7 @@ async fn kill_dash_nine_under_load_loses_nothing_acknowledged() {
         let (present, deleted) = verify(&c, &ledger).await;
         println!("cycle {cycle}: ran {run:?}, verified {present} objects and {deleted} deletes");
     }
-    // Consistency of refcounts vs. index, with the server stopped.
-    assert_eq!(srv.stop(), Some(0), "clean shutdown");
-    let out = srv.cli(&["check"]);
-    assert!(
-        out.status.success(),
-        "walstore check: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_and_check(&mut srv);
     // After GC with no grace, no orphan blob remains: every blob file is referenced.
     let out = srv.cli(&["gc", "--grace", "0s"]);
     assert!(out.status.success(), "walstore gc: {}", String::from_utf8_lossy(&out.stderr));
@@ -416,6 +408,12 @@ async fn kill_dash_nine_under_versioned_writes_loses_no_version() {
         }
         println!("cycle {cycle}: {checked} acknowledged versions read back");
     }
+    stop_and_check(&mut srv);
+}
+
+/// Stops the server cleanly, then `walstore check`: reference counts agree with the
+/// index (versions included).
+fn stop_and_check(srv: &mut Server) {
     assert_eq!(srv.stop(), Some(0), "clean shutdown");
     let out = srv.cli(&["check"]);
     assert!(
