@@ -335,8 +335,12 @@ def test_deleted_segment_is_reported_as_a_gap(scenario: Scenario, walg):
     assert victim != after_backup[-1]
 
     settled = {"pending": 0, "lost": 0}
-    before = Scrape.until(sc.store, lambda s: s.gaps == settled)
+    # Settled means the gauges have seen the newest segment too: the last ones may have been
+    # archived while PostgreSQL stopped, and the evaluation follows writes within a second.
+    newest_end = (segs[-1][0][1] + 1) * WAL_SEGMENT_SIZE
+    before = Scrape.until(sc.store, lambda s: s.gaps == settled and s.last_lsn == newest_end)
     assert before.gaps == settled, f"gaps before any deletion: {before.gaps}"
+    assert before.last_lsn == newest_end, f"newest segment {segs[-1][1]} not in the gauges: {before.last_lsn}"
 
     # Default delete protection refuses: the segment is young and the backup needs it.
     with pytest.raises(ClientError) as e:
