@@ -26,6 +26,8 @@
 //! - `audit`:   `<time ms BE> <seq>` → admin overrides, retention deletions
 //! - `keys`:    `<access key id>` → secret, role and scope of an access key
 //! - `journal`: `<bucket> 0x00 <repo prefix>` → retention unit being deleted (crash resume)
+//! - `replq`: replication journal, per target (see [`crate::replication`])
+//! - `meta` also holds `repl/<target>` → [`crate::replication::TargetRecord`]
 //!
 //! Invariant: the reference count of a blob equals the number of occurrences of
 //! its hash in `objects` entries plus the number of `parts` entries naming it.
@@ -63,8 +65,9 @@ pub(crate) const CF_JOURNAL: &str = "journal";
 pub(crate) const CF_INLINE: &str = "inline";
 pub(crate) const CF_COMPLETED: &str = "completed";
 pub(crate) const CF_VERSIONS: &str = "versions";
+pub(crate) const CF_REPLQ: &str = "replq";
 
-const ALL_CFS: [&str; 16] = [
+const ALL_CFS: [&str; 17] = [
     CF_BUCKETS,
     CF_OBJECTS,
     CF_BLOBS,
@@ -81,6 +84,7 @@ const ALL_CFS: [&str; 16] = [
     CF_INLINE,
     CF_COMPLETED,
     CF_VERSIONS,
+    CF_REPLQ,
 ];
 
 /// Version of the index layout as a whole (CF set and key encodings).
@@ -95,7 +99,10 @@ const ALL_CFS: [&str; 16] = [
 /// 5: versioning and Object Lock: the `versions` family, and entries
 /// with a trailer ([`codec::VALUE_V2_TRAILER`]). Schema 4 needs no migration; an older
 /// build would drop the trailers (and with them the locks) it cannot read.
-const SCHEMA_VERSION: u32 = 5;
+/// 6: the `replq` family (replication journal). Schema 5 needs no migration; an
+/// older build would make changes without journaling them, and the off-box copy
+/// would silently miss them.
+const SCHEMA_VERSION: u32 = 6;
 
 /// Length of a `gcq` key: time (8) + blob hash (32).
 pub(crate) const GCQ_KEY_LEN: usize = 40;
@@ -574,7 +581,7 @@ impl Index {
                 self.migrate_gcq_v1()?;
                 self.set_schema()
             }
-            Some(2..=4) => self.set_schema(),
+            Some(2..=5) => self.set_schema(),
             Some(found) => Err(Error::Index(format!(
                 "the index at {} has schema version {found}, which no walstore wrote; this build reads schema \
                  versions 1 to {SCHEMA_VERSION}",

@@ -30,6 +30,7 @@ mod maintenance;
 mod md5lanes;
 mod multipart;
 mod objects;
+pub mod replication;
 mod space;
 mod store;
 #[cfg(feature = "testkit")]
@@ -55,6 +56,7 @@ pub use multipart::{
 };
 pub use objects::{DeleteCondition, DeleteTarget, Deleted, PutRequest, WriteCondition};
 pub use space::SpaceReserve;
+pub use replication::{Backlog, JournalEntry, JournalId, JournalOp, OffboxMark, RestoreRequest, TargetRecord};
 pub use store::{ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, Store, StoreConfig, StoreStats};
 pub use types::*;
 pub use usage::{CompletedScrub, CorruptBlob, ScrubCursor, ScrubReport, ScrubState, Usage, SCRUB_SAVE_EVERY};

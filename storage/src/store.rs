@@ -161,6 +161,10 @@ pub struct Store {
     pub(crate) gc_cursor: parking_lot::Mutex<crate::index::GcCursor>,
     /// Requests to run a background job now.
     pub(crate) jobs: crate::budget::JobRequests,
+    /// Replication targets (see [`crate::replication`]), read by every write.
+    pub(crate) repl_targets: parking_lot::RwLock<Vec<crate::replication::TargetRecord>>,
+    /// Last replication journal sequence number handed out.
+    pub(crate) repl_seq: AtomicU64,
 }
 
 impl Store {
@@ -222,7 +226,7 @@ impl Store {
         if swept > 0 {
             tracing::info!(files = swept, "removed staging files left by an interrupted run");
         }
-        Ok(Self {
+        let store = Self {
             index,
             blobs,
             key_locks: Stripes::new(Level::Key, 1024),
@@ -234,8 +238,12 @@ impl Store {
             space: SpaceGuard::new(config.data_dir.clone(), config.space_reserve),
             gc_cursor: Default::default(),
             jobs: Default::default(),
+            repl_targets: Default::default(),
+            repl_seq: AtomicU64::new(0),
             config,
-        })
+        };
+        store.load_replication()?;
+        Ok(store)
     }
 
     /// Reads the whole index with checksums verified (see the maintenance job

@@ -304,6 +304,7 @@ impl KeyVersions {
                 Some(e) => batch.put_cf(store.index.cf(CF_OBJECTS)?, &okey, e.encode()?),
                 None => batch.delete_cf(store.index.cf(CF_OBJECTS)?, &okey),
             }
+            store.journal_change(batch, &self.bucket, &self.key, self.current.as_ref(), now)?;
         }
         let vcf = store.index.cf(CF_VERSIONS)?;
         for seq in &self.removed {

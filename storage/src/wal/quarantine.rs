@@ -187,6 +187,7 @@ impl Store {
                 } else {
                     if let Some((old_key, old)) = stored {
                         batch.delete_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, &old_key));
+                        self.journal_change(&mut batch, &bucket, &old_key, None, now)?;
                         let moved = Quarantined {
                             time: now,
                             bucket: rec.bucket.clone(),
@@ -202,6 +203,7 @@ impl Store {
                         batch.put_cf(qcf, k, codec::encode(&moved)?);
                     }
                     batch.put_cf(self.index.cf(CF_OBJECTS)?, object_key(&bucket, key.as_str()), entry.encode()?);
+                    self.journal_change(&mut batch, &bucket, key.as_str(), Some(&entry), now)?;
                 }
                 self.audit_into(
                     &mut batch,
