@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 /// The newest index schema. Raise it with `SCHEMA_VERSION` in storage/src/index.rs,
 /// and add `fixtures/schema-N` (see fixtures/generate.sh): the refusal test below
 /// names this number, and every schema up to it must have a fixture.
-const NEWEST_SCHEMA: u32 = 5;
+const NEWEST_SCHEMA: u32 = 6;
 
 /// The fixtures were written long before the test runs: a server with the default
 /// grace periods would reclaim their unreferenced blobs and expire the pending upload
@@ -343,6 +343,11 @@ async fn schema_4_data_directory_reads_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_5_data_directory_reads_back() {
     old_data_directory_reads_back(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_6_data_directory_reads_back() {
+    old_data_directory_reads_back(6).await;
 }
 
 #[test]

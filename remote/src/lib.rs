@@ -1,0 +1,21 @@
+//! Off-box copies: walstore stays the fast, WAL-aware front door and copies what it
+//! stores into an existing S3-compatible cluster (AWS S3, Ceph RGW, MinIO, Garage),
+//! and rebuilds a data directory from that copy.
+//!
+//! - [`spec`]: a target's settings and credentials;
+//! - [`client`]: the one S3 client (`aws-sdk-s3`) every off-box feature uses;
+//! - [`replicate`]: the worker that drains the storage crate's replication journal;
+//! - [`rebuild`]: a store made again from a copy.
+//!
+//! What a change must reach and in which order is journaled by the storage crate
+//! (`storage::replication`) in the same batch as the change; this crate only sends.
+
+pub mod client;
+pub mod error;
+pub mod rebuild;
+pub mod replicate;
+pub mod spec;
+
+pub use error::{Error, ErrorKind, Result};
+pub use replicate::{ReplicationJob, Replicator, TargetReport};
+pub use spec::{DeletePolicy, TargetSpec};
