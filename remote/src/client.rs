@@ -319,3 +319,19 @@ fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     parts.join(": ")
 }
+
+/// Checks from synchronous code that target `name` answers and accepts its
+/// credentials (a listing of one key), within 10 seconds.
+pub fn probe_blocking(name: &str, spec: &TargetSpec) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Local, format!("runtime: {e}")))?;
+    rt.block_on(async {
+        let remote = Remote::connect(name, spec)?;
+        match tokio::time::timeout(Duration::from_secs(10), remote.probe()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(ErrorKind::Network, "the target did not answer within 10 s")),
+        }
+    })
+}

@@ -75,7 +75,7 @@ pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 /// Where a target is and how to talk to it. Stored (as JSON) with the target in
 /// the index; holds no secret, only where to read one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TargetSpec {
     /// `http(s)://host:port` of the S3 service.
     pub endpoint: String,

@@ -296,6 +296,25 @@ pub enum AdminRequest {
         /// Its name.
         name: String,
     },
+    /// Replication targets and their state (`name`: only that one).
+    ReplicationStatus {
+        /// One target.
+        name: Option<String>,
+    },
+    /// Adds a replication target.
+    ReplicationAdd(Box<ReplicationDoc>),
+    /// Pauses (`true`) or resumes a target.
+    ReplicationPause {
+        /// Target.
+        name: String,
+        /// Pause or resume.
+        paused: bool,
+    },
+    /// Removes a target and its journal.
+    ReplicationRemove {
+        /// Target.
+        name: String,
+    },
     /// Progress and last report of scrubs.
     ScrubStatus,
 }
@@ -316,8 +335,52 @@ fn repos_of(store: &Store, bucket: &BucketName, prefix: &Option<String>) -> stor
 
 /// Executes an admin operation (blocking). Returns whether it "succeeded"
 /// (a failed check is reported with `false`) and the JSON answer.
-pub fn execute(store: &Store, actor: &str, req: AdminRequest) -> S3Result<(bool, Value)> {
+pub fn execute(store: &Store, rep: &remote::Replicator, actor: &str, req: AdminRequest) -> S3Result<(bool, Value)> {
     Ok(match req {
+        AdminRequest::ReplicationStatus { name: None } => {
+            (true, json!({ "targets": rep.report(store).iter().map(|r| r.to_json()).collect::<Vec<_>>() }))
+        }
+        AdminRequest::ReplicationStatus { name: Some(name) } => {
+            (true, rep.report_one(store, store.replication_target(&name)?).to_json())
+        }
+        AdminRequest::ReplicationAdd(doc) => {
+            if store.replication_targets().iter().any(|t| t.name == doc.name) {
+                return Err(bad(format!(
+                    "a replication target named {:?} exists; remove it first (walstore replication remove {})",
+                    doc.name, doc.name
+                )));
+            }
+            let rec = doc.record(store.now(), false).map_err(bad)?;
+            let spec = doc.spec.clone();
+            // Checked now so that a typo shows at once; the target is added either way
+            // (it may come up later), and the worker retries.
+            let probe = remote::client::probe_blocking(&doc.name, &spec);
+            let journaled = store.put_replication_target(rec, true)?;
+            tracing::info!(target_name = %doc.name, actor, journaled, "replication target added");
+            (
+                true,
+                json!({
+                    "name": doc.name,
+                    "journaled": journaled,
+                    "probe": match probe { Ok(()) => "ok".to_owned(), Err(e) => format!("{}: {}", e.kind.name(), e.message) },
+                }),
+            )
+        }
+        AdminRequest::ReplicationPause { name, paused } => {
+            let rec = store.set_replication_paused(&name, paused)?;
+            tracing::info!(target_name = %name, actor, paused, "replication target {}", if paused { "paused" } else { "resumed" });
+            (true, json!({ "name": rec.name, "paused": rec.paused }))
+        }
+        AdminRequest::ReplicationRemove { name } => {
+            if store.replication_target(&name)?.from_config {
+                return Err(bad(format!(
+                    "replication target {name:?} is defined in the server's configuration file; remove it there"
+                )));
+            }
+            store.remove_replication_target(&name)?;
+            tracing::info!(target_name = %name, actor, "replication target removed");
+            (true, json!({ "removed": name }))
+        }
         AdminRequest::Status { bucket, prefix } => {
             let evs: Vec<_> = repos_of(store, &bucket, &prefix)?
                 .iter()
@@ -598,6 +661,16 @@ pub async fn handle(
             name: q.get("name").ok_or_else(|| bad("the name parameter is required"))?.to_owned(),
         },
         (Method::POST, "scrub") => AdminRequest::ScrubStart,
+        (Method::GET, "replication") => AdminRequest::ReplicationStatus { name: q.get("name").map(str::to_owned) },
+        (Method::POST, "replication") => {
+            let raw = read_small(body, spec, 64 << 10).await?;
+            let doc: ReplicationDoc =
+                serde_json::from_slice(&raw).map_err(|e| bad(format!("replication target: {e}")))?;
+            AdminRequest::ReplicationAdd(Box::new(doc))
+        }
+        (Method::POST, "replication/pause") => AdminRequest::ReplicationPause { name: name_arg(q)?, paused: true },
+        (Method::POST, "replication/resume") => AdminRequest::ReplicationPause { name: name_arg(q)?, paused: false },
+        (Method::DELETE, "replication") => AdminRequest::ReplicationRemove { name: name_arg(q)? },
         (Method::POST, "test-clock") if state.test_clock.is_some() => {
             let ms: i64 =
                 q.get("ms").and_then(|v| v.parse().ok()).ok_or_else(|| bad("ms=<unix milliseconds> is required"))?;
@@ -608,13 +681,56 @@ pub async fn handle(
         }
         _ => return Err(S3Error::new(S3Code::NotImplemented, format!("unknown admin endpoint {method} {path}"))),
     };
-    let store = state.store.clone();
+    let (store, rep) = (state.store.clone(), state.replicator.clone());
     let actor = who.access_key.clone();
-    let (ok, v) = match tokio::task::spawn_blocking(move || execute(&store, &actor, req)).await {
+    let (ok, v) = match tokio::task::spawn_blocking(move || execute(&store, &rep, &actor, req)).await {
         Ok(r) => r?,
         Err(e) => return Err(S3Error::internal("admin task", &e)),
     };
     Ok(json_response(if ok { StatusCode::OK } else { StatusCode::CONFLICT }, &v))
+}
+
+fn name_arg(q: &Query) -> S3Result<String> {
+    q.get("name").map(str::to_owned).ok_or_else(|| bad("the name parameter is required"))
+}
+
+/// A replication target as the admin API, the CLI and the configuration file give it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReplicationDoc {
+    /// Target name.
+    pub name: String,
+    /// What is copied: `BUCKET`, `BUCKET/PREFIX`, or absent for every bucket.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Where it goes.
+    #[serde(flatten)]
+    pub spec: remote::TargetSpec,
+}
+
+impl ReplicationDoc {
+    /// The record the store keeps.
+    pub fn record(&self, now: storage::Timestamp, from_config: bool) -> Result<storage::TargetRecord, String> {
+        storage::replication::check_target_name(&self.name).map_err(|e| e.to_string())?;
+        self.spec.validate()?;
+        let (source_bucket, source_prefix) = match self.source.as_deref().map(|s| s.trim_start_matches('/')) {
+            None | Some("") | Some("*") => (None, String::new()),
+            Some(s) => {
+                let (b, p) = s.split_once('/').unwrap_or((s, ""));
+                BucketName::parse(b).map_err(|e| format!("source {s:?}: {e}"))?;
+                (Some(b.to_owned()), p.to_owned())
+            }
+        };
+        Ok(storage::TargetRecord {
+            name: self.name.clone(),
+            source_bucket,
+            source_prefix,
+            paused: false,
+            created: now,
+            spec: serde_json::to_string(&self.spec).map_err(|e| e.to_string())?,
+            from_config,
+        })
+    }
 }
 
 /// Parses `first` / `second` (which copy a quarantine resolution keeps).
@@ -659,4 +775,23 @@ fn view_json(v: &storage::AsofView) -> Value {
 
 fn storage_time(t: storage::Timestamp) -> String {
     crate::xml::iso8601(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replication_documents_parse_and_refuse_unknown_fields() {
+        let ok = r#"{"name":"dr","source":"pgb/spilo/","endpoint":"http://127.0.0.1:9000","bucket":"copy","region":"us-east-1","deletes":"delay 1d","credentials-file":"/x"}"#;
+        let d: ReplicationDoc = serde_json::from_str(ok).expect("parse");
+        let rec = d.record(storage::Timestamp::from_millis(0), false).expect("record");
+        assert_eq!((rec.source_bucket.as_deref(), rec.source_prefix.as_str()), (Some("pgb"), "spilo/"));
+        assert_eq!(d.spec.deletes, remote::DeletePolicy::Delay(Duration::from_secs(86400)));
+        let typo = r#"{"name":"dr","endpoint":"http://127.0.0.1:9000","bucket":"copy","region":"us-east-1","regoin":"x"}"#;
+        assert!(serde_json::from_str::<ReplicationDoc>(typo).is_err());
+        let bad_name = r#"{"name":"DR","endpoint":"http://127.0.0.1:9000","bucket":"copy","region":"us-east-1"}"#;
+        let d: ReplicationDoc = serde_json::from_str(bad_name).expect("parse");
+        assert!(d.record(storage::Timestamp::from_millis(0), false).is_err());
+    }
 }

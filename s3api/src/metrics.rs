@@ -21,6 +21,8 @@ use crate::router::Operation;
 /// Every metric walstore exports.
 pub struct Metrics {
     registry: Registry,
+    /// Off-box replication (per target).
+    replication: ReplicationMetrics,
     /// Requests by operation and status.
     pub requests: IntCounterVec,
     /// Request latency by operation.
@@ -376,6 +378,7 @@ impl Metrics {
                 "Time a background worker has spent working since start.",
                 &["worker"],
             ),
+            replication: ReplicationMetrics::new(&r),
             registry: r,
         };
         let info = gauge_vec(&m.registry, "walstore_build_info", "Build information.", &["version"]);
@@ -383,7 +386,7 @@ impl Metrics {
         for op in Operation::ALL {
             m.duration.with_label_values(&[op.name()]);
         }
-        for job in ["gc", "evaluate", "retention", "usage", "scrub", "index-verify"] {
+        for job in ["gc", "evaluate", "retention", "usage", "scrub", "index-verify", "replication"] {
             m.job_errors.with_label_values(&[job]);
         }
         m
@@ -521,6 +524,46 @@ impl Metrics {
         }
     }
 
+    /// Refreshes the replication gauges from a report of every target, with the
+    /// newest local WAL segment of each repository (for the off-box WAL lag).
+    pub fn refresh_replication(&self, reports: &[remote::TargetReport], evals: &[std::sync::Arc<Evaluation>]) {
+        let r = &self.replication;
+        for g in [&r.lag, &r.backlog_objects, &r.backlog_bytes, &r.held_deletes, &r.last_success, &r.failing, &r.paused] {
+            g.reset();
+        }
+        r.offbox_time.reset();
+        r.offbox_lag.reset();
+        for t in reports {
+            let n = t.rec.name.as_str();
+            r.lag.with_label_values(&[n]).set(t.lag_seconds());
+            if let Ok(b) = &t.backlog {
+                r.backlog_objects.with_label_values(&[n]).set(b.objects as f64);
+                r.backlog_bytes.with_label_values(&[n]).set(b.bytes as f64);
+                r.held_deletes.with_label_values(&[n]).set(b.held_deletes as f64);
+            }
+            let st = &t.state;
+            r.last_success.with_label_values(&[n]).set(st.last_success.load(Ordering::Relaxed) as f64);
+            r.failing.with_label_values(&[n]).set(if st.failures() > 0 { 1.0 } else { 0.0 });
+            r.paused.with_label_values(&[n]).set(if t.rec.paused { 1.0 } else { 0.0 });
+            follow(&r.objects.with_label_values(&[n]), st.objects.load(Ordering::Relaxed));
+            follow(&r.bytes.with_label_values(&[n]), st.bytes.load(Ordering::Relaxed));
+            follow(&r.deletes.with_label_values(&[n]), st.deletes.load(Ordering::Relaxed));
+            for (kind, count) in st.errors_by_kind() {
+                follow(&r.errors.with_label_values(&[n, kind]), count);
+            }
+            for m in &t.offbox {
+                let secs = m.last_modified.as_millis() as f64 / 1000.0;
+                let labels = [n, m.bucket.as_str(), m.repository.as_str()];
+                r.offbox_time.with_label_values(&labels).set(secs);
+                let local = evals.iter().find(|e| e.bucket.as_str() == m.bucket && e.prefix == m.repository);
+                if let Some((_, t, _)) = local.and_then(|e| e.horizon.report.last_segment.as_ref()) {
+                    let newest = t.as_millis() as f64 / 1000.0;
+                    r.offbox_lag.with_label_values(&labels).set((newest - secs).max(0.0));
+                }
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -528,6 +571,74 @@ impl Metrics {
             tracing::error!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+/// The replication gauges and counters (see the README's metrics table).
+struct ReplicationMetrics {
+    lag: GaugeVec,
+    backlog_objects: GaugeVec,
+    backlog_bytes: GaugeVec,
+    held_deletes: GaugeVec,
+    last_success: GaugeVec,
+    failing: GaugeVec,
+    paused: GaugeVec,
+    objects: IntCounterVec,
+    bytes: IntCounterVec,
+    deletes: IntCounterVec,
+    errors: IntCounterVec,
+    offbox_time: GaugeVec,
+    offbox_lag: GaugeVec,
+}
+
+impl ReplicationMetrics {
+    fn new(r: &Registry) -> Self {
+        let t = &["target"];
+        Self {
+            lag: fgauge_vec(r, "walstore_replication_lag_seconds", "Age of the oldest change not yet on the target.", t),
+            backlog_objects: fgauge_vec(
+                r,
+                "walstore_replication_backlog_objects",
+                "Changes journaled for the target and not yet confirmed by it.",
+                t,
+            ),
+            backlog_bytes: fgauge_vec(r, "walstore_replication_backlog_bytes", "Bytes the pending changes send.", t),
+            held_deletes: fgauge_vec(
+                r,
+                "walstore_replication_held_deletes",
+                "Deletes held back by the target's delete policy (delay).",
+                t,
+            ),
+            last_success: fgauge_vec(
+                r,
+                "walstore_replication_last_success_timestamp_seconds",
+                "Unix time the target last confirmed a change or was found up to date.",
+                t,
+            ),
+            failing: fgauge_vec(r, "walstore_replication_failing", "1 while the last attempt to the target failed.", t),
+            paused: fgauge_vec(r, "walstore_replication_paused", "1 while the target is paused.", t),
+            objects: counter_vec(r, "walstore_replication_objects_total", "Objects the target confirmed.", t),
+            bytes: counter_vec(r, "walstore_replication_bytes_total", "Bytes the target confirmed.", t),
+            deletes: counter_vec(r, "walstore_replication_deletes_total", "Deletes the target confirmed.", t),
+            errors: counter_vec(
+                r,
+                "walstore_replication_errors_total",
+                "Failed attempts by kind (auth, network, throttled, server, checksum, config, local, other).",
+                &["target", "kind"],
+            ),
+            offbox_time: fgauge_vec(
+                r,
+                "walstore_replication_wal_offbox_timestamp_seconds",
+                "Write time of the newest WAL segment of the repository the target holds.",
+                &["target", "bucket", "repo"],
+            ),
+            offbox_lag: fgauge_vec(
+                r,
+                "walstore_replication_wal_offbox_lag_seconds",
+                "Newest local WAL segment minus newest off-box one: the WAL a lost appliance would lose (off-box RPO).",
+                &["target", "bucket", "repo"],
+            ),
+        }
     }
 }
 

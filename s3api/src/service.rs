@@ -113,9 +113,10 @@ async fn probe(state: &AppState, req: &Request<Incoming>) -> Response<ResponseBo
                 return r;
             }
         }
-        let (store, metrics) = (state.store.clone(), state.metrics.clone());
+        let (store, metrics, rep) = (state.store.clone(), state.metrics.clone(), state.replicator.clone());
         let body = tokio::task::spawn_blocking(move || {
             metrics.refresh_at_scrape(&store);
+            metrics.refresh_replication(&rep.report(&store), &store.last_evaluations());
             metrics.render()
         })
         .await

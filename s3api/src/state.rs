@@ -97,6 +97,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Tests only (`serve --test-clock`): the store's clock, set through the admin API.
     pub test_clock: Option<Arc<storage::ManualClock>>,
+    /// Replication state (the worker's counters and health, per target).
+    pub replicator: Arc<remote::Replicator>,
     shutting_down: AtomicBool,
 }
 
@@ -109,6 +111,7 @@ impl AppState {
             keys,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             test_clock: None,
+            replicator: remote::Replicator::new(),
             shutting_down: AtomicBool::new(false),
         }
     }

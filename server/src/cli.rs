@@ -260,13 +260,13 @@ fn offline_with(conn: &Conn, grace: Option<std::time::Duration>) -> Result<Optio
 }
 
 /// Runs an admin operation online or offline; returns (ok, json).
-fn run(
+pub(crate) fn run(
     conn: &Conn,
     req: AdminRequest,
     http: (&str, &str, Vec<(&str, String)>, Vec<u8>),
 ) -> Result<(bool, Value), String> {
     if let Some(store) = offline(conn)? {
-        return execute(&store, "cli", req).map_err(|e| match e.cause {
+        return execute(&store, &remote::Replicator::default(), "cli", req).map_err(|e| match e.cause {
             Some(cause) => cause,
             None => format!("{}: {}", e.code.as_str(), e.message),
         });
@@ -304,7 +304,7 @@ fn target_query(bucket: &BucketName, prefix: &Option<String>) -> Vec<(&'static s
     q
 }
 
-fn print(conn: &Conn, v: &Value, text: impl FnOnce(&Value) -> String) {
+pub(crate) fn print(conn: &Conn, v: &Value, text: impl FnOnce(&Value) -> String) {
     if conn.json {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     } else {
@@ -312,7 +312,7 @@ fn print(conn: &Conn, v: &Value, text: impl FnOnce(&Value) -> String) {
     }
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -631,7 +631,7 @@ pub fn gc(grace: Option<&str>, conn: &Conn) -> Result<(), String> {
                 }
             })?;
             let store = offline_with(conn, Some(g))?.ok_or("no data dir")?;
-            execute(&store, "cli", AdminRequest::Gc).map_err(|e| e.message)?.1
+            execute(&store, &remote::Replicator::default(), "cli", AdminRequest::Gc).map_err(|e| e.message)?.1
         }
         None => run(conn, AdminRequest::Gc, ("POST", "/_walstore/gc", Vec::new(), Vec::new()))?.1,
     };

@@ -68,6 +68,9 @@ pub struct Config {
     pub body_min_rate: u64,
     /// Accept AWS Signature Version 2 (header and presigned forms). Default on.
     pub signature_v2: bool,
+    /// Replication targets defined in the configuration file (`[[replication]]`): the
+    /// file is their source of truth (added, changed and removed at start-up).
+    pub replication: Vec<s3api::admin::ReplicationDoc>,
 }
 
 /// Log output format.
@@ -179,6 +182,10 @@ pub struct Settings {
     /// Bytes per second a request body must average after --body-timeout; 0 disables [default: 1KiB]
     #[arg(long, env = "WALSTORE_BODY_MIN_RATE")]
     pub body_min_rate: Option<String>,
+    /// Replication targets (`[[replication]]` tables; configuration file only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub replication: Vec<s3api::admin::ReplicationDoc>,
 }
 
 impl Settings {
@@ -222,6 +229,7 @@ impl Settings {
             header_timeout: self.header_timeout.or(lower.header_timeout),
             body_timeout: self.body_timeout.or(lower.body_timeout),
             body_min_rate: self.body_min_rate.or(lower.body_min_rate),
+            replication: if self.replication.is_empty() { lower.replication } else { self.replication },
         }
     }
 
@@ -297,7 +305,15 @@ impl Settings {
                 Some("off" | "false") => false,
                 Some(other) => return Err(format!("signature-v2: expected on or off, not {other:?}")),
             },
+            replication: self.replication,
         };
+        let mut names = std::collections::HashSet::new();
+        for r in &cfg.replication {
+            r.record(storage::Timestamp::from_millis(0), true).map_err(|e| format!("replication {:?}: {e}", r.name))?;
+            if !names.insert(r.name.clone()) {
+                return Err(format!("replication {:?}: defined twice", r.name));
+            }
+        }
         if cfg.max_connections == 0 {
             return Err("max-connections: must be at least 1".into());
         }

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod config;
 mod credentials;
+mod offbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,13 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::QuarantineCmd,
     },
+    /// Off-box copies: replicate into an existing S3 bucket (add, list, status, pause, resume, remove).
+    Replication {
+        #[command(subcommand)]
+        cmd: offbox::ReplicationCmd,
+    },
+    /// Fill an empty data directory from an off-box copy (resumable; verifies every object).
+    Rebuild(offbox::RebuildArgs),
     /// Show the audit log (overrides, retention deletions, quarantines, policy and key changes).
     Audit {
         /// Newest records to show.
@@ -142,6 +150,12 @@ fn main() -> ExitCode {
         Command::Scrub { conn } => cli::scrub(&conn),
         Command::Audit { limit, conn } => cli::audit(limit, &conn),
         Command::Quarantine { cmd } => cli::quarantine(cmd),
+        Command::Replication { cmd } => offbox::replication(cmd),
+        Command::Rebuild(args) => match offbox::rebuild(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,6 +251,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings, test_clock: bool) -> Res
     let keys = Arc::new(Credentials::new(creds.access_key.clone(), creds.secret_key.clone(), store.clone()));
     let mut state = AppState::new(store.clone(), api, keys);
     state.test_clock = clock;
+    apply_config_targets(&store, &cfg.replication)?;
     let state = Arc::new(state);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -271,7 +286,7 @@ fn serve(config_file: Option<PathBuf>, flags: Settings, test_clock: bool) -> Res
                 });
             }
         }
-        let scheduler = start_workers(&store, &state.metrics, &cfg).map_err(|e| format!("cannot start the background workers: {e}"))?;
+        let scheduler = start_workers(&store, &state.metrics, &state.replicator, &cfg).map_err(|e| format!("cannot start the background workers: {e}"))?;
         let opts = ServeOptions {
             drain_timeout: cfg.drain_timeout,
             header_read_timeout: cfg.header_timeout,
@@ -361,11 +376,51 @@ const WORKER_STEP: Duration = Duration::from_millis(500);
 /// status show).
 const EVALUATE_EVERY: Duration = Duration::from_secs(10);
 
+/// How often the replication worker looks at the journals: the longest a change
+/// waits before it is sent to a target that is up.
+const REPLICATION_EVERY: Duration = Duration::from_secs(1);
+
+/// Makes the store's configuration-file targets what the file says: adds new ones,
+/// updates changed ones (a pause set through the CLI stays), removes the ones no
+/// longer in the file. A target of the same name added through the CLI is refused.
+fn apply_config_targets(store: &Store, docs: &[s3api::admin::ReplicationDoc]) -> Result<(), String> {
+    let existing = store.replication_targets();
+    for doc in docs {
+        let mut rec = doc.record(store.now(), true)?;
+        match existing.iter().find(|t| t.name == rec.name) {
+            Some(old) if !old.from_config => {
+                return Err(format!(
+                    "replication target {:?} is in the configuration file and was also added with `walstore \
+                     replication add`; remove one of them",
+                    rec.name
+                ))
+            }
+            Some(old) if old.spec == rec.spec && old.source_bucket == rec.source_bucket && old.source_prefix == rec.source_prefix => {}
+            Some(old) => {
+                rec.paused = old.paused;
+                rec.created = old.created;
+                store.put_replication_target(rec, true).map_err(|e| format!("replication target {}: {e}", doc.name))?;
+                tracing::info!(target_name = %doc.name, "replication target updated from the configuration file");
+            }
+            None => {
+                let n = store.put_replication_target(rec, true).map_err(|e| format!("replication target {}: {e}", doc.name))?;
+                tracing::info!(target_name = %doc.name, journaled = n, "replication target added from the configuration file");
+            }
+        }
+    }
+    for old in existing.iter().filter(|t| t.from_config && !docs.iter().any(|d| d.name == t.name)) {
+        store.remove_replication_target(&old.name).map_err(|e| e.to_string())?;
+        tracing::info!(target_name = %old.name, "replication target removed (no longer in the configuration file)");
+    }
+    Ok(())
+}
+
 /// Starts the background workers, each on its own thread: GC, evaluation of
 /// every repository, retention, usage metrics, scrub, index verification.
 fn start_workers(
     store: &Arc<Store>,
     metrics: &Arc<s3api::metrics::Metrics>,
+    replicator: &Arc<remote::Replicator>,
     cfg: &Config,
 ) -> std::io::Result<storage::worker::Scheduler> {
     use storage::jobs::{EvaluateJob, GcJob, IndexVerifyJob, RetentionJob, ScrubJob};
@@ -384,6 +439,7 @@ fn start_workers(
         Box::new(usage),
         Box::new(ScrubJob::new(scrub_every, cfg.scrub_rate)),
         Box::new(IndexVerifyJob::new(scrub_every)),
+        Box::new(remote::ReplicationJob::new(store.clone(), replicator.clone(), REPLICATION_EVERY)?),
     ];
     let m = metrics.clone();
     let opts = SchedulerOptions {

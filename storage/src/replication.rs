@@ -272,8 +272,9 @@ impl Store {
     /// A new target (or one whose source changed) gets every object it covers
     /// journaled, oldest first (by write time), so the first copy reaches it in
     /// the order the objects were written: a backup's sentinel after its files.
-    /// Returns the number of objects journaled.
-    pub fn put_replication_target(&self, rec: TargetRecord) -> Result<u64> {
+    /// Returns the number of objects journaled. `backfill: false` records the target
+    /// as already holding everything (a store just rebuilt from it).
+    pub fn put_replication_target(&self, rec: TargetRecord, backfill: bool) -> Result<u64> {
         check_target_name(&rec.name)?;
         if let Some(b) = &rec.source_bucket {
             self.bucket(&BucketName::parse(b)?)?;
@@ -295,7 +296,7 @@ impl Store {
             targets.push(rec.clone());
         }
         self.index.write(batch)?;
-        if refill {
+        if refill && backfill {
             self.backfill(&rec)
         } else {
             Ok(0)

@@ -1,0 +1,380 @@
+//! `walstore replication …` and `walstore rebuild`: the off-box copy from the CLI.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use remote::rebuild::{RebuildProgress, RebuildSummary};
+use remote::{DeletePolicy, TargetSpec};
+use s3api::admin::{AdminRequest, ReplicationDoc};
+use serde_json::Value;
+use storage::{Store, StoreConfig};
+
+use crate::cli::{print, run, s, Conn};
+
+/// Where a copy is (`replication add`, `rebuild --endpoint`).
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// S3 endpoint of the target, http(s)://host:port
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Bucket on the target (must exist)
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// Prefix on the target, ending in '/'; local BUCKET/KEY goes to PREFIX + BUCKET/KEY
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Region to sign requests for
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// CA certificate (PEM) to trust for an https endpoint
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// File with access_key_id = … and secret_access_key = … (read by the server);
+    /// without it the server reads WALSTORE_REPLICATION_<NAME>_ACCESS_KEY_ID and _SECRET_ACCESS_KEY
+    #[arg(long)]
+    pub credentials_file: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    fn spec(&self, deletes: DeletePolicy, concurrency: usize) -> Result<TargetSpec, String> {
+        let spec = TargetSpec {
+            endpoint: self.endpoint.clone().ok_or("--endpoint is required")?,
+            bucket: self.bucket.clone().ok_or("--bucket is required")?,
+            prefix: self.prefix.clone(),
+            region: self.region.clone(),
+            ca_cert: self.ca_cert.as_ref().map(|p| absolute(p)),
+            credentials_file: self.credentials_file.as_ref().map(|p| absolute(p)),
+            deletes,
+            concurrency,
+            part_size: remote::spec::DEFAULT_PART_SIZE,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// The server reads the files, from its own working directory: hand it absolute paths.
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `replication` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ReplicationCmd {
+    /// Copy every change (of all buckets, or of --source) to an S3 bucket, asynchronously.
+    Add {
+        /// Target name (lowercase letters, digits, '-')
+        name: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// What to copy: BUCKET or BUCKET/PREFIX [default: every bucket]
+        #[arg(long)]
+        source: Option<String>,
+        /// How deletes reach the copy: mirror, never, or 'delay DURATION'
+        #[arg(long, default_value = "delay 7d")]
+        deletes: String,
+        /// Objects sent at once
+        #[arg(long, default_value_t = remote::spec::DEFAULT_CONCURRENCY)]
+        concurrency: usize,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List targets with their state, lag and backlog.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Everything about one target (or all): lag, backlog, errors, off-box WAL per repository.
+    Status {
+        /// Target name [default: all]
+        name: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop sending to a target (changes stay journaled).
+    Pause {
+        /// Target name
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Send again after a pause.
+    Resume {
+        /// Target name
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Forget a target and what was not yet sent to it (the copy itself stays).
+    Remove {
+        /// Target name
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `walstore replication …`.
+pub fn replication(cmd: ReplicationCmd) -> Result<(), String> {
+    match cmd {
+        ReplicationCmd::Add { name, target, source, deletes, concurrency, conn } => {
+            let deletes = DeletePolicy::parse(&deletes)?;
+            let doc = ReplicationDoc { name, source, spec: target.spec(deletes, concurrency)? };
+            let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+            let (_, v) =
+                run(&conn, AdminRequest::ReplicationAdd(Box::new(doc)), ("POST", "/_walstore/replication", vec![], body))?;
+            print(&conn, &v, |v| {
+                let probe = s(&v["probe"]);
+                let mut out = format!("added replication target {}: {} objects to copy\n", s(&v["name"]), s(&v["journaled"]));
+                if probe != "ok" {
+                    out.push_str(&format!(
+                        "warning: the target does not answer as it should yet ({probe}); walstore keeps retrying\n"
+                    ));
+                }
+                out
+            });
+            Ok(())
+        }
+        ReplicationCmd::List { conn } => status(None, &conn, false),
+        ReplicationCmd::Status { name, conn } => status(name, &conn, true),
+        ReplicationCmd::Pause { name, conn } => pause(name, true, &conn),
+        ReplicationCmd::Resume { name, conn } => pause(name, false, &conn),
+        ReplicationCmd::Remove { name, conn } => {
+            let q = vec![("name", name.clone())];
+            let (_, v) =
+                run(&conn, AdminRequest::ReplicationRemove { name }, ("DELETE", "/_walstore/replication", q, vec![]))?;
+            print(&conn, &v, |v| format!("removed replication target {}\n", s(&v["removed"])));
+            Ok(())
+        }
+    }
+}
+
+fn pause(name: String, paused: bool, conn: &Conn) -> Result<(), String> {
+    let path = if paused { "/_walstore/replication/pause" } else { "/_walstore/replication/resume" };
+    let q = vec![("name", name.clone())];
+    let (_, v) = run(conn, AdminRequest::ReplicationPause { name, paused }, ("POST", path, q, vec![]))?;
+    print(conn, &v, |v| format!("{} {}\n", s(&v["name"]), if paused { "paused" } else { "resumed" }));
+    Ok(())
+}
+
+fn status(name: Option<String>, conn: &Conn, detail: bool) -> Result<(), String> {
+    let q = name.iter().map(|n| ("name", n.clone())).collect();
+    let (_, v) = run(conn, AdminRequest::ReplicationStatus { name: name.clone() }, ("GET", "/_walstore/replication", q, vec![]))?;
+    let targets: Vec<Value> = match &name {
+        Some(_) => vec![v.clone()],
+        None => v["targets"].as_array().cloned().unwrap_or_default(),
+    };
+    print(conn, &v, |_| {
+        if targets.is_empty() {
+            return "no replication targets (walstore replication add)\n".into();
+        }
+        let mut out = String::new();
+        for t in &targets {
+            out.push_str(&target_text(t, detail));
+        }
+        out
+    });
+    Ok(())
+}
+
+/// One target as `replication list|status` and `walstore status` show it.
+pub fn target_text(t: &Value, detail: bool) -> String {
+    let mut out = format!(
+        "{} [{}] {} → {} bucket {} prefix {:?}: lag {:.0}s, backlog {} objects ({} bytes), held deletes {}\n",
+        s(&t["name"]),
+        s(&t["state"]),
+        s(&t["source"]),
+        s(&t["endpoint"]),
+        s(&t["bucket"]),
+        t["prefix"].as_str().unwrap_or(""),
+        t["lag_seconds"].as_f64().unwrap_or(0.0),
+        s(&t["backlog_objects"]),
+        s(&t["backlog_bytes"]),
+        s(&t["held_deletes"]),
+    );
+    if let Some(e) = t["last_error"].as_object() {
+        out.push_str(&format!(
+            "  last error ({}): {}\n",
+            e.get("kind").map(s).unwrap_or_default(),
+            e.get("message").map(s).unwrap_or_default()
+        ));
+    }
+    if detail {
+        out.push_str(&format!(
+            "  deletes {}, credentials {}, replicated {} objects / {} bytes / {} deletes, last success {}\n",
+            s(&t["deletes"]),
+            s(&t["credentials"]),
+            s(&t["replicated_objects"]),
+            s(&t["replicated_bytes"]),
+            s(&t["replicated_deletes"]),
+            match t["last_success"].as_u64() {
+                Some(0) | None => "never".into(),
+                Some(secs) => s3api::xml::iso8601(storage::Timestamp::from_millis(secs as i64 * 1000)),
+            }
+        ));
+        for m in t["offbox_wal"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  off-box WAL {}/{}: {} ({:.0}s old)\n",
+                s(&m["bucket"]),
+                m["repository"].as_str().unwrap_or(""),
+                s(&m["segment"]),
+                m["age_seconds"].as_f64().unwrap_or(0.0)
+            ));
+        }
+    }
+    out
+}
+
+/// `walstore rebuild` arguments.
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    /// Data directory to fill (empty, or left by an interrupted rebuild)
+    #[arg(long, env = "WALSTORE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// A target of the configuration file (--config) or of the data directory
+    #[arg(long, conflicts_with = "endpoint")]
+    pub from: Option<String>,
+    /// Configuration file holding the --from target
+    #[arg(long, env = "WALSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Set by SIGINT/SIGTERM during a rebuild: stop between objects.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Marks a data directory a rebuild is filling (removed when it completes).
+const MARKER: &str = "rebuild-in-progress";
+
+/// `walstore rebuild`. Returns whether everything was restored and `check` is clean.
+pub fn rebuild(a: RebuildArgs) -> Result<bool, String> {
+    let (name, spec, record) = match &a.from {
+        Some(name) => {
+            let from_config = match &a.config {
+                Some(path) => crate::config::Settings::from_file(path)?.replication.into_iter().find(|d| d.name == *name),
+                None => None,
+            };
+            match from_config {
+                Some(d) => {
+                    let rec = d.record(storage::Timestamp::now(), true)?;
+                    (name.clone(), d.spec, Some(rec))
+                }
+                None => {
+                    let store = open(&a.data_dir)?;
+                    let rec = store.replication_target(name).map_err(|_| {
+                        format!("no replication target named {name:?} in the configuration file or the data directory")
+                    })?;
+                    let spec: TargetSpec = serde_json::from_str(&rec.spec).map_err(|e| e.to_string())?;
+                    (name.clone(), spec, None)
+                }
+            }
+        }
+        None => ("rebuild".to_owned(), a.target.spec(DeletePolicy::Never, remote::spec::DEFAULT_CONCURRENCY)?, None),
+    };
+    let store = Arc::new(open(&a.data_dir)?);
+    let marker = a.data_dir.join(MARKER);
+    if !marker.exists() {
+        if !store.list_buckets().map_err(|e| e.to_string())?.is_empty() {
+            return Err(format!(
+                "{} holds buckets: rebuild fills an empty data directory (or one an interrupted rebuild left)",
+                a.data_dir.display()
+            ));
+        }
+        std::fs::write(&marker, format!("{}/{}{}\n", spec.endpoint, spec.bucket, spec.prefix))
+            .map_err(|e| format!("{}: {e}", marker.display()))?;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    eprintln!("rebuilding {} from {} bucket {} prefix {:?}", a.data_dir.display(), spec.endpoint, spec.bucket, spec.prefix);
+    let mut last = Instant::now() - Duration::from_secs(10);
+    let mut show = |p: &RebuildProgress| {
+        let end = p.done_objects == p.total_objects;
+        if end || last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            eprintln!("{}", progress_line(p));
+        }
+    };
+    let sum = remote::rebuild::rebuild(store.clone(), &name, &spec, &STOP, &mut show).map_err(|e| e.message)?;
+    print_summary(&sum);
+    if sum.interrupted {
+        eprintln!("interrupted: run the same command again to resume");
+        return Ok(false);
+    }
+    let report = store.check().map_err(|e| e.to_string())?;
+    println!("walstore check: {} objects, {} problems", report.objects, report.problems.len());
+    for p in &report.problems {
+        println!("  {p}");
+    }
+    if let Some(mut rec) = record {
+        // The copy holds what was just restored: keep replicating to it from here on,
+        // without sending everything back.
+        rec.created = store.now();
+        store.put_replication_target(rec, false).map_err(|e| e.to_string())?;
+    }
+    store.flush().map_err(|e| e.to_string())?;
+    std::fs::remove_file(&marker).map_err(|e| format!("{}: {e}", marker.display()))?;
+    Ok(sum.refused.is_empty() && report.problems.is_empty())
+}
+
+fn open(dir: &std::path::Path) -> Result<Store, String> {
+    Store::open(StoreConfig::new(dir)).map_err(|e| {
+        let m = e.to_string();
+        if m.contains("lock") {
+            format!("the data directory {} is in use by a running server; stop it first", dir.display())
+        } else {
+            format!("cannot open {}: {m}", dir.display())
+        }
+    })
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn progress_line(p: &RebuildProgress) -> String {
+    format!(
+        "rebuild: {}/{} objects, {:.1}/{:.1} MiB, {:.1} MiB/s, ETA {}",
+        p.done_objects,
+        p.total_objects,
+        mib(p.done_bytes),
+        mib(p.total_bytes),
+        mib(p.rate() as u64),
+        p.eta().map_or("-".into(), |d| format!("{}s", d.as_secs())),
+    )
+}
+
+fn print_summary(sum: &RebuildSummary) {
+    println!(
+        "rebuilt {} objects ({:.1} MiB) in {:.1}s ({:.1} MiB/s, {:.0} objects/s); {} already restored by an earlier run",
+        sum.restored,
+        mib(sum.restored_bytes),
+        sum.elapsed.as_secs_f64(),
+        mib(sum.restored_bytes) / sum.elapsed.as_secs_f64().max(0.001),
+        sum.restored as f64 / sum.elapsed.as_secs_f64().max(0.001),
+        sum.already,
+    );
+    if !sum.foreign.is_empty() {
+        println!("{} objects on the target were not written by walstore replication (left alone):", sum.foreign.len());
+        for k in sum.foreign.iter().take(20) {
+            println!("  {k}");
+        }
+    }
+    if !sum.refused.is_empty() {
+        println!("REFUSED {} objects (not restored):", sum.refused.len());
+        for (k, why) in &sum.refused {
+            println!("  {k}: {why}");
+        }
+    }
+}
