@@ -191,6 +191,7 @@ impl TargetReport {
     /// The report as the admin API returns it.
     pub fn to_json(&self) -> Value {
         let b = self.backlog.as_ref().ok();
+        let health = self.health();
         let h = self.state.inner.lock();
         let spec = self.spec.as_ref();
         let source = match &self.rec.source_bucket {
@@ -200,7 +201,7 @@ impl TargetReport {
         let now = unix_now() as f64;
         json!({
             "name": self.rec.name,
-            "state": self.health(),
+            "state": health,
             "source": source,
             "endpoint": spec.map(|s| s.endpoint.clone()),
             "bucket": spec.map(|s| s.bucket.clone()),

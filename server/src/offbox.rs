@@ -61,6 +61,43 @@ fn absolute(p: &std::path::Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// How `replication add` reaches the server: [`Conn`] with `--server` and
+/// `--server-ca-cert`, since `--endpoint` and `--ca-cert` name the target there.
+#[derive(Args, Debug, Clone)]
+pub struct ServerConn {
+    /// walstore server endpoint [default: http://127.0.0.1:9000]
+    #[arg(long, env = "WALSTORE_ENDPOINT")]
+    pub server: Option<String>,
+    /// Work directly on this data directory (the server must be stopped)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Admin access key [default: from the data directory's root-credentials]
+    #[arg(long, env = "WALSTORE_ROOT_ACCESS_KEY", hide_env_values = true)]
+    pub access_key: Option<String>,
+    /// Admin secret key
+    #[arg(long, env = "WALSTORE_ROOT_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// CA certificate (PEM) to verify an https walstore server with
+    #[arg(long, env = "WALSTORE_CA_CERT")]
+    pub server_ca_cert: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ServerConn {
+    fn conn(self) -> Conn {
+        Conn {
+            endpoint: self.server,
+            data_dir: self.data_dir,
+            access_key: self.access_key,
+            secret_key: self.secret_key,
+            ca_cert: self.server_ca_cert,
+            json: self.json,
+        }
+    }
+}
+
 /// `replication` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ReplicationCmd {
@@ -80,7 +117,7 @@ pub enum ReplicationCmd {
         #[arg(long, default_value_t = remote::spec::DEFAULT_CONCURRENCY)]
         concurrency: usize,
         #[command(flatten)]
-        conn: Conn,
+        conn: ServerConn,
     },
     /// List targets with their state, lag and backlog.
     List {
@@ -121,6 +158,7 @@ pub enum ReplicationCmd {
 pub fn replication(cmd: ReplicationCmd) -> Result<(), String> {
     match cmd {
         ReplicationCmd::Add { name, target, source, deletes, concurrency, conn } => {
+            let conn = conn.conn();
             let deletes = DeletePolicy::parse(&deletes)?;
             let doc = ReplicationDoc { name, source, spec: target.spec(deletes, concurrency)? };
             let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
@@ -255,7 +293,8 @@ extern "C" fn on_signal(_: libc::c_int) {
 const MARKER: &str = "rebuild-in-progress";
 
 /// `walstore rebuild`. Returns whether everything was restored and `check` is clean.
-pub fn rebuild(a: RebuildArgs) -> Result<bool, String> {
+pub fn rebuild(mut a: RebuildArgs) -> Result<bool, String> {
+    a.data_dir = absolute(&a.data_dir);
     let (name, spec, record) = match &a.from {
         Some(name) => {
             let from_config = match &a.config {
