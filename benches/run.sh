@@ -22,7 +22,7 @@
 # compare.py in /var/tmp/walstore-bench-cache (the postgres user cannot reach ~/.cache).
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 
-MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"   # minio/minio 7aac2a2, 2026-02-12
+# MINIO_VERSION: pinned in scripts/common.sh (the replication tests use the same build).
 WARP_VERSION="v1.6.1"
 PEERS="$WALSTORE_CACHE/peers"
 BENCH_BIN="$WALSTORE_CACHE/bench/bin"
@@ -54,15 +54,10 @@ else
   WALSTORE_BUILD_NOTE="built $(date -u '+%Y-%m-%d %H:%M UTC')"
 fi
 
-# MinIO, pinned to the final commit of minio/minio.
-MINIO_EXE="$PEERS/minio-$MINIO_VERSION/minio"
-if [ ! -x "$MINIO_EXE" ]; then
-  log "installing MinIO $MINIO_VERSION (go install; a few minutes)"
-  if ! GOBIN="$(dirname "$MINIO_EXE")" go install "github.com/minio/minio@$MINIO_VERSION" >"$PEERS/minio-install.log" 2>&1; then
-    echo "MinIO $MINIO_VERSION could not be installed; the refused module is named in $PEERS/minio-install.log:" >&2
-    grep -E "403|not available|refused|error" "$PEERS/minio-install.log" | head -5 >&2
-    exit 1
-  fi
+# MinIO, pinned to the final commit of minio/minio (ensure_minio in scripts/common.sh).
+if ! ensure_minio; then
+  echo "$MINIO_MISSING" >&2
+  exit 1
 fi
 
 # warp v1.6.1. Its go.mod pins github.com/minio/minio-go/v7 v7.2.2-0.20260720013402-ab51b38e91a0

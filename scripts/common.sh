@@ -51,6 +51,28 @@ build_walstore() {
 #   4. `go install github.com/wal-g/wal-g/main/pg@$WALG_VERSION` (the Go module proxy refuses it
 #      today, but a proxy that serves it works).
 # Sets WALG_EXE to the binary, or to "" with WALG_MISSING saying why and how to provide one.
+# MinIO, pinned to the final commit of minio/minio: the peer of the benchmarks and the
+# replication target of tests/test_replication.py (one pin, one cached binary).
+export MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"   # minio/minio 7aac2a2, 2026-02-12
+export WALSTORE_PEERS="$WALSTORE_CACHE/peers"
+# Sets MINIO_EXE, installing MinIO once with `go install` (a few minutes); on failure
+# sets MINIO_MISSING to the reason and returns 1.
+ensure_minio() {
+  MINIO_EXE="$WALSTORE_PEERS/minio-$MINIO_VERSION/minio"
+  export MINIO_EXE
+  [ -x "$MINIO_EXE" ] && return 0
+  mkdir -p "$WALSTORE_PEERS"
+  log "installing MinIO $MINIO_VERSION (go install; a few minutes, once)"
+  if GOBIN="$(dirname "$MINIO_EXE")" GOTOOLCHAIN=local go install "github.com/minio/minio@$MINIO_VERSION" \
+       >"$WALSTORE_PEERS/minio-install.log" 2>&1; then
+    return 0
+  fi
+  MINIO_MISSING="MinIO $MINIO_VERSION could not be installed: $(grep -E "403|not available|refused|error" "$WALSTORE_PEERS/minio-install.log" | head -1) (log: $WALSTORE_PEERS/minio-install.log)"
+  export MINIO_MISSING
+  unset MINIO_EXE
+  return 1
+}
+
 ensure_walg() {
   local walg="$WALSTORE_BIN_DIR/wal-g" tried=()
   WALG_EXE="" WALG_MISSING=""

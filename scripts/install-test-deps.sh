@@ -35,6 +35,15 @@ if ! ensure_walg; then
   log "WARNING: $WALG_MISSING; WAL-G tests will be skipped"
 fi
 
+# MinIO (pinned as the benchmarks build it): the replication target of test_replication.py.
+if ! ensure_minio; then
+  if [ "${CI:-}" = true ]; then
+    echo "FAILED: $MINIO_MISSING" >&2
+    exit 1
+  fi
+  log "WARNING: $MINIO_MISSING; replication tests against MinIO will be skipped"
+fi
+
 # Deployment validators for tests/test_deploy.py (pinned; each skipped with a
 # reason by the tests if it cannot be installed): helm, promtool and kustomize
 # built with `go install` from the Go module proxy, crdcheck and

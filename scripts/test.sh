@@ -26,5 +26,6 @@ export WALSTORE_EXE="$CARGO_TARGET_DIR/release/walstore"
 log "real clients (pytest tests/)"
 # WALG_EXE (or WALG_MISSING, the reason the WAL-G tests skip outside CI) for the suites.
 ensure_walg || true
+ensure_minio || true
 export WALSTORE_EXE
 "$WALSTORE_VENV/bin/python" -m pytest -q -rs tests/ "$@"
