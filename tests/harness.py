@@ -86,6 +86,8 @@ class Walstore:
     tls_key: Path | None = None
     #: The CA certificate clients verify `tls_cert` with.
     ca: Path | None = None
+    #: Listen on this port instead of an ephemeral one (a restart that must keep its address).
+    listen_port: int = 0
 
     @property
     def scheme(self) -> str:
@@ -124,7 +126,7 @@ class Walstore:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         assert (self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key: both or neither"
         tls = ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)] if self.tls_cert else []
-        args = [walstore_exe(), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+        args = [walstore_exe(), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.listen_port}",
                 "--region", self.region, *[a for b in self.buckets for a in ("--bucket", b)], *tls,
                 *self.extra_args]
         env = dict(os.environ, WALSTORE_ROOT_ACCESS_KEY=self.access_key, WALSTORE_ROOT_SECRET_KEY=self.secret_key,
@@ -174,6 +176,20 @@ class Walstore:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def admin(self, *args: str, check: bool = True) -> dict:
+        """Runs `walstore ARGS --json` against this server (admin key); the parsed JSON output.
+        With check=False a failure returns {"error": stderr, "code": exit status}."""
+        env = dict(os.environ, WALSTORE_ENDPOINT=self.endpoint, WALSTORE_ROOT_ACCESS_KEY=self.access_key,
+                   WALSTORE_ROOT_SECRET_KEY=self.secret_key)
+        if self.ca:
+            env["WALSTORE_CA_CERT"] = str(self.ca)
+        cp = subprocess.run([walstore_exe(), *args, "--json"], capture_output=True, text=True, env=env, timeout=120)
+        if cp.returncode != 0:
+            if check:
+                raise AssertionError(f"walstore {' '.join(args)} failed ({cp.returncode}): {cp.stderr.strip()}")
+            return {"error": cp.stderr.strip(), "code": cp.returncode}
+        return __import__("json").loads(cp.stdout) if cp.stdout.strip() else {}
+
     def env(self) -> dict[str, str]:
         """AWS_* variables for clients pointed at this server."""
         return {
@@ -188,6 +204,90 @@ class Walstore:
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+
+
+def free_port() -> int:
+    """A loopback port free now (for a server that must come back on the same address)."""
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def minio_exe() -> str | None:
+    """The pinned MinIO build (scripts/common.sh ensure_minio), or None."""
+    exe = os.environ.get("MINIO_EXE")
+    if not exe:
+        found = sorted((Path.home() / ".cache/walstore/peers").glob("minio-*/minio"))
+        exe = str(found[-1]) if found else ""
+    return exe if exe and Path(exe).is_file() and os.access(exe, os.X_OK) else None
+
+
+def minio_missing() -> str:
+    return missing_dependency(os.environ.get("MINIO_MISSING") or
+                              "MinIO (pinned in scripts/common.sh) is not installed: run scripts/install-test-deps.sh")
+
+
+@dataclass
+class Minio:
+    """A MinIO server on loopback (the pinned build), single drive, in `data_dir`. It keeps its
+    port across stop()/start(), so a test can take a replication target down and bring it back."""
+
+    data_dir: Path
+    access_key: str = "minio-test-root"
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    port: int = field(default_factory=free_port)
+    console_port: int = field(default_factory=free_port)
+    region: str = "us-east-1"
+    proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def boto3_kwargs(self) -> dict:
+        return {"endpoint_url": self.endpoint, "region_name": self.region, "aws_access_key_id": self.access_key,
+                "aws_secret_access_key": self.secret_key}
+
+    def credentials_file(self, path: Path) -> Path:
+        """Writes this server's root key as a walstore replication credentials file."""
+        path.write_text(f"access_key_id = {self.access_key}\nsecret_access_key = {self.secret_key}\n")
+        path.chmod(0o600)
+        return path
+
+    def start(self, timeout: float = 60.0) -> "Minio":
+        exe = minio_exe()
+        assert exe, minio_missing()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")
+        env = dict(os.environ, MINIO_ROOT_USER=self.access_key, MINIO_ROOT_PASSWORD=self.secret_key,
+                   MINIO_BROWSER="off", MINIO_UPDATE="off", MINIO_CI_CD="1")
+        self.proc = subprocess.Popen(
+            [exe, "server", str(self.data_dir), "--address", f"127.0.0.1:{self.port}",
+             "--console-address", f"127.0.0.1:{self.console_port}", "--quiet"],
+            stdout=log, stderr=log, env=env)
+
+        def ready() -> bool:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"MinIO exited with {self.proc.returncode}; log: {log.name}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/minio/health/ready", timeout=2) as r:
+                    return r.status == 200
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_for(ready, timeout=timeout, interval=0.2, what="MinIO to be ready")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
 
 def new_server(tmp: Path, **kw) -> Walstore:
