@@ -305,6 +305,10 @@ def test_alert_rules_cover_the_required_conditions():
         "WalstoreScrubOverdue": ["walstore_scrub_last_completion_timestamp_seconds > 8 * 86400"],
         "WalstoreMaintenanceErrors": ["increase(walstore_maintenance_errors_total"],
         "WalstoreGcBehind": ["walstore_gc_backlog_seconds > 3600"],
+        "WalstoreReplicationLagging": ["walstore_replication_lag_seconds > 900"],
+        "WalstoreReplicationFailing": ["walstore_replication_failing == 1"],
+        "WalstoreReplicationBacklogGrowing": ["walstore_replication_backlog_objects[30m]) > 0"],
+        "WalstoreOffboxWalBehind": ["walstore_replication_wal_offbox_lag_seconds > 900"],
     }
     for name, fragments in expected.items():
         assert name in rules, f"missing alert {name}"
@@ -540,6 +544,77 @@ tests:
         alertname: WalstoreGcBehind
         exp_alerts:
           - exp_labels: {severity: warning, instance: w}
+  - name: replication lag and failures (a target that recovers, one that flaps)
+    interval: 1m
+    input_series:
+      - series: 'walstore_replication_lag_seconds{instance="w", job="walstore", target="offsite"}'
+        values: '0+60x40'
+      - series: 'walstore_replication_lag_seconds{instance="w", job="walstore", target="near"}'
+        values: '30x40'
+      - series: 'walstore_replication_failing{instance="w", job="walstore", target="offsite"}'
+        values: '0 0 1x20 0x18'
+      - series: 'walstore_replication_failing{instance="w", job="walstore", target="near"}'
+        values: '1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: WalstoreReplicationLagging
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: WalstoreReplicationLagging
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w, job: walstore, target: offsite}
+      - eval_time: 10m
+        alertname: WalstoreReplicationFailing
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: WalstoreReplicationFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w, job: walstore, target: offsite}
+      - eval_time: 30m
+        alertname: WalstoreReplicationFailing
+        exp_alerts: []
+  - name: replication backlog growing (only on a target that works but is too slow)
+    interval: 1m
+    input_series:
+      - series: 'walstore_replication_backlog_objects{instance="w", target="slow"}'
+        values: '0+10x100'
+      - series: 'walstore_replication_failing{instance="w", target="slow"}'
+        values: '0x100'
+      - series: 'walstore_replication_backlog_objects{instance="w", target="down"}'
+        values: '0+10x100'
+      - series: 'walstore_replication_failing{instance="w", target="down"}'
+        values: '1x100'
+      - series: 'walstore_replication_backlog_objects{instance="w", target="paused"}'
+        values: '0+10x100'
+      - series: 'walstore_replication_paused{instance="w", target="paused"}'
+        values: '1x100'
+      - series: 'walstore_replication_backlog_objects{instance="w", target="steady"}'
+        values: '500x100'
+      - series: 'walstore_replication_backlog_objects{instance="w", target="small"}'
+        values: '0+1x100'
+    alert_rule_test:
+      - eval_time: 35m
+        alertname: WalstoreReplicationBacklogGrowing
+        exp_alerts: []
+      - eval_time: 45m
+        alertname: WalstoreReplicationBacklogGrowing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w, target: slow}
+  - name: off-box WAL behind (the off-box RPO)
+    interval: 1m
+    input_series:
+      - series: 'walstore_replication_wal_offbox_lag_seconds{instance="w", target="offsite", bucket="pg", repo="spilo/a/wal/16"}'
+        values: '0+60x40'
+      - series: 'walstore_replication_wal_offbox_lag_seconds{instance="w", target="offsite", bucket="pg", repo="spilo/b/wal/16"}'
+        values: '300x40'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: WalstoreOffboxWalBehind
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: WalstoreOffboxWalBehind
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w, target: offsite, bucket: pg, repo: spilo/a/wal/16}
 """
 
 

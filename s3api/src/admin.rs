@@ -400,6 +400,13 @@ pub fn execute(store: &Store, rep: &remote::Replicator, actor: &str, req: AdminR
                 st["retention_paused_by_view"] = json!(store.retention_paused_by_view(&bucket, &e.prefix)?);
                 repos.push(st);
             }
+            // The off-box copies of this bucket: where its backups survive this machine.
+            let replication: Vec<Value> = rep
+                .report(store)
+                .iter()
+                .filter(|r| r.rec.source_bucket.as_deref().is_none_or(|b| b == bucket.as_str()))
+                .map(|r| r.to_json())
+                .collect();
             (
                 true,
                 json!({
@@ -407,6 +414,7 @@ pub fn execute(store: &Store, rep: &remote::Replicator, actor: &str, req: AdminR
                     "repositories": repos,
                     "refused_deletes": store.refused_deletes(),
                     "quarantined": quarantined.len(),
+                    "replication": replication,
                 }),
             )
         }

@@ -422,6 +422,14 @@ fn status_text(v: &Value) -> String {
         "refused client deletes (recent): {refused}; quarantined uploads: {}\n",
         s(&v["quarantined"])
     ));
+    let targets = v["replication"].as_array().cloned().unwrap_or_default();
+    if targets.is_empty() {
+        out.push_str("off-box copy: none (walstore replication add)\n");
+    }
+    for t in &targets {
+        out.push_str("off-box copy: ");
+        out.push_str(&crate::offbox::target_text(t, true));
+    }
     out
 }
 
