@@ -251,7 +251,8 @@ mod tests {
         assert_eq!(DeletePolicy::parse("delay 0s"), Ok(DeletePolicy::Mirror));
         assert!(DeletePolicy::parse("delay").is_err());
         assert!(DeletePolicy::parse("sometimes").is_err());
-        assert_eq!(DeletePolicy::default().name(), "delay 7d");
+        assert_eq!(DeletePolicy::default().name(), "delay 1w");
+        assert_eq!(DeletePolicy::parse("delay 1w"), Ok(DeletePolicy::default()));
     }
 
     #[test]
