@@ -73,6 +73,11 @@ def creds_file(path, access_key: str, secret_key: str):
     return path
 
 
+def walg_env(sc: "Scenario", name: str, server, s3_prefix: str = f"s3://{BUCKET}/{REPO}"):
+    """An envdir with Spilo's WAL-G settings for `server` (a Walstore or the Minio) and `s3_prefix`."""
+    return sc.sb.envdir(name, walg_settings(server, "repl", AWS_REGION=server.region, WALG_S3_PREFIX=s3_prefix))
+
+
 def no_5xx(*stores: Walstore) -> None:
     for s in stores:
         bad = [ln for ln in read_log(s.log_path).splitlines() if re.search(r"status=5\d\d", ln)]
@@ -128,7 +133,7 @@ class Scenario:
     def __init__(self, sandbox, workdir, minio: Minio, servers: dict[str, Walstore]) -> None:
         self.sb, self.dir, self.minio, self.servers = sandbox, workdir, minio, servers
         self.front, self.copy = servers["front"], servers["copy"]
-        self.env = sandbox.envdir("front", walg_settings(self.front, "repl"))
+        self.env = walg_env(self, "front", self.front)
         self.clusters: list[Cluster] = []
         self.done: set[str] = set()
         self.backups: list[str] = []
@@ -338,8 +343,7 @@ def test_walg_restores_from_minio_copy(scenario: Scenario):
     """Step 5a: WAL-G pointed directly at site-a/pgb/... on MinIO lists and restores exactly."""
     sc = scenario
     sc.require("settled")
-    env = sc.sb.envdir("minio", walg_settings(sc.minio, "repl", AWS_REGION=sc.minio.region,
-                                              WALG_S3_PREFIX=f"s3://{MINIO_BUCKET}/{REPLICA_PREFIX}"))
+    env = walg_env(sc, "minio", sc.minio, f"s3://{MINIO_BUCKET}/{REPLICA_PREFIX}")
     same_backups(sc, env, "the MinIO copy")
     pitr_restore(sc, env, "from-minio")
 
@@ -349,7 +353,7 @@ def test_walg_restores_from_walstore_copy(scenario: Scenario):
     """Step 5b: the same against the second walstore's copy."""
     sc = scenario
     sc.require("settled")
-    env = sc.sb.envdir("copy", walg_settings(sc.copy, "repl", WALG_S3_PREFIX=f"s3://{COPY_BUCKET}/{REPLICA_PREFIX}"))
+    env = walg_env(sc, "copy", sc.copy, f"s3://{COPY_BUCKET}/{REPLICA_PREFIX}")
     same_backups(sc, env, "the walstore copy")
     pitr_restore(sc, env, "from-copy")
 
@@ -390,8 +394,7 @@ def test_rebuild_from_minio_restores(scenario: Scenario):
               != (got[k]["ETag"], got[k]["Size"], got[k]["LastModified"].replace(microsecond=0))}
     assert not differ, f"{len(differ)} objects differ (front, rebuilt), e.g. {list(differ.items())[:3]}"
 
-    env = sc.sb.envdir("rebuilt", walg_settings(rebuilt, "repl"))
-    assert env.joinpath("WALG_S3_PREFIX").read_text() == f"s3://{BUCKET}/{REPO}"
+    env = walg_env(sc, "rebuilt", rebuilt)  # the original s3://pgb/... prefix
     same_backups(sc, env, "the rebuilt walstore")
     pitr_restore(sc, env, "from-rebuilt")
     sc.done.add("rebuilt")
