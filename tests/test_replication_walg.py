@@ -13,7 +13,7 @@ Steps in file order:
    every object of the repository is on each target under
    ``site-a/pgb/<repo>`` with the same size and its ``walstore-*`` metadata.
 4. /metrics of the front: backlog 0 per target, the off-box WAL timestamp of the repository.
-5. WAL-G pointed directly at the MinIO copy (and at the walstore copy): the
+5. WAL-G pointed directly at the MinIO copy, and at the walstore copy: the
    same ``backup-list``, and backup-fetch LATEST (a delta) + wal-fetch
    recovery to the recorded time gives exactly the recorded rows.
 6. ``walstore rebuild`` from the MinIO copy into an empty data directory exits
@@ -140,12 +140,17 @@ class Scenario:
         self.listed: list[dict] = []  # backup-list --detail --json on the front
         self.pitr: tuple[int, str] = (0, "")
         self.total_rows = 0
-        self.front_objects: dict[str, dict] = {}
+        self.front_objects: dict[str, dict] = {}  # the repository on the front, by key relative to it
+        self.newest_wal: tuple[str, float] = ("", 0.0)  # its newest segment: name, LastModified
 
     def require(self, *steps: str) -> None:
         missing = [s for s in steps if s not in self.done]
         if missing:
             pytest.skip(f"needs the earlier step(s) {missing}, which did not pass")
+
+    def target(self, name: str) -> tuple:
+        """(the server, its bucket) of replication target `name`."""
+        return {"to-minio": (self.minio, MINIO_BUCKET), "to-walstore": (self.copy, COPY_BUCKET)}[name]
 
     def status(self, name: str) -> dict:
         return self.front.admin("replication", "status", name)
@@ -170,8 +175,7 @@ def test_targets_added(scenario: Scenario):
     sc, copy = scenario, scenario.copy
     files = {"to-minio": sc.minio.credentials_file(sc.dir / "minio.cred"),
              "to-walstore": creds_file(sc.dir / "copy.cred", copy.access_key, copy.secret_key)}
-    where = {"to-minio": (sc.minio.endpoint, MINIO_BUCKET, sc.minio.region),
-             "to-walstore": (copy.endpoint, COPY_BUCKET, copy.region)}
+    where = {name: (server.endpoint, bucket, server.region) for name in TARGETS for server, bucket in [sc.target(name)]}
     for name in TARGETS:
         endpoint, bucket, region = where[name]
         added = sc.front.admin("replication", "add", name, "--endpoint", endpoint, "--bucket", bucket,
@@ -223,7 +227,8 @@ def test_archive_and_backups_on_front(scenario: Scenario):
     sc.listed = backup_list(sb, sc.env)
     assert [b["backup_name"] for b in sc.listed] == sc.backups, sc.listed
     sc.front_objects = listing(s3_client(sc.front.boto3_kwargs()), BUCKET, REPO)
-    assert any(k.startswith("wal_005/") for k in sc.front_objects), sorted(sc.front_objects)
+    newest = max(k for k in sc.front_objects if re.fullmatch(r"wal_005/[0-9A-F]{24}\.lz4", k))
+    sc.newest_wal = (newest[8:32], sc.front_objects[newest]["LastModified"].timestamp())
     sc.done.add("backups")
 
 
@@ -252,11 +257,13 @@ def test_targets_settle_with_every_object(scenario: Scenario):
         assert s["replicated_objects"] >= n and s["replicated_bytes"] >= size, (n, size, s)
         assert s["replicated_deletes"] == 0, s
         assert s["last_success"] and abs(time.time() - s["last_success"]) < 600, s
-        repos = [w for w in s["offbox_wal"] if w["bucket"] == BUCKET]
-        assert repos, f"{name}: no off-box WAL for bucket {BUCKET}: {s['offbox_wal']}"
+        (wal,) = s["offbox_wal"]  # the one repository, its newest segment
+        assert (wal["bucket"], wal["repository"].strip("/"), wal["segment"]) == (BUCKET, REPO, sc.newest_wal[0]), \
+            (name, wal, sc.newest_wal)
+        assert abs(wal["last_modified"] - sc.newest_wal[1]) < 1, (name, wal, sc.newest_wal)
 
-    clients = {"to-minio": (s3_client(sc.minio.boto3_kwargs()), MINIO_BUCKET),
-               "to-walstore": (s3_client(sc.copy.boto3_kwargs()), COPY_BUCKET)}
+    clients = {name: (s3_client(server.boto3_kwargs()), bucket) for name in TARGETS
+               for server, bucket in [sc.target(name)]}
     for name, (c, bucket) in clients.items():
         copied = listing(c, bucket, REPLICA_PREFIX)
         assert set(copied) == set(sc.front_objects), \
@@ -291,8 +298,6 @@ def test_metrics_show_settled_targets(scenario: Scenario):
     status, body = sc.front.get("/metrics")
     assert status == 200, (status, body[:300])
     text = body.decode()
-    newest_wal = max(o["LastModified"].timestamp() for k, o in sc.front_objects.items()
-                     if re.fullmatch(r"wal_005/[0-9A-F]{24}\.lz4", k))
     for name in TARGETS:
         backlog = re.findall(rf'^walstore_replication_backlog_objects{{target="{name}"}} (\S+)$', text, re.M)
         assert backlog == ["0"], f"walstore_replication_backlog_objects for {name}: {backlog}"
@@ -304,7 +309,7 @@ def test_metrics_show_settled_targets(scenario: Scenario):
             "\n".join(ln for ln in text.splitlines() if "offbox" in ln)
         (repo, ts), = offbox
         assert repo.strip("/") == REPO, f"repo label {repo!r}"
-        assert abs(ts - newest_wal) < 2, f"{name}: off-box WAL written at {ts}, newest segment on the front at {newest_wal}"
+        assert abs(ts - sc.newest_wal[1]) < 1, f"{name}: off-box WAL written at {ts}, newest segment: {sc.newest_wal}"
     sc.done.add("metrics")
 
 
@@ -338,24 +343,16 @@ def same_backups(sc: Scenario, envdir, where: str) -> None:
     assert got == want, f"backup-list on {where}:\n{got}\nfront:\n{want}"
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @with_logs
-def test_walg_restores_from_minio_copy(scenario: Scenario):
-    """Step 5a: WAL-G pointed directly at site-a/pgb/... on MinIO lists and restores exactly."""
+def test_walg_restores_from_copy(scenario: Scenario, target: str):
+    """Step 5: WAL-G pointed directly at site-a/pgb/... on a target lists and restores exactly."""
     sc = scenario
     sc.require("settled")
-    env = walg_env(sc, "minio", sc.minio, f"s3://{MINIO_BUCKET}/{REPLICA_PREFIX}")
-    same_backups(sc, env, "the MinIO copy")
-    pitr_restore(sc, env, "from-minio")
-
-
-@with_logs
-def test_walg_restores_from_walstore_copy(scenario: Scenario):
-    """Step 5b: the same against the second walstore's copy."""
-    sc = scenario
-    sc.require("settled")
-    env = walg_env(sc, "copy", sc.copy, f"s3://{COPY_BUCKET}/{REPLICA_PREFIX}")
-    same_backups(sc, env, "the walstore copy")
-    pitr_restore(sc, env, "from-copy")
+    server, bucket = sc.target(target)
+    env = walg_env(sc, target, server, f"s3://{bucket}/{REPLICA_PREFIX}")
+    same_backups(sc, env, f"the copy of {target}")
+    pitr_restore(sc, env, f"from-{target}")
 
 
 # -- step 6 -------------------------------------------------------------------------

@@ -257,8 +257,10 @@ impl Remote {
     /// Reads an object.
     pub async fn get(&self, key: &str) -> Result<Fetched> {
         let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(classify)?;
-        let mut metadata: Vec<(String, String)> =
-            out.metadata().map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()).unwrap_or_default();
+        let mut metadata: Vec<(String, String)> = out
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+            .unwrap_or_default();
         metadata.sort();
         Ok(Fetched {
             content_type: out.content_type().map(str::to_owned),
@@ -289,8 +291,10 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(e: SdkErr
             let code = s.err().code().unwrap_or("").to_owned();
             let msg = s.err().message().unwrap_or("").to_owned();
             let kind = match (code.as_str(), status) {
-                ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken"
-                | "ExpiredToken", _)
+                (
+                    "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken",
+                    _,
+                )
                 | (_, 401 | 403) => ErrorKind::Auth,
                 ("SlowDown" | "Throttling" | "RequestLimitExceeded", _) | (_, 429 | 503) => ErrorKind::Throttled,
                 ("BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch" | "XAmzContentSHA256Mismatch", _) => {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt};
 use storage::{BucketName, Checksum, ETag, ObjectKey, ObjectMeta, RestoreRequest, Store, Timestamp};
 
-use crate::client::{Fetched, Remote, META_CHECKSUM, META_CONTENT_TYPE, META_ETAG, META_HEADERS, META_MTIME, META_PARTS, META_SHA256};
+use crate::client::{
+    Fetched, Remote, META_CHECKSUM, META_CONTENT_TYPE, META_ETAG, META_HEADERS, META_MTIME, META_PARTS, META_SHA256,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::TargetSpec;
 
@@ -182,7 +184,8 @@ async fn restore_one(
     o: &ObjectKey,
 ) -> Result<Option<u64>> {
     let mut f = remote.get(key).await?;
-    let (Some(sha), Some(etag), Some(mtime)) = (meta(&f, META_SHA256), meta(&f, META_ETAG), meta(&f, META_MTIME)) else {
+    let (Some(sha), Some(etag), Some(mtime)) = (meta(&f, META_SHA256), meta(&f, META_ETAG), meta(&f, META_MTIME))
+    else {
         return Ok(None);
     };
     let (sha, etag, mtime) = (sha.to_owned(), etag.to_owned(), mtime.to_owned());

@@ -28,7 +28,9 @@ use sha2::{Digest, Sha256};
 use storage::worker::{Progress, Worker};
 use storage::{Budget, JournalEntry, JournalId, JournalOp, ObjectInfo, OffboxMark, Store, TargetRecord, Timestamp};
 
-use crate::client::{Remote, Upload, META_CHECKSUM, META_CONTENT_TYPE, META_ETAG, META_HEADERS, META_MTIME, META_PARTS, META_SHA256};
+use crate::client::{
+    Remote, Upload, META_CHECKSUM, META_CONTENT_TYPE, META_ETAG, META_HEADERS, META_MTIME, META_PARTS, META_SHA256,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::{DeletePolicy, TargetSpec};
 
@@ -218,7 +220,7 @@ impl TargetReport {
             "backlog_objects": b.map(|b| b.objects),
             "backlog_bytes": b.map(|b| b.bytes),
             "held_deletes": b.map(|b| b.held_deletes),
-            "next_held_delete_due": b.and_then(|b| b.next_due).map(|t| secs(t)),
+            "next_held_delete_due": b.and_then(|b| b.next_due).map(secs),
             "journal_error": self.backlog.as_ref().err().map(ToString::to_string),
             "replicated_objects": self.state.objects.load(Ordering::Relaxed),
             "replicated_bytes": self.state.bytes.load(Ordering::Relaxed),
@@ -588,7 +590,9 @@ mod tests {
         assert!(is_barrier("spilo/db/wal/16/basebackups_005/base_000000010000000000000002/metadata.json"));
         assert!(is_barrier("db/wal_005/00000002.history.br"));
         assert!(!is_barrier("db/wal_005/000000010000000000000002.br"));
-        assert!(!is_barrier("spilo/db/wal/16/basebackups_005/base_000000010000000000000002/tar_partitions/part_1.tar.br"));
+        assert!(!is_barrier(
+            "spilo/db/wal/16/basebackups_005/base_000000010000000000000002/tar_partitions/part_1.tar.br"
+        ));
         assert!(!is_barrier("not/a/repository.txt"));
     }
 

@@ -283,8 +283,11 @@ mod tests {
     fn credentials_files() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = dir.path().join("creds");
-        std::fs::write(&p, "[default]\naws_access_key_id = AK\naws_secret_access_key = \"SK\"\n[other]\naccess_key_id=X\n")
-            .expect("write");
+        std::fs::write(
+            &p,
+            "[default]\naws_access_key_id = AK\naws_secret_access_key = \"SK\"\n[other]\naccess_key_id=X\n",
+        )
+        .expect("write");
         let s = read_credentials_file(&p).expect("read");
         assert_eq!((s.access_key_id.as_str(), s.secret_access_key.as_str()), ("AK", "SK"));
         assert!(!format!("{s:?}").contains("SK"));

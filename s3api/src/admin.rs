@@ -796,7 +796,8 @@ mod tests {
         let rec = d.record(storage::Timestamp::from_millis(0), false).expect("record");
         assert_eq!((rec.source_bucket.as_deref(), rec.source_prefix.as_str()), (Some("pgb"), "spilo/"));
         assert_eq!(d.spec.deletes, remote::DeletePolicy::Delay(Duration::from_secs(86400)));
-        let typo = r#"{"name":"dr","endpoint":"http://127.0.0.1:9000","bucket":"copy","region":"us-east-1","regoin":"x"}"#;
+        let typo =
+            r#"{"name":"dr","endpoint":"http://127.0.0.1:9000","bucket":"copy","region":"us-east-1","regoin":"x"}"#;
         assert!(serde_json::from_str::<ReplicationDoc>(typo).is_err());
         let bad_name = r#"{"name":"DR","endpoint":"http://127.0.0.1:9000","bucket":"copy","region":"us-east-1"}"#;
         let d: ReplicationDoc = serde_json::from_str(bad_name).expect("parse");

@@ -528,7 +528,8 @@ impl Metrics {
     /// newest local WAL segment of each repository (for the off-box WAL lag).
     pub fn refresh_replication(&self, reports: &[remote::TargetReport], evals: &[std::sync::Arc<Evaluation>]) {
         let r = &self.replication;
-        for g in [&r.lag, &r.backlog_objects, &r.backlog_bytes, &r.held_deletes, &r.last_success, &r.failing, &r.paused] {
+        for g in [&r.lag, &r.backlog_objects, &r.backlog_bytes, &r.held_deletes, &r.last_success, &r.failing, &r.paused]
+        {
             g.reset();
         }
         r.offbox_time.reset();
@@ -595,7 +596,12 @@ impl ReplicationMetrics {
     fn new(r: &Registry) -> Self {
         let t = &["target"];
         Self {
-            lag: fgauge_vec(r, "walstore_replication_lag_seconds", "Age of the oldest change not yet on the target.", t),
+            lag: fgauge_vec(
+                r,
+                "walstore_replication_lag_seconds",
+                "Age of the oldest change not yet on the target.",
+                t,
+            ),
             backlog_objects: fgauge_vec(
                 r,
                 "walstore_replication_backlog_objects",

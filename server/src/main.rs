@@ -395,15 +395,28 @@ fn apply_config_targets(store: &Store, docs: &[s3api::admin::ReplicationDoc]) ->
                     rec.name
                 ))
             }
-            Some(old) if old.spec == rec.spec && old.source_bucket == rec.source_bucket && old.source_prefix == rec.source_prefix => {}
+            Some(old)
+                if old.spec == rec.spec
+                    && old.source_bucket == rec.source_bucket
+                    && old.source_prefix == rec.source_prefix => {}
             Some(old) => {
                 rec.paused = old.paused;
                 rec.created = old.created;
+                let moved = serde_json::from_str::<remote::TargetSpec>(&old.spec).is_ok_and(|o| {
+                    (o.endpoint, o.bucket, o.prefix)
+                        != (doc.spec.endpoint.clone(), doc.spec.bucket.clone(), doc.spec.prefix.clone())
+                });
+                if moved {
+                    // Another place: it holds none of it yet, so everything is sent there.
+                    store.remove_replication_target(&old.name).map_err(|e| e.to_string())?;
+                }
                 store.put_replication_target(rec, true).map_err(|e| format!("replication target {}: {e}", doc.name))?;
                 tracing::info!(target_name = %doc.name, "replication target updated from the configuration file");
             }
             None => {
-                let n = store.put_replication_target(rec, true).map_err(|e| format!("replication target {}: {e}", doc.name))?;
+                let n = store
+                    .put_replication_target(rec, true)
+                    .map_err(|e| format!("replication target {}: {e}", doc.name))?;
                 tracing::info!(target_name = %doc.name, journaled = n, "replication target added from the configuration file");
             }
         }

@@ -162,11 +162,15 @@ pub fn replication(cmd: ReplicationCmd) -> Result<(), String> {
             let deletes = DeletePolicy::parse(&deletes)?;
             let doc = ReplicationDoc { name, source, spec: target.spec(deletes, concurrency)? };
             let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
-            let (_, v) =
-                run(&conn, AdminRequest::ReplicationAdd(Box::new(doc)), ("POST", "/_walstore/replication", vec![], body))?;
+            let (_, v) = run(
+                &conn,
+                AdminRequest::ReplicationAdd(Box::new(doc)),
+                ("POST", "/_walstore/replication", vec![], body),
+            )?;
             print(&conn, &v, |v| {
                 let probe = s(&v["probe"]);
-                let mut out = format!("added replication target {}: {} objects to copy\n", s(&v["name"]), s(&v["journaled"]));
+                let mut out =
+                    format!("added replication target {}: {} objects to copy\n", s(&v["name"]), s(&v["journaled"]));
                 if probe != "ok" {
                     out.push_str(&format!(
                         "warning: the target does not answer as it should yet ({probe}); walstore keeps retrying\n"
@@ -200,7 +204,11 @@ fn pause(name: String, paused: bool, conn: &Conn) -> Result<(), String> {
 
 fn status(name: Option<String>, conn: &Conn, detail: bool) -> Result<(), String> {
     let q = name.iter().map(|n| ("name", n.clone())).collect();
-    let (_, v) = run(conn, AdminRequest::ReplicationStatus { name: name.clone() }, ("GET", "/_walstore/replication", q, vec![]))?;
+    let (_, v) = run(
+        conn,
+        AdminRequest::ReplicationStatus { name: name.clone() },
+        ("GET", "/_walstore/replication", q, vec![]),
+    )?;
     let targets: Vec<Value> = match &name {
         Some(_) => vec![v.clone()],
         None => v["targets"].as_array().cloned().unwrap_or_default(),
@@ -298,7 +306,9 @@ pub fn rebuild(mut a: RebuildArgs) -> Result<bool, String> {
     let (name, spec, record) = match &a.from {
         Some(name) => {
             let from_config = match &a.config {
-                Some(path) => crate::config::Settings::from_file(path)?.replication.into_iter().find(|d| d.name == *name),
+                Some(path) => {
+                    crate::config::Settings::from_file(path)?.replication.into_iter().find(|d| d.name == *name)
+                }
                 None => None,
             };
             match from_config {
@@ -336,7 +346,13 @@ pub fn rebuild(mut a: RebuildArgs) -> Result<bool, String> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    eprintln!("rebuilding {} from {} bucket {} prefix {:?}", a.data_dir.display(), spec.endpoint, spec.bucket, spec.prefix);
+    eprintln!(
+        "rebuilding {} from {} bucket {} prefix {:?}",
+        a.data_dir.display(),
+        spec.endpoint,
+        spec.bucket,
+        spec.prefix
+    );
     let mut last = Instant::now() - Duration::from_secs(10);
     let mut show = |p: &RebuildProgress| {
         let end = p.done_objects == p.total_objects;

@@ -55,8 +55,8 @@ pub use multipart::{
     CompleteRequest, CompletedPart, ExpectedObject, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER,
 };
 pub use objects::{DeleteCondition, DeleteTarget, Deleted, PutRequest, WriteCondition};
-pub use space::SpaceReserve;
 pub use replication::{Backlog, JournalEntry, JournalId, JournalOp, OffboxMark, RestoreRequest, TargetRecord};
+pub use space::SpaceReserve;
 pub use store::{ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, Store, StoreConfig, StoreStats};
 pub use types::*;
 pub use usage::{CompletedScrub, CorruptBlob, ScrubCursor, ScrubReport, ScrubState, Usage, SCRUB_SAVE_EVERY};
