@@ -326,7 +326,7 @@ def test_dashboard_structure():
     d = dashboard()
     assert d["uid"] == "walstore" and d["title"] == "walstore"
     variables = {v["name"] for v in d["templating"]["list"]}
-    assert {"datasource", "instance", "bucket", "repo"} <= variables
+    assert {"datasource", "instance", "bucket", "repo", "target"} <= variables
     panels = all_panels(d)
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
@@ -349,7 +349,9 @@ def test_dashboard_structure():
     titles = " | ".join(p["title"].lower() for p in panels)
     for topic in ("requests/s by operation", "p99 latency", "errors", "bytes in / out", "logical", "dedup",
                   "data volume", "gc", "checksum", "scrub", "archive lag", "restorable window", "newest backup",
-                  "gaps", "refused deletes", "split-brain", "retention frozen", "maintenance"):
+                  "gaps", "refused deletes", "split-brain", "retention frozen", "maintenance",
+                  "replication lag", "replication backlog", "replicated bytes", "replication errors",
+                  "off-box wal lag (rpo)"):
         assert topic in titles, f"no dashboard panel about {topic!r}"
 
 

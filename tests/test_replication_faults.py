@@ -275,6 +275,11 @@ def test_target_down_then_back(minio, mc, front, tmp_path):
         assert metric(front, "walstore_replication_failing", target=name) == 1
         assert metric(front, "walstore_replication_backlog_objects", target=name) == st["backlog_objects"]
         assert (metric(front, "walstore_replication_errors_total", target=name, kind="network") or 0) >= 1
+        # The off-box RPO of the repository grows with the outage (newest segment written
+        # minus newest segment on the target, which is still one from before it).
+        rpo = metric(front, "walstore_replication_wal_offbox_lag_seconds", target=name, bucket=BUCKET, repo="db/")
+        assert rpo is not None and rpo >= OUTAGE_S / 2, rpo
+        assert [m["segment"] for m in st["offbox_wal"]] == [segment(5)], st["offbox_wal"]
         warns = log_lines(front, "replication failing")
         assert 1 <= len(warns) <= 3, f"{len(warns)} 'replication failing' lines in {OUTAGE_S}s:\n" + "\n".join(warns)
     finally:
@@ -284,6 +289,8 @@ def test_target_down_then_back(minio, mc, front, tmp_path):
     assert st["last_error"] is None and st["consecutive_failures"] == 0, st
     assert log_lines(front, "replication recovered"), "no 'replication recovered' line"
     assert metric(front, "walstore_replication_failing", target=name) == 0
+    assert [m["segment"] for m in st["offbox_wal"]] == [segment(129)], st["offbox_wal"]
+    assert metric(front, "walstore_replication_wal_offbox_lag_seconds", target=name, bucket=BUCKET, repo="db/") == 0
     assert len(log_lines(front, "replication failing")) <= 3
     n = assert_copy_equals_front(s3, mc, tb, prefix)
     assert n == len(before) + n_writes - 1
@@ -303,7 +310,9 @@ class FaultProxy:
     """An HTTP proxy on 127.0.0.1 in front of `upstream` (a port on 127.0.0.1) that answers the
     first `fail_first` requests 503 SlowDown and forwards every other one verbatim: method, path,
     headers (Host and Authorization included, so a SigV4 signature made for the proxy's address
-    verifies upstream) and body."""
+    verifies upstream: MinIO checks it against the Host header it receives) and body.
+    (This works, so the fallback -- a walstore target with --max-connections 1 whose only
+    connection is held open -- is not needed.)"""
 
     def __init__(self, upstream: int, fail_first: int) -> None:
         self.upstream, self.fail_first = upstream, fail_first
@@ -451,10 +460,11 @@ def test_wrong_credentials(minio, mc, front, tmp_path):
     assert 1 <= len(warns) <= 3, "\n".join(warns)
     assert mc.list_objects_v2(Bucket=tb).get("KeyCount", 0) == 0
 
-    # Fixing the file is enough: after an auth error the worker builds its client again on
-    # the next retry, reading the credentials file anew (no pause/resume, no remove+add).
-    # (pause/resume alone would not re-read it: the client is cached per target settings
-    # and dropped only after an auth or configuration error.)
+    # Fixing the file is enough: after an auth (or configuration) error the worker drops its
+    # client and builds it again on the next retry, reading the credentials file anew -- no
+    # pause/resume, no remove+add. (pause/resume by itself re-reads nothing: the client is
+    # cached per target settings and dropped only after such an error; a file rotated while
+    # the old key still works is read at the next auth error or server restart.)
     minio.credentials_file(creds)
     st = wait_status(front, name, drained, 40, "the copy to complete with the fixed credentials file")
     assert st["last_error"] is None, st
@@ -485,11 +495,18 @@ def test_rebuild_refuses_tampered_object(minio, mc, front, tmp_path):
     s3.put_object(Bucket=BUCKET, Key="db/basebackups_005/base_000000010000000000000001/metadata.json",
                   Body=b'{"start_lsn": 16777256}', ContentType="application/json",
                   Metadata={"walg-note": "kept as it was"})
+    # A client's multipart upload (ETag "…-2", two blobs on the front: hashed as it is sent).
+    mp = s3.create_multipart_upload(Bucket=BUCKET, Key=part_key(1, 2))["UploadId"]
+    parts = [s3.upload_part(Bucket=BUCKET, Key=part_key(1, 2), UploadId=mp, PartNumber=n, Body=body)["ETag"]
+             for n, body in ((1, os.urandom(5 * MiB)), (2, os.urandom(100 * KiB)))]
+    s3.complete_multipart_upload(Bucket=BUCKET, Key=part_key(1, 2), UploadId=mp, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(parts, 1)]})
+    assert s3.head_object(Bucket=BUCKET, Key=part_key(1, 2))["ETag"].endswith('-2"')
     creds = minio.credentials_file(tmp_path / "minio.creds")
     add_target(front, name, minio.endpoint, tb, creds, prefix=prefix, deletes="mirror")
     wait_status(front, name, drained, 30, "the copy")
     keys = set(listing(s3, BUCKET))
-    assert len(keys) == len(objs) + 1
+    assert len(keys) == len(objs) + 2
 
     tampered = wal_key(3)
     tkey = f"{prefix}{BUCKET}/{tampered}"
@@ -597,11 +614,14 @@ def test_kill9_mid_replication(minio, mc, tmp_path):
     front = Walstore(data_dir=tmp_path / "front", buckets=[BUCKET], extra_args=PERMISSIVE, listen_port=free_port())
     creds = minio.credentials_file(tmp_path / "minio.creds")
     acked = maybe = 0
+    pending_at_restart = []  # backlog found by each restart: what the kill interrupted
     try:
         for cycle in range(CRASH_CYCLES):
             front.start()
             if cycle == 0:
                 add_target(front, name, minio.endpoint, tb, creds, prefix=prefix, deletes="mirror")
+            else:
+                pending_at_restart.append(status(front, name)["backlog_objects"])
             s3 = client(front.boto3_kwargs(), attempts=1, timeout=5)
             ops = []
             for _ in range(20):
@@ -645,6 +665,9 @@ def test_kill9_mid_replication(minio, mc, tmp_path):
             w.join(30)
             assert not w.is_alive(), "the writer hung"
         front.start()
+        pending_at_restart.append(status(front, name)["backlog_objects"])
+        # The kills came while changes were still to be sent (else this tested nothing).
+        assert sum(pending_at_restart) > 0, pending_at_restart
         st = wait_status(front, name, drained, 60, "the backlog to drain after the last restart")
         s3 = client(front.boto3_kwargs())
         front_state = {k: digest_of(s3, BUCKET, k) for k in pool}
@@ -660,7 +683,8 @@ def test_kill9_mid_replication(minio, mc, tmp_path):
             assert got in possible[k], f"seed {seed}: {k} on the target is {got}, acknowledged {possible[k]}"
             assert got == front_state[k], f"seed {seed}: {k} on the target {got} != front {front_state[k]}"
         print(f"{CRASH_CYCLES} kill -9 cycles, {acked} acknowledged operations, {maybe} in flight at a kill; "
-              f"replicated {st['replicated_objects']} objects, {st['replicated_deletes']} deletes after the last start")
+              f"backlog at each restart {pending_at_restart}; replicated {st['replicated_objects']} objects, "
+              f"{st['replicated_deletes']} deletes after the last start")
         assert front.stop() == 0
     finally:
         if front.proc is not None:

@@ -17,6 +17,17 @@ pub struct Conn {
     /// Server endpoint [default: http://127.0.0.1:9000]
     #[arg(long, env = "WALSTORE_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// CA certificate (PEM) to verify an https endpoint with
+    #[arg(long, env = "WALSTORE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub rest: ConnRest,
+}
+
+/// The connection flags every admin command shares besides the endpoint and its CA
+/// (which `replication add` names `--server`/`--server-ca-cert`).
+#[derive(Args, Debug, Clone)]
+pub struct ConnRest {
     /// Work directly on this data directory (the server must be stopped)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -26,12 +37,16 @@ pub struct Conn {
     /// Admin secret key
     #[arg(long, env = "WALSTORE_ROOT_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
-    /// CA certificate (PEM) to verify an https endpoint with
-    #[arg(long, env = "WALSTORE_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables
     #[arg(long)]
     pub json: bool,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ConnRest;
+    fn deref(&self) -> &ConnRest {
+        &self.rest
+    }
 }
 
 /// `retention` subcommands.

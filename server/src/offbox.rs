@@ -12,7 +12,7 @@ use s3api::admin::{AdminRequest, ReplicationDoc};
 use serde_json::Value;
 use storage::{Store, StoreConfig};
 
-use crate::cli::{print, run, s, Conn};
+use crate::cli::{print, run, s, Conn, ConnRest};
 
 /// Where a copy is (`replication add`, `rebuild --endpoint`).
 #[derive(Args, Debug, Clone)]
@@ -68,33 +68,16 @@ pub struct ServerConn {
     /// walstore server endpoint [default: http://127.0.0.1:9000]
     #[arg(long, env = "WALSTORE_ENDPOINT")]
     pub server: Option<String>,
-    /// Work directly on this data directory (the server must be stopped)
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Admin access key [default: from the data directory's root-credentials]
-    #[arg(long, env = "WALSTORE_ROOT_ACCESS_KEY", hide_env_values = true)]
-    pub access_key: Option<String>,
-    /// Admin secret key
-    #[arg(long, env = "WALSTORE_ROOT_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
     /// CA certificate (PEM) to verify an https walstore server with
     #[arg(long, env = "WALSTORE_CA_CERT")]
     pub server_ca_cert: Option<PathBuf>,
-    /// Print JSON instead of text
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub rest: ConnRest,
 }
 
 impl ServerConn {
     fn conn(self) -> Conn {
-        Conn {
-            endpoint: self.server,
-            data_dir: self.data_dir,
-            access_key: self.access_key,
-            secret_key: self.secret_key,
-            ca_cert: self.server_ca_cert,
-            json: self.json,
-        }
+        Conn { endpoint: self.server, ca_cert: self.server_ca_cert, rest: self.rest }
     }
 }
 

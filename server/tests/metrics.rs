@@ -90,6 +90,26 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
     let srv = Server::start(dir.path(), &["--bucket", "pgb", "--metrics-token", TOKEN]);
     let c = srv.client();
 
+    // An off-box copy (a second walstore), so the replication families have series.
+    let target_dir = tempfile::tempdir().expect("tmp");
+    let target = Server::start(target_dir.path(), &["--bucket", "copy"]);
+    let creds = dir.path().join("copy.creds");
+    std::fs::write(
+        &creds,
+        format!("access_key_id = {}\nsecret_access_key = {}\n", common::ACCESS_KEY, common::SECRET_KEY),
+    )
+    .expect("creds");
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_walstore"))
+        .args(["replication", "add", "copy", "--endpoint", &target.endpoint(), "--bucket", "copy", "--region"])
+        .args([common::REGION, "--deletes", "mirror", "--credentials-file"])
+        .arg(&creds)
+        .args(["--server", &srv.endpoint()])
+        .env("WALSTORE_ROOT_ACCESS_KEY", common::ACCESS_KEY)
+        .env("WALSTORE_ROOT_SECRET_KEY", common::SECRET_KEY)
+        .output()
+        .expect("replication add");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+
     let (status, _) = scrape(srv.port, None);
     assert_eq!(status, 401, "the token is required");
     let (status, _) = scrape(srv.port, Some("wrong"));
@@ -111,10 +131,17 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
     c.delete_object().bucket("pgb").key(seg_key1(REPO, 1)).send().await.expect_err("protected");
     let repo = [("bucket", "pgb"), ("repo", REPO)];
     // WAL gauges show the last evaluation, which the `evaluate` worker keeps current.
+    let copied = [("target", "copy"), ("bucket", "pgb"), ("repo", REPO)];
     let text = scrape_until(srv.port, |t| {
         value(t, "walstore_wal_last_segment_lsn_bytes", &repo) == Some((9 * SEG) as f64)
             && value(t, "walstore_retention_frozen", &[("repo", "spilo/broken/")]).is_some()
+            && value(t, "walstore_replication_wal_offbox_lag_seconds", &copied) == Some(0.0)
+            && value(t, "walstore_replication_backlog_objects", &[("target", "copy")]) == Some(0.0)
     });
+    let newest_local = value(&text, "walstore_wal_last_segment_received_timestamp_seconds", &repo);
+    assert_eq!(value(&text, "walstore_replication_wal_offbox_timestamp_seconds", &copied), newest_local);
+    assert!(value(&text, "walstore_replication_objects_total", &[("target", "copy")]) >= Some(12.0), "{text}");
+    assert_eq!(value(&text, "walstore_replication_failing", &[("target", "copy")]), Some(0.0));
 
     // Exactly the documented families.
     let fams = families(&text);
