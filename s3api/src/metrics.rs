@@ -629,7 +629,7 @@ impl ReplicationMetrics {
             errors: counter_vec(
                 r,
                 "walstore_replication_errors_total",
-                "Failed attempts by kind (auth, network, throttled, server, checksum, config, local, other).",
+                "Failed attempts by kind (auth, network, throttled, server, checksum, config, not_found, local, other).",
                 &["target", "kind"],
             ),
             offbox_time: fgauge_vec(
