@@ -67,6 +67,10 @@ pub struct Listed {
     pub key: String,
     /// Size.
     pub size: u64,
+    /// ETag (unquoted), if the listing gave one.
+    pub etag: Option<String>,
+    /// LastModified (whole seconds: what a listing carries).
+    pub last_modified: Option<storage::Timestamp>,
 }
 
 /// A fetched object: metadata and a body stream.
@@ -75,6 +79,13 @@ pub struct Fetched {
     pub content_type: Option<String>,
     /// User metadata.
     pub metadata: Vec<(String, String)>,
+    /// Other stored headers (`content-encoding`, `cache-control`, `content-disposition`,
+    /// `content-language`, `expires`), names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// ETag (unquoted).
+    pub etag: Option<String>,
+    /// LastModified (whole seconds, as HTTP dates carry it).
+    pub last_modified: Option<storage::Timestamp>,
     /// Size.
     pub size: u64,
     /// The bytes.
@@ -247,16 +258,42 @@ impl Remote {
             .contents()
             .iter()
             .filter_map(|o| {
-                Some(Listed { key: o.key()?.to_owned(), size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0) })
+                Some(Listed {
+                    key: o.key()?.to_owned(),
+                    size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                    etag: o.e_tag().map(|e| e.trim_matches('"').to_owned()),
+                    last_modified: o.last_modified().map(timestamp),
+                })
             })
             .collect();
         let next = out.next_continuation_token().map(str::to_owned).filter(|_| out.is_truncated() == Some(true));
         Ok((items, next))
     }
 
-    /// Reads an object.
-    pub async fn get(&self, key: &str) -> Result<Fetched> {
-        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(classify)?;
+    /// Reads an object; with `if_match`, only while its ETag is still that one
+    /// (otherwise an error of kind [`ErrorKind::Other`] with `PreconditionFailed`).
+    pub async fn get(&self, key: &str, if_match: Option<&str>) -> Result<Fetched> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_match(if_match.map(|e| format!("\"{e}\"")))
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut headers = Vec::new();
+        for (name, v) in [
+            ("content-encoding", out.content_encoding()),
+            ("cache-control", out.cache_control()),
+            ("content-disposition", out.content_disposition()),
+            ("content-language", out.content_language()),
+            ("expires", out.expires_string()),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                headers.push((name.to_owned(), v.to_owned()));
+            }
+        }
         let mut metadata: Vec<(String, String)> = out
             .metadata()
             .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
@@ -265,9 +302,30 @@ impl Remote {
         Ok(Fetched {
             content_type: out.content_type().map(str::to_owned),
             size: u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0),
+            etag: out.e_tag().map(|e| e.trim_matches('"').to_owned()),
+            last_modified: out.last_modified().map(timestamp),
             metadata,
+            headers,
             body: out.body,
         })
+    }
+}
+
+fn timestamp(t: &aws_smithy_types::DateTime) -> storage::Timestamp {
+    storage::Timestamp::from_millis(t.to_millis().unwrap_or(0))
+}
+
+/// Reads a whole listing of `prefix`.
+pub async fn list_all(remote: &Remote, prefix: &str) -> Result<Vec<Listed>> {
+    let mut all = Vec::new();
+    let mut token = None;
+    loop {
+        let (page, next) = remote.list(prefix, token).await?;
+        all.extend(page);
+        match next {
+            Some(t) => token = Some(t),
+            None => return Ok(all),
+        }
     }
 }
 

@@ -5,13 +5,15 @@
 //! - [`spec`]: a target's settings and credentials;
 //! - [`client`]: the one S3 client (`aws-sdk-s3`) every off-box feature uses;
 //! - [`replicate`]: the worker that drains the storage crate's replication journal;
-//! - [`rebuild`]: a store made again from a copy.
+//! - [`rebuild`]: a store made again from a copy;
+//! - [`import`]: moving in from another S3 store (MinIO), keeping LastModified and ETags.
 //!
 //! What a change must reach and in which order is journaled by the storage crate
 //! (`storage::replication`) in the same batch as the change; this crate only sends.
 
 pub mod client;
 pub mod error;
+pub mod import;
 pub mod rebuild;
 pub mod replicate;
 pub mod spec;

@@ -24,9 +24,9 @@ use crate::spec::TargetSpec;
 /// Objects fetched at once.
 const CONCURRENCY: usize = 4;
 
-/// How far a rebuild got.
+/// How far a copy from a remote bucket (rebuild, import) got.
 #[derive(Debug, Clone, Default)]
-pub struct RebuildProgress {
+pub struct CopyProgress {
     /// Objects on the target (known after the listing).
     pub total_objects: u64,
     /// Their bytes.
@@ -39,7 +39,7 @@ pub struct RebuildProgress {
     pub elapsed: Duration,
 }
 
-impl RebuildProgress {
+impl CopyProgress {
     /// Bytes per second so far.
     pub fn rate(&self) -> f64 {
         self.done_bytes as f64 / self.elapsed.as_secs_f64().max(0.001)
@@ -79,7 +79,7 @@ pub fn rebuild(
     name: &str,
     spec: &TargetSpec,
     stop: &AtomicBool,
-    progress: &mut dyn FnMut(&RebuildProgress),
+    progress: &mut dyn FnMut(&CopyProgress),
 ) -> Result<RebuildSummary> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -98,21 +98,12 @@ async fn run(
     remote: &Remote,
     spec: &TargetSpec,
     stop: &AtomicBool,
-    progress: &mut dyn FnMut(&RebuildProgress),
+    progress: &mut dyn FnMut(&CopyProgress),
 ) -> Result<RebuildSummary> {
     let start = Instant::now();
     let mut sum = RebuildSummary::default();
-    let mut keys = Vec::new();
-    let mut token = None;
-    loop {
-        let (page, next) = remote.list(&spec.prefix, token).await?;
-        keys.extend(page);
-        match next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
-    let mut p = RebuildProgress {
+    let keys = crate::client::list_all(remote, &spec.prefix).await?;
+    let mut p = CopyProgress {
         total_objects: keys.len() as u64,
         total_bytes: keys.iter().map(|k| k.size).sum(),
         ..Default::default()
@@ -170,6 +161,25 @@ async fn run(
     Ok(sum)
 }
 
+/// Streams a fetched body into a staged blob (hashed as it is written); refuses a body
+/// shorter or longer than announced.
+pub(crate) async fn stage(store: &Store, f: &mut Fetched, key: &str) -> Result<storage::StagedBlob> {
+    let mut w = store.blob_writer_for(&[], Some(f.size))?;
+    while let Some(chunk) = f
+        .body
+        .try_next()
+        .await
+        .map_err(|e| Error::new(ErrorKind::Network, format!("reading {key} from the remote store: {e}")))?
+    {
+        w.write_bytes(chunk)?;
+    }
+    let staged = w.finish()?;
+    if staged.size != f.size {
+        return Err(Error::new(ErrorKind::Network, format!("{key}: {} bytes read, {} announced", staged.size, f.size)));
+    }
+    Ok(staged)
+}
+
 fn meta<'a>(f: &'a Fetched, name: &str) -> Option<&'a str> {
     f.metadata.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
@@ -183,7 +193,7 @@ async fn restore_one(
     b: &BucketName,
     o: &ObjectKey,
 ) -> Result<Option<u64>> {
-    let mut f = remote.get(key).await?;
+    let mut f = remote.get(key, None).await?;
     let (Some(sha), Some(etag), Some(mtime)) = (meta(&f, META_SHA256), meta(&f, META_ETAG), meta(&f, META_MTIME))
     else {
         return Ok(None);
@@ -211,16 +221,7 @@ async fn restore_one(
         Some(n) => Some(n.parse().map_err(|_| bad(META_PARTS))?),
         None => None,
     };
-    let mut w = store.blob_writer_for(&[], Some(f.size))?;
-    while let Some(chunk) = f
-        .body
-        .try_next()
-        .await
-        .map_err(|e| Error::new(ErrorKind::Network, format!("reading {key} from the target: {e}")))?
-    {
-        w.write_bytes(chunk)?;
-    }
-    let staged = w.finish()?;
+    let staged = stage(store, &mut f, key).await?;
     if staged.hash.as_bytes().as_slice() != want_sha.as_slice() {
         return Err(Error::new(
             ErrorKind::Checksum,

@@ -105,6 +105,9 @@ pub struct TargetSpec {
     /// Multipart threshold and part size in bytes.
     #[serde(default = "default_part_size")]
     pub part_size: u64,
+    /// A key given directly (an import's source, handed over by the CLI); never serialized.
+    #[serde(skip)]
+    pub secret: Option<Secret>,
 }
 
 fn default_concurrency() -> usize {
@@ -165,7 +168,7 @@ impl TargetSpec {
 }
 
 /// An access key for a target.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret {
     /// Access key id.
     pub access_key_id: String,
@@ -187,6 +190,9 @@ pub fn env_var(name: &str, what: &str) -> String {
 
 /// Reads the credentials of target `name`: from its file, else its environment variables.
 pub fn load_secret(name: &str, spec: &TargetSpec) -> Result<Secret, Error> {
+    if let Some(s) = &spec.secret {
+        return Ok(s.clone());
+    }
     match &spec.credentials_file {
         Some(path) => read_credentials_file(path),
         None => {
@@ -267,6 +273,7 @@ mod tests {
             deletes: DeletePolicy::Mirror,
             concurrency: 4,
             part_size: DEFAULT_PART_SIZE,
+            secret: None,
         };
         assert!(spec.validate().is_ok());
         let k = spec.target_key("pg", "spilo/db1/wal/16/wal_005/000000010000000000000001.br");

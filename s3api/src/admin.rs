@@ -679,6 +679,25 @@ pub async fn handle(
         (Method::POST, "replication/pause") => AdminRequest::ReplicationPause { name: name_arg(q)?, paused: true },
         (Method::POST, "replication/resume") => AdminRequest::ReplicationPause { name: name_arg(q)?, paused: false },
         (Method::DELETE, "replication") => AdminRequest::ReplicationRemove { name: name_arg(q)? },
+        (Method::POST, "import") => {
+            let raw = read_small(body, spec, 64 << 10).await?;
+            let doc: remote::import::ImportRequest =
+                serde_json::from_slice(&raw).map_err(|e| bad(format!("import request: {e}")))?;
+            let (src, opts) = doc.resolve().map_err(bad)?;
+            state
+                .import
+                .start(state.store.clone(), src, opts)
+                .map_err(|e| S3Error::new(S3Code::OperationAborted, e))?;
+            tracing::info!(actor = %who.access_key, source = %format!("{}/{}/{}", doc.endpoint, doc.bucket, doc.prefix), to = %doc.to, "import started");
+            return Ok(json_response(StatusCode::OK, &json!({ "started": true })));
+        }
+        (Method::GET, "import") => {
+            return Ok(json_response(StatusCode::OK, &serde_json::to_value(state.import.status()).unwrap_or_default()));
+        }
+        (Method::DELETE, "import") => {
+            state.import.stop();
+            return Ok(json_response(StatusCode::OK, &json!({ "stopping": true })));
+        }
         (Method::POST, "test-clock") if state.test_clock.is_some() => {
             let ms: i64 =
                 q.get("ms").and_then(|v| v.parse().ok()).ok_or_else(|| bad("ms=<unix milliseconds> is required"))?;

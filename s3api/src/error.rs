@@ -25,6 +25,8 @@ pub enum S3Code {
     InvalidArgument,
     InvalidBucketName,
     InvalidBucketState,
+    /// 409: a conflicting operation is in progress (an admin import already running).
+    OperationAborted,
     InvalidDigest,
     InvalidPart,
     InvalidPartOrder,
@@ -86,6 +88,7 @@ impl S3Code {
             S3Code::NoSuchObjectLockConfiguration => "NoSuchObjectLockConfiguration",
             S3Code::ObjectLockConfigurationNotFoundError => "ObjectLockConfigurationNotFoundError",
             S3Code::InvalidBucketState => "InvalidBucketState",
+            S3Code::OperationAborted => "OperationAborted",
             S3Code::NotImplemented => "NotImplemented",
             S3Code::NotModified => "NotModified",
             S3Code::PreconditionFailed => "PreconditionFailed",
@@ -105,9 +108,10 @@ impl S3Code {
             | S3Code::InvalidAccessKeyId
             | S3Code::RequestTimeTooSkewed
             | S3Code::SignatureDoesNotMatch => StatusCode::FORBIDDEN,
-            S3Code::BucketAlreadyOwnedByYou | S3Code::BucketNotEmpty | S3Code::InvalidBucketState => {
-                StatusCode::CONFLICT
-            }
+            S3Code::BucketAlreadyOwnedByYou
+            | S3Code::BucketNotEmpty
+            | S3Code::InvalidBucketState
+            | S3Code::OperationAborted => StatusCode::CONFLICT,
             S3Code::NoSuchBucket
             | S3Code::NoSuchKey
             | S3Code::NoSuchUpload

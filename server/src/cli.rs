@@ -243,7 +243,7 @@ fn credentials(conn: &Conn) -> Result<(String, String), String> {
         .into())
 }
 
-fn client(conn: &Conn) -> Result<Client, String> {
+pub(crate) fn client(conn: &Conn) -> Result<Client, String> {
     let (a, s) = credentials(conn)?;
     Client::new(conn.endpoint.as_deref().unwrap_or("http://127.0.0.1:9000"), &a, &s, conn.ca_cert.as_deref())
 }
@@ -296,7 +296,7 @@ pub(crate) fn run(
     }
 }
 
-fn server_error(status: u16, body: &[u8]) -> String {
+pub(crate) fn server_error(status: u16, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let pick = |tag: &str| {
         text.split(&format!("<{tag}>")).nth(1).and_then(|r| r.split(&format!("</{tag}>")).next()).map(str::to_owned)

@@ -111,6 +111,8 @@ enum Command {
     },
     /// Fill an empty data directory from an off-box copy (resumable; verifies every object).
     Rebuild(offbox::RebuildArgs),
+    /// Move in from MinIO or any S3: copy a bucket/prefix with its LastModified and ETags (resumable, idempotent).
+    Import(offbox::ImportArgs),
     /// Show the audit log (overrides, retention deletions, quarantines, policy and key changes).
     Audit {
         /// Newest records to show.
@@ -151,6 +153,11 @@ fn main() -> ExitCode {
         Command::Audit { limit, conn } => cli::audit(limit, &conn),
         Command::Quarantine { cmd } => cli::quarantine(cmd),
         Command::Replication { cmd } => offbox::replication(cmd),
+        Command::Import(args) => match offbox::import(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Rebuild(args) => match offbox::rebuild(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

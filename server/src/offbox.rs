@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use remote::rebuild::{RebuildProgress, RebuildSummary};
+use remote::rebuild::{CopyProgress, RebuildSummary};
 use remote::{DeletePolicy, TargetSpec};
 use s3api::admin::{AdminRequest, ReplicationDoc};
 use serde_json::Value;
@@ -50,6 +50,7 @@ impl TargetArgs {
             deletes,
             concurrency,
             part_size: remote::spec::DEFAULT_PART_SIZE,
+            secret: None,
         };
         spec.validate()?;
         Ok(spec)
@@ -280,6 +281,16 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Ctrl-C and SIGTERM stop a rebuild or import between objects (see [`STOP`]).
+fn install_stop_handler() {
+    #[allow(unsafe_code)]
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
 /// Marks a data directory a rebuild is filling (removed when it completes).
 const MARKER: &str = "rebuild-in-progress";
 
@@ -337,11 +348,11 @@ pub fn rebuild(mut a: RebuildArgs) -> Result<bool, String> {
         spec.prefix
     );
     let mut last = Instant::now() - Duration::from_secs(10);
-    let mut show = |p: &RebuildProgress| {
+    let mut show = |p: &CopyProgress| {
         let end = p.done_objects == p.total_objects;
         if end || last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
-            eprintln!("{}", progress_line(p));
+            eprintln!("{}", progress_line("rebuild", p));
         }
     };
     let sum = remote::rebuild::rebuild(store.clone(), &name, &spec, &STOP, &mut show).map_err(|e| e.message)?;
@@ -381,9 +392,9 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-fn progress_line(p: &RebuildProgress) -> String {
+fn progress_line(what: &str, p: &CopyProgress) -> String {
     format!(
-        "rebuild: {}/{} objects, {:.1}/{:.1} MiB, {:.1} MiB/s, ETA {}",
+        "{what}: {}/{} objects, {:.1}/{:.1} MiB, {:.1} MiB/s, ETA {}",
         p.done_objects,
         p.total_objects,
         mib(p.done_bytes),
@@ -414,5 +425,175 @@ fn print_summary(sum: &RebuildSummary) {
         for (k, why) in &sum.refused {
             println!("  {k}: {why}");
         }
+    }
+}
+
+/// `walstore import` arguments.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The source (credentials: --credentials-file, else WALSTORE_IMPORT_ACCESS_KEY_ID /
+    /// WALSTORE_IMPORT_SECRET_ACCESS_KEY, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)
+    #[command(flatten)]
+    pub source: TargetArgs,
+    /// Where in walstore: BUCKET or BUCKET/PREFIX/ (replaces --prefix) [default: the source bucket's name]
+    #[arg(long)]
+    pub to: Option<String>,
+    /// List what would be copied; copy nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only what changed since the last complete run of this import (the cut-over tail)
+    #[arg(long)]
+    pub since_last_run: bool,
+    #[command(flatten)]
+    pub conn: ServerConn,
+}
+
+fn import_secret(a: &TargetArgs) -> Result<(String, String), String> {
+    if let Some(f) = &a.credentials_file {
+        let s = remote::spec::read_credentials_file(f).map_err(|e| e.message)?;
+        return Ok((s.access_key_id, s.secret_access_key));
+    }
+    for (id, secret) in [
+        ("WALSTORE_IMPORT_ACCESS_KEY_ID", "WALSTORE_IMPORT_SECRET_ACCESS_KEY"),
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ] {
+        if let (Ok(i), Ok(s)) = (std::env::var(id), std::env::var(secret)) {
+            if !i.is_empty() && !s.is_empty() {
+                return Ok((i, s));
+            }
+        }
+    }
+    Err("no source credentials: give --credentials-file, or set WALSTORE_IMPORT_ACCESS_KEY_ID and \
+         WALSTORE_IMPORT_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        .into())
+}
+
+/// `walstore import`: online through the admin API, or offline with `--data-dir`.
+/// Returns whether everything listed is in walstore.
+pub fn import(a: ImportArgs) -> Result<bool, String> {
+    let (access_key_id, secret_access_key) = import_secret(&a.source)?;
+    let bucket = a.source.bucket.clone().ok_or("--bucket is required")?;
+    let req = remote::import::ImportRequest {
+        endpoint: a.source.endpoint.clone().ok_or("--endpoint is required")?,
+        to: a.to.clone().unwrap_or_else(|| bucket.clone()),
+        bucket,
+        prefix: a.source.prefix.clone(),
+        region: a.source.region.clone(),
+        ca_cert: a.source.ca_cert.as_ref().map(|p| absolute(p)),
+        access_key_id,
+        secret_access_key,
+        dry_run: a.dry_run,
+        since_last_run: a.since_last_run,
+    };
+    let (spec, opts) = req.resolve()?;
+    let json = a.conn.rest.json;
+    install_stop_handler();
+    let report = match &a.conn.rest.data_dir {
+        Some(dir) => {
+            let store = Arc::new(open(&absolute(dir))?);
+            let mut last = Instant::now() - Duration::from_secs(10);
+            let mut show = |p: &CopyProgress| {
+                if p.done_objects == p.total_objects || last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    eprintln!("{}", progress_line("import", p));
+                }
+            };
+            let r = remote::import::import(store.clone(), "import", &spec, &opts, &STOP, &mut show)
+                .map_err(|e| e.message)?;
+            store.flush().map_err(|e| e.to_string())?;
+            r
+        }
+        None => import_online(&a.conn.conn(), &req)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print_import(&report, opts.dry_run);
+    }
+    Ok(report.complete())
+}
+
+/// Starts the import on the server and follows it until it ends (Ctrl-C stops it).
+fn import_online(conn: &Conn, req: &remote::import::ImportRequest) -> Result<remote::import::ImportReport, String> {
+    let client = crate::cli::client(conn)?;
+    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let (status, bytes) = client.request("POST", "/_walstore/import", &[], &body)?;
+    if status != 200 {
+        return Err(crate::cli::server_error(status, &bytes));
+    }
+    let mut stopping = false;
+    let mut last_line = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        if STOP.load(Ordering::SeqCst) && !stopping {
+            stopping = true;
+            eprintln!("stopping the import (between objects)…");
+            client.request("DELETE", "/_walstore/import", &[], &[])?;
+        }
+        let (status, bytes) = client.request("GET", "/_walstore/import", &[], &[])?;
+        if status != 200 {
+            return Err(crate::cli::server_error(status, &bytes));
+        }
+        let st: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let p = CopyProgress {
+            total_objects: st["total_objects"].as_u64().unwrap_or(0),
+            total_bytes: st["total_bytes"].as_u64().unwrap_or(0),
+            done_objects: st["done_objects"].as_u64().unwrap_or(0),
+            done_bytes: st["done_bytes"].as_u64().unwrap_or(0),
+            elapsed: Duration::from_secs_f64(st["seconds"].as_f64().unwrap_or(0.0)),
+        };
+        if st["running"].as_bool() != Some(true) {
+            if let Some(e) = st["error"].as_str() {
+                return Err(format!("import failed: {e}"));
+            }
+            eprintln!("{}", progress_line("import", &p));
+            return serde_json::from_value(st["report"].clone()).map_err(|e| format!("import report: {e}"));
+        }
+        if last_line.elapsed() >= Duration::from_secs(1) {
+            last_line = Instant::now();
+            eprintln!("{}", progress_line("import", &p));
+        }
+    }
+}
+
+fn print_import(r: &remote::import::ImportReport, dry_run: bool) {
+    if dry_run {
+        println!("dry run: {} of {} objects would be copied", r.would_copy.len(), r.listed);
+        for k in &r.would_copy {
+            println!("  {k}");
+        }
+        return;
+    }
+    println!(
+        "imported {} objects ({:.1} MiB) in {:.1}s ({:.1} MiB/s, {:.0} objects/s); {} already there{}",
+        r.copied,
+        mib(r.copied_bytes),
+        r.seconds,
+        mib(r.copied_bytes) / r.seconds.max(0.001),
+        r.copied as f64 / r.seconds.max(0.001),
+        r.unchanged,
+        if r.skipped_old > 0 { format!("; {} older than the last run skipped", r.skipped_old) } else { String::new() },
+    );
+    for (prefix, c) in &r.verification {
+        let verdict = if c.matching == c.source_objects { "ok" } else { "MISSING" };
+        println!(
+            "  verify {:<40} {} of {} objects ({:.1} MiB) match size and ETag: {verdict}",
+            if prefix.is_empty() { "(top level)" } else { prefix },
+            c.matching,
+            c.source_objects,
+            mib(c.source_bytes)
+        );
+    }
+    for p in &r.kept_newer {
+        println!("  kept (newer in walstore): {}", p.key);
+    }
+    if !r.failed.is_empty() {
+        println!("FAILED {} objects (run again to retry):", r.failed.len());
+        for p in &r.failed {
+            println!("  {}: {}", p.key, p.reason);
+        }
+    }
+    if r.interrupted {
+        println!("interrupted: run the same command again to resume");
     }
 }

@@ -614,6 +614,22 @@ impl Store {
     }
 }
 
+const IMPORT_PREFIX: &[u8] = b"import/";
+
+impl Store {
+    /// Records when the last complete import of `source` started (`import --since-last-run`).
+    pub fn set_import_mark(&self, source: &str, started: Timestamp) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.index.cf(CF_META)?, [IMPORT_PREFIX, source.as_bytes()].concat(), codec::encode(&started)?);
+        self.index.write(b)
+    }
+
+    /// When the last complete import of `source` started.
+    pub fn import_mark(&self, source: &str) -> Result<Option<Timestamp>> {
+        self.index.get_decoded(CF_META, &[IMPORT_PREFIX, source.as_bytes()].concat())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
