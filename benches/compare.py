@@ -5,12 +5,19 @@ Started by benches/run.sh, which builds or installs every binary first and passe
 paths in the environment (WALSTORE_EXE, SEED_EXE, MINIO_EXE, WARP_EXE, S3LOAD_EXE,
 WALG_EXE, PG_BIN). See benches/README.md for what every workload does.
 
+Workloads (--only): P1 WAL-G wal-push; P2 warp put (P5: peak RSS during P2); P3 warp mixed;
+P4 ListObjectsV2 scans (P7: restarts); P6 WAL-G backup-fetch + wal-fetch; P12 DeleteObjects
+through the delete guard while /metrics is scraped; R1 replication backfill into MinIO
+against warp PUTting the same objects into MinIO; R2 P1 and P3 with and without a
+replication target; R3 `walstore rebuild` from R1's copy.
+
 Rules this script keeps:
 - Every server listens on 127.0.0.1 only; every client is pointed at 127.0.0.1; after each
   MinIO run its TCP/UDP sockets are checked for a non-loopback peer.
 - Both servers keep their data under one --data-root (same filesystem), in a fresh
   directory per workload, with their default (durable) settings.
-- Each workload runs walstore and MinIO alternately, rep by rep (W,M / M,W / ...).
+- Each workload runs walstore and MinIO alternately, rep by rep (W,M / M,W / ...); R2 runs
+  walstore without and with a replication target alternately.
 - Every loop is bounded in count and time; every subprocess has a timeout; the run as a
   whole stops starting new workloads after --max-minutes.
 """
@@ -40,6 +47,11 @@ SECRET_KEY = "bench-secret-0123456789"
 REGION = "us-east-1"
 BUCKET = "bench"
 WARP_BUCKET = "warp-benchmark-bucket"
+REPL_BUCKET = "replica"  # the bucket on a MinIO replication target
+REPL_TARGET = "site-b"   # the target's name in R2 (and its prefix in REPL_BUCKET)
+REPL = "walstore_repl"   # the variant "walstore with a MinIO replication target added" (R1, R2)
+WORKLOADS = ["P1", "P2", "P3", "P4", "P6", "P12", "R1", "R2", "R3"]
+REPL_CONC = 4            # objects the replication worker sends at once (its default); warp matches it in R1
 MIB = 1 << 20
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -97,6 +109,11 @@ def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
         return st
     except OSError:
         return None
+
+
+def server_kind(variant: str) -> str:
+    """The server a workload variant runs: REPL is a walstore (with a replication target)."""
+    return "walstore" if variant == REPL else variant
 
 
 def proc_status(pid: int) -> dict[str, float]:
@@ -192,6 +209,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.non_loopback: list[str] = []
+        self.target: Server | None = None  # a MinIO replication target beside this walstore (R1, R2)
 
     @property
     def endpoint(self) -> str:
@@ -342,8 +360,9 @@ class Bench:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def order(self, rep: int):
-        return self.kinds if rep % 2 == 0 else list(reversed(self.kinds))
+    def order(self, rep: int, kinds: list[str] | None = None):
+        kinds = kinds or self.kinds
+        return kinds if rep % 2 == 0 else list(reversed(kinds))
 
     def fresh(self, name: str) -> Path:
         d = self.root / name
@@ -361,6 +380,7 @@ class Bench:
             d.rename(t / f"{d.name}-{time.monotonic_ns()}")
 
     def server(self, kind: str, name: str) -> Server:
+        kind = server_kind(kind)
         srv = Server(kind, self.exe[kind], self.root / "logs" / name)
         self.started.append(srv)
         return srv
@@ -504,47 +524,63 @@ synchronous_commit = off
 
     # -- P1: WAL-G wal-push ------------------------------------------------------------
 
-    def p1_wal_push(self, fx: dict):
-        key = "P1"
+    def p1_wal_push(self, fx: dict, key: str = "P1", kinds: list[str] | None = None):
         if self.out_of_time(key):
             return
         if not self.walg:
-            self.results["notes"].append("P1/P6: WAL-G binary not found (set WALG_BIN); not run")
+            self.results["notes"].append(f"{key}: WAL-G binary not found (set WALG_BIN); not run")
             return
         t0 = time.monotonic()
         segs = fx["segments"]
-        pgdata = self.fresh("p1-pgdata")
+        kinds = kinds or self.kinds
+        pgdata = self.fresh(f"{key.lower()}-pgdata")
         (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
         for s in segs:
             os.link(Path(fx["wal_dir"]) / s, pgdata / "pg_wal" / s)
         warm(pgdata / "pg_wal")
-        runs = {k: [] for k in self.kinds}
+        runs = {k: [] for k in kinds}
 
         def one(kind: str, rep: int, srv: Server) -> dict:
-            data = self.fresh(f"p1-{kind}-data")
-            srv.start(data)
+            data = self.fresh(f"{key.lower()}-{kind}-data")
+            self.start_server(kind, srv, data)
             env = self.walg_env(srv, "p1", pgdata, self.root / "walg-home")
             ts = time.monotonic()
+            each = []
             for s in segs:
+                t1 = time.monotonic()
                 run([self.walg, "wal-push", pgdata / "pg_wal" / s], timeout=120, env=env)
+                each.append((time.monotonic() - t1) * 1000)
             wall = time.monotonic() - ts
-            r = {"wall_s": wall, "per_segment_ms": wall / len(segs) * 1000, **srv.rss()}
-            log(f"P1 {kind} rep {rep}: {wall:.2f}s for {len(segs)} wal-push")
+            r = {"wall_s": wall, "per_segment_ms": wall / len(segs) * 1000, "p50_ms": pct(each, 0.5),
+                 "p99_ms": pct(each, 0.99), **srv.rss()}
+            log(f"{key} {kind} rep {rep}: {wall:.2f}s for {len(segs)} wal-push (p50 {r['p50_ms']:.0f} ms, "
+                f"p99 {r['p99_ms']:.0f} ms)")
+            r.update(self.repl_summary(kind, srv))
             return r
 
-        self.repeat(key, runs, one)
+        self.repeat(key, runs, one, kinds)
         shutil.rmtree(pgdata)
         self.record(key, runs, {"segments": len(segs)}, t0)
 
-    def repeat(self, key: str, runs: dict, one) -> None:
-        """Runs `one(kind, rep, server)` for every repetition, servers alternating. A failed
-        repetition is retried once (a fresh server, a fresh directory); a second failure is
-        recorded as a note and that repetition is left out of the medians."""
+    def repeat(self, key: str, runs: dict, one, kinds: list[str] | None = None) -> None:
+        """Runs `one(kind, rep, server)` for every repetition, the variants `kinds` (default:
+        walstore, MinIO) alternating. A failed repetition is retried once (a fresh server, a
+        fresh directory); a second failure is recorded as a note and that repetition is left
+        out of the medians. When REPL is among `kinds`, every walstore of the workload gets a
+        fresh MinIO replication target (`server.target`, running before `one` is called): the
+        REPL variant adds it as a target (start_server), the plain walstore leaves it idle, so
+        both share the machine with the same processes."""
+        kinds = kinds or self.kinds
         for rep in range(self.a.reps):
-            for kind in self.order(rep):
+            for kind in self.order(rep, kinds):
                 for attempt in (1, 2):
                     srv = self.server(kind, f"{key.lower()}-{kind}-{rep}-{attempt}")
+                    if REPL in kinds and srv.kind == "walstore":
+                        srv.target = self.server("minio", f"{key.lower()}-{kind}-{rep}-{attempt}-target")
                     try:
+                        if srv.target:
+                            srv.target.start(self.fresh(f"{key.lower()}-{kind}-target"))
+                            s3load("mkbucket", "-endpoint", srv.target.endpoint, "-bucket", REPL_BUCKET)
                         runs[kind].append(one(kind, rep, srv))
                         break
                     except Exception as e:  # noqa: BLE001 - recorded, retried once
@@ -553,11 +589,207 @@ synchronous_commit = off
                         self.results["notes"].append(msg)
                     finally:
                         srv.stop()
-                        d = self.root / f"{key.lower()}-{kind}-data"
-                        if key == "P3":  # thousands of small files: delete after the run
-                            self.trash(d)
-                        else:  # few large files: delete now, the disk may be small
-                            shutil.rmtree(d, ignore_errors=True)
+                        if srv.target:
+                            srv.target.stop()
+                        for d in self.root.glob(f"{key.lower()}-{kind}-*"):
+                            if not d.is_dir():
+                                continue
+                            if key.endswith("P3"):  # thousands of small files: delete after the run
+                                self.trash(d)
+                            else:  # few large files: delete now, the disk may be small
+                                shutil.rmtree(d, ignore_errors=True)
+
+    # -- replication (R1, R2, R3) ------------------------------------------------------
+
+    def walstore_cli(self, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.root), "WALSTORE_ROOT_ACCESS_KEY": ACCESS_KEY,
+               "WALSTORE_ROOT_SECRET_KEY": SECRET_KEY}
+        return run([self.exe["walstore"], *args], timeout=timeout, env=env)
+
+    def start_server(self, kind: str, srv: Server, data: Path) -> dict:
+        """Starts `srv` on `data`; the REPL variant then adds its MinIO as a replication target
+        (`--deletes mirror`, default concurrency) as REPL_TARGET."""
+        st = srv.start(data)
+        if kind == REPL:
+            st["journaled"] = self.replication_add(srv, REPL_TARGET, REPL_TARGET + "/")["journaled"]
+        return st
+
+    def replication_add(self, srv: Server, name: str, prefix: str) -> dict:
+        """`walstore replication add` of srv.target (MinIO, root key in a credentials file)."""
+        assert srv.target
+        creds = srv.workdir / "target-credentials"
+        creds.write_text(f"access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n")
+        creds.chmod(0o600)
+        cp = self.walstore_cli("replication", "add", name, "--server", srv.endpoint, "--endpoint", srv.target.endpoint,
+                               "--bucket", REPL_BUCKET, "--prefix", prefix, "--credentials-file", creds,
+                               "--deletes", "mirror", "--json")
+        out = json.loads(cp.stdout)
+        if out.get("probe") != "ok":
+            raise RuntimeError(f"replication add {name}: probe {out.get('probe')!r}")
+        return out
+
+    def replication_status(self, srv: Server, name: str) -> dict:
+        cp = self.walstore_cli("replication", "status", name, "--endpoint", srv.endpoint, "--json", timeout=30)
+        return json.loads(cp.stdout)
+
+    def replication_wait(self, srv: Server, name: str, objects: int, t0: float, timeout: float) -> dict:
+        """Polls `replication status NAME` every 0.2 s (bounded by `timeout` and a count) until
+        the backlog is empty and at least `objects` objects were replicated. Times are seconds
+        since `t0`: the copy is taken as complete halfway between the start of the last poll
+        that still saw a backlog and the end of the first that saw none."""
+        first_copy = done = None
+        prev_start = t0
+        rss_max = 0.0
+        st: dict = {}
+        for _ in range(int(timeout / 0.2) + 1):
+            ts = time.monotonic()
+            st = self.replication_status(srv, name)
+            te = time.monotonic()
+            rss_max = max(rss_max, srv.rss().get("VmRSS", 0.0))
+            if first_copy is None and st["replicated_objects"] > 0:
+                first_copy = (prev_start + te) / 2 - t0
+            if st["backlog_objects"] == 0 and st["replicated_objects"] >= objects:
+                done = (prev_start + te) / 2 - t0
+                break
+            if te - t0 > timeout:
+                break
+            prev_start = ts
+            time.sleep(max(0.0, 0.2 - (te - ts)))
+        if done is None:
+            raise RuntimeError(f"replication {name}: backlog {st.get('backlog_objects')} objects after {timeout:.0f}s "
+                               f"(state {st.get('state')}, last error {st.get('last_error')})")
+        return {"seconds": done, "first_copy_s": first_copy, "rss_during_copy_max": rss_max,
+                "replicated_objects": st["replicated_objects"], "replicated_bytes": st["replicated_bytes"],
+                "errors": sum((st.get("errors") or {}).values())}
+
+    def repl_summary(self, kind: str, srv: Server) -> dict:
+        """After an R2 measurement: the REPL variant's backlog when the load stopped, and the
+        time until the copy caught up (bounded); nothing for the plain variant."""
+        if kind != REPL:
+            return {}
+        st = self.replication_status(srv, REPL_TARGET)
+        t0 = time.monotonic()
+        w = self.replication_wait(srv, REPL_TARGET, st["replicated_objects"], t0, timeout=180)
+        return {"repl_backlog_objects_end": st["backlog_objects"], "repl_backlog_mib_end": st["backlog_bytes"] / MIB,
+                "repl_lag_s_end": st.get("lag_seconds"), "repl_drain_s": w["seconds"],
+                "repl_objects": w["replicated_objects"], "repl_deletes": st.get("replicated_deletes"),
+                "repl_errors": w["errors"]}
+
+    def repl_sets(self) -> list[tuple[int, str]]:
+        return [(self.a.repl_small, "1MiB"), (self.a.repl_large, "64MiB")]
+
+    def warp_upload(self, srv: Server, tag: str) -> dict:
+        """Uploads R1's object set with warp's own upload phase: `warp get --objects N` PUTs
+        exactly N objects (REPL_CONC at a time, fewer if N is smaller) before its 1 s GET
+        phase, and `--full` keeps every request, so the upload time is exact: per object size,
+        last PUT end − first PUT start, summed over the sizes."""
+        res = {"seconds": 0.0, "bytes": 0, "objects": 0}
+        for n, size in self.repl_sets():
+            if n == 0:
+                continue
+            # warp gives every worker the same number of objects (rounded up), so N must divide.
+            conc = min(REPL_CONC, n)
+            if n % conc:
+                raise ValueError(f"R1: {n} objects of {size} do not divide among {conc} warp workers")
+            bd = self.root / f"{tag}-{size}"
+            self.run_warp(srv, "get", ["--objects", str(n), "--obj.size", size, "--concurrent", str(conc),
+                                       "--duration", "1s", "--full"], bd)
+            st = mixed_stats(bd.with_suffix(".csv.zst"), only="PUT")
+            bd.with_suffix(".csv.zst").unlink(missing_ok=True)
+            if st["ops"] != n or st["errors"]:
+                raise RuntimeError(f"warp uploaded {st['ops']} of {n} {size} objects ({st['errors']} errors)")
+            res["seconds"] += st["seconds"]
+            res["bytes"] += st["bytes"]
+            res["objects"] += n
+        res["mib_s"] = res["bytes"] / MIB / res["seconds"]
+        res["obj_s"] = res["objects"] / res["seconds"]
+        return res
+
+    def r1_r3_replication(self, rebuild: bool):
+        """R1: time from `replication add` on a walstore holding the object set until its
+        backlog is empty (the copy in MinIO), against warp PUTting the same set into a fresh
+        MinIO directly; alternating by rep. R3 (`rebuild`): then the front is stopped and
+        `walstore rebuild` fills an empty data directory from that copy."""
+        key = "R1"
+        if self.out_of_time(key):
+            return
+        t0 = time.monotonic()
+        total = sum(n * int(size.removesuffix("MiB")) for n, size in self.repl_sets()) * MIB
+        objects = sum(n for n, _ in self.repl_sets())
+        # Peak disk use: the front and the copy, then the copy and the rebuilt directory.
+        need = 2 * total + 512 * MIB
+        free = shutil.disk_usage(self.root).free
+        if free < need:
+            self.results["notes"].append(f"R1/R3: not run, {need / 2**30:.1f} GiB free needed in "
+                                         f"{self.root}, {free / 2**30:.1f} GiB free")
+            return
+        runs = {REPL: [], "minio": []}
+
+        def one(kind: str, rep: int, srv: Server) -> dict:
+            data = self.fresh(f"r1-{kind}-data")
+            srv.start(data)
+            s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
+            up = self.warp_upload(srv, f"r1-{kind}-{rep}")
+            if kind == "minio":  # the reference: the same objects PUT into MinIO directly
+                r = {"seconds": up["seconds"], "mib_s": up["mib_s"], "obj_s": up["obj_s"], **srv.rss()}
+                log(f"R1 warp → MinIO rep {rep}: {r['mib_s']:.1f} MiB/s, {r['obj_s']:.1f} obj/s "
+                    f"({r['seconds']:.2f}s)")
+                return r
+            r = {"seed_mib_s": up["mib_s"], "seed_VmHWM": srv.rss().get("VmHWM")}
+            ta = time.monotonic()
+            add = self.replication_add(srv, "r1", "r1/")
+            if add["journaled"] != objects:
+                raise RuntimeError(f"replication add journaled {add['journaled']} objects, {objects} stored")
+            w = self.replication_wait(srv, "r1", objects, ta, timeout=max(120.0, total / MIB / 5))
+            r.update(w, mib_s=total / MIB / w["seconds"], obj_s=objects / w["seconds"], **srv.rss())
+            # The same rate counted from the first object seen on the target (leaves out the
+            # wait for the worker's next round after `add`).
+            r["mib_s_from_first_copy"] = total / MIB / max(w["seconds"] - w["first_copy_s"], 0.01)
+            listed = s3load("list", "-endpoint", srv.target.endpoint, "-bucket", REPL_BUCKET, "-prefix", "r1/",
+                            "-timeout", "2m", timeout=150)
+            if listed["keys"] != objects:
+                raise RuntimeError(f"the copy holds {listed['keys']} objects, {objects} expected")
+            log(f"R1 replication rep {rep}: {r['mib_s']:.1f} MiB/s, {r['obj_s']:.1f} obj/s ({w['seconds']:.2f}s, "
+                f"first copy after {w['first_copy_s']:.2f}s), peak RSS {r.get('VmHWM', 0):.0f} MiB")
+            if rebuild:
+                srv.stop()
+                shutil.rmtree(data)  # not needed any more; the disk may be small
+                r.update(self.rebuild(srv, self.fresh(f"r1-{kind}-rebuild"), "r1/", objects, total))
+            return r
+
+        self.repeat(key, runs, one, [REPL, "minio"])
+        self.record(key, runs, {"objects": objects, "bytes": total, "sets": self.repl_sets()}, t0)
+        if rebuild:
+            self.record("R3", {"walstore": [{k.removeprefix("rebuild_"): v for k, v in r.items()
+                                             if k.startswith("rebuild_")} for r in runs[REPL]]},
+                        {"objects": objects, "bytes": total})
+
+    def rebuild(self, srv: Server, into: Path, prefix: str, objects: int, total: int) -> dict:
+        """`walstore rebuild` of srv.target's copy into the empty directory `into`: wall time
+        of the command (which ends with `walstore check`) and its own summary line."""
+        assert srv.target
+        ts = time.monotonic()
+        cp = self.walstore_cli("rebuild", "--data-dir", into, "--endpoint", srv.target.endpoint,
+                               "--bucket", REPL_BUCKET, "--prefix", prefix,
+                               "--credentials-file", srv.workdir / "target-credentials",
+                               timeout=max(300.0, total / MIB / 2))
+        wall = time.monotonic() - ts
+        m = re.search(r"rebuilt (\d+) objects \(([\d.]+) MiB\) in ([\d.]+)s \(([\d.]+) MiB/s", cp.stdout)
+        c = re.search(r"walstore check: (\d+) objects, (\d+) problems", cp.stdout)
+        if not m or int(m.group(1)) != objects or not c or int(c.group(2)) != 0:
+            raise RuntimeError(f"rebuild: unexpected summary: {cp.stdout[-600:]!r}")
+        r = {"rebuild_wall_s": wall, "rebuild_mib_s": total / MIB / wall, "rebuild_obj_s": objects / wall,
+             "rebuild_own_s": float(m.group(3)), "rebuild_own_mib_s": float(m.group(4))}
+        log(f"R3 rebuild: {objects} objects in {wall:.2f}s = {r['rebuild_mib_s']:.1f} MiB/s, "
+            f"{r['rebuild_obj_s']:.1f} obj/s (its own summary: {m.group(0)})")
+        shutil.rmtree(into, ignore_errors=True)
+        return r
+
+    def r2_replication_latency(self, fx: dict | None):
+        """R2: P1 and P3 against walstore without and with a replication target, alternating."""
+        if fx:
+            self.p1_wal_push(fx, "R2-P1", ["walstore", REPL])
+        self.p3_mixed("R2-P3", ["walstore", REPL])
 
     # -- P2 / P5: warp put -------------------------------------------------------------
 
@@ -607,18 +839,18 @@ synchronous_commit = off
 
     # -- P3: warp mixed ----------------------------------------------------------------
 
-    def p3_mixed(self):
-        key = "P3"
+    def p3_mixed(self, key: str = "P3", kinds: list[str] | None = None):
         if self.out_of_time(key):
             return
         t0 = time.monotonic()
-        runs = {k: [] for k in self.kinds}
+        kinds = kinds or self.kinds
+        runs = {k: [] for k in kinds}
 
         def one(kind: str, rep: int, srv: Server) -> dict:
-            data = self.fresh(f"p3-{kind}-data")
-            srv.start(data)
+            data = self.fresh(f"{key.lower()}-{kind}-data")
+            self.start_server(kind, srv, data)
             s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
-            bd = self.root / f"p3-{kind}-{rep}"
+            bd = self.root / f"{key.lower()}-{kind}-{rep}"
             text = self.run_warp(srv, "mixed", ["--obj.size", "4KiB", "--objects", str(self.a.mixed_objects),
                                                 "--concurrent", "8", "--duration", f"{self.a.mixed_seconds}s",
                                                 "--full"], bd)
@@ -628,10 +860,11 @@ synchronous_commit = off
             m = re.search(r"Cluster Total: .*?([\d.]+) obj/s", text)
             r["warp_total_obj_s"] = float(m.group(1)) if m else None
             r.update(rss)
-            log(f"P3 {kind} rep {rep}: {r['ops_s']:.0f} op/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+            log(f"{key} {kind} rep {rep}: {r['ops_s']:.0f} op/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+            r.update(self.repl_summary(kind, srv))
             return r
 
-        self.repeat(key, runs, one)
+        self.repeat(key, runs, one, kinds)
         self.record(key, runs, None, t0)
 
     # -- P4 + P7: listing and restart --------------------------------------------------
@@ -818,7 +1051,11 @@ synchronous_commit = off
         t_cmp = time.monotonic()
         self.deadline = t_cmp + self.a.max_minutes * 60
         r["limits"] = self.machine_limits()
-        for step in self.a.only or ["P1", "P2", "P3", "P4", "P6", "P12"]:
+        steps = list(self.a.only or WORKLOADS)
+        rebuild = "R3" in steps
+        if rebuild:  # R3 rebuilds from R1's copy: one R1 run, with the rebuild
+            steps = [("R1" if st == "R3" else st) for st in steps if st != "R3" or "R1" not in steps]
+        for step in steps:
             try:
                 if step == "P1" and fx:
                     self.p1_wal_push(fx)
@@ -832,6 +1069,10 @@ synchronous_commit = off
                     self.p6_restore(fx)
                 elif step == "P12":
                     self.p12_metrics_storm()
+                elif step == "R1":
+                    self.r1_r3_replication(rebuild)
+                elif step == "R2":
+                    self.r2_replication_latency(fx)
             except Exception as e:  # noqa: BLE001 - report and go on with the next workload
                 log(f"{step} FAILED: {e}")
                 r["notes"].append(f"{step} failed: {str(e)[:500]}")
@@ -911,21 +1152,23 @@ def parse_ts(s: str) -> float:
     return t + (float("0." + frac) if frac else 0.0)
 
 
-def mixed_stats(path: Path) -> dict:
-    """Exact ops/s and latency percentiles from warp's --full per-request records."""
+def mixed_stats(path: Path, only: str | None = None) -> dict:
+    """Exact ops/s and latency percentiles from warp's --full per-request records (of the
+    op type `only`, or all); `seconds` is last end − first start, `bytes` the bytes moved."""
     cp = run(["zstd", "-dc", path], timeout=60)
     lines = cp.stdout.splitlines()
     hdr = lines[0].split("\t")
     ix = {h: i for i, h in enumerate(hdr)}
-    lat, by_op, errors = [], {}, 0
+    lat, by_op, errors, nbytes = [], {}, 0, 0
     t_first, t_last = None, None
     for ln in lines[1:]:
         c = ln.split("\t")
-        if len(c) < len(hdr):
+        if len(c) < len(hdr) or (only and c[ix["op"]] != only):
             continue
         if c[ix["error"]]:
             errors += 1
             continue
+        nbytes += int(c[ix["bytes"]] or 0)
         ms = int(c[ix["duration_ns"]]) / 1e6
         lat.append(ms)
         by_op.setdefault(c[ix["op"]], []).append(ms)
@@ -934,7 +1177,7 @@ def mixed_stats(path: Path) -> dict:
         t_last = en if t_last is None else max(t_last, en)
     span = (t_last - t_first) if lat else 1
     r = {"ops": len(lat), "errors": errors, "ops_s": len(lat) / span, "p50_ms": pct(lat, 0.5),
-         "p99_ms": pct(lat, 0.99)}
+         "p99_ms": pct(lat, 0.99), "seconds": span, "bytes": nbytes}
     for op, xs in by_op.items():
         r[f"{op.lower()}_p50_ms"] = pct(xs, 0.5)
         r[f"{op.lower()}_p99_ms"] = pct(xs, 0.99)
@@ -1068,6 +1311,10 @@ def render(r: dict) -> str:
                  f"{fmt(med('P12', 'quiet', 'p50_ms'), 1)} / {fmt(q, 1)})", "–", f"{fmt(rt, 2)} (scraped/quiet p99)",
                  "scraped p99 ≤ 1.2 × quiet p99", yes(rt <= 1.2) if rt else "–"))
 
+    # Only the workloads that ran (a partial run, --only).
+    rows = [row for row in rows if {"P5": "P5idle"}.get(row[0], row[0]) in W or (row[0] == "P4" and "P4big" in W)]
+    repl_rows = render_replication(W)
+
     mach = r["machine"]
     v = r["versions"]
     load = r.get("load") or {}
@@ -1087,19 +1334,28 @@ def render(r: dict) -> str:
                f"{fmt(lim.get('sha256_mib_s'), 0)} MiB/s (`openssl speed`, 1 MiB blocks); sequential write with "
                f"fdatasync every 16 MiB {fmt(lim.get('disk_write_fdatasync_mib_s'), 0)} MiB/s "
                f"(runs: {', '.join(fmt(x, 0) for x in lim.get('disk_runs', []))}); limit = lower = {fmt(lim.get('limit_mib_s'), 0)} MiB/s.\n")
-    out.append("| # | workload | walstore | MinIO | walstore/MinIO | target | met |")
-    out.append("|---|---|---|---|---|---|---|")
-    for row in rows:
-        out.append("| " + " | ".join(str(c) for c in row) + " |")
-    out.append("")
+    for head, table in (("| # | workload | walstore | MinIO | walstore/MinIO | target | met |", rows),
+                        ("| # | workload | walstore with replication | reference | ratio | target | met |", repl_rows)):
+        if table:
+            out.append(head)
+            out.append("|---|---|---|---|---|---|---|")
+            out.extend("| " + " | ".join(str(c) for c in row) + " |" for row in table)
+            out.append("")
     # Per-workload detail: peak RSS, time, load.
     out.append("| workload | walstore peak RSS (MiB) | MinIO peak RSS (MiB) | wall time of workload (s) | other processes' CPU (cores, mean / max) |")
     out.append("|---|---|---|---|---|")
-    for key in ("P1", "P2", "P3", "P4", "P4big", "P6"):
+    for key in ("P1", "P2", "P3", "P4", "P4big", "P6", "P12", "R1", "R2-P1", "R2-P3"):
         if key not in W:
             continue
         ld = W[key].get("load") or {}
-        out.append(f"| {key} | {fmt(med(key, 'walstore', 'VmHWM'), 0)} | {fmt(med(key, 'minio', 'VmHWM'), 0)} | "
+        ws = fmt(med(key, "walstore", "VmHWM"), 0)
+        if key == "R1":  # the front, seeded then replicating
+            ws = fmt(med(key, REPL, "VmHWM"), 0)
+        elif key.startswith("R2"):
+            ws = f"{ws} without / {fmt(med(key, REPL, 'VmHWM'), 0)} with replication"
+        elif key == "P12":
+            ws = fmt(med(key, "scraped", "VmHWM"), 0)
+        out.append(f"| {key} | {ws} | {fmt(med(key, 'minio', 'VmHWM'), 0)} | "
                    f"{fmt(W[key].get('seconds'), 0)} | {fmt(ld.get('other_cores_mean'), 2)} / {fmt(ld.get('other_cores_max'), 2)} |")
     out.append("")
     extra = []
@@ -1124,10 +1380,70 @@ def render(r: dict) -> str:
     if "P6" in W:
         for kind, s in W["P6"].get("setup", {}).items():
             extra.append(f"P6 setup {kind} (not timed in the row): backup-push {fmt(s['backup_push_s'], 1)} s")
+    if "R1" in W:
+        mm = W["R1"]["median"].get(REPL, {})
+        extra.append(f"R1 walstore: seeded by warp at {fmt(mm.get('seed_mib_s'), 1)} MiB/s (4 concurrent), peak RSS "
+                     f"{fmt(mm.get('seed_VmHWM'), 0)} MiB after seeding, {fmt(mm.get('VmHWM'), 0)} MiB after the copy "
+                     f"(RSS during the copy at most {fmt(mm.get('rss_during_copy_max'), 0)} MiB); first object on the "
+                     f"target {fmt(mm.get('first_copy_s'), 2)} s after `replication add`, "
+                     f"{fmt(mm.get('mib_s_from_first_copy'), 1)} MiB/s counted from then; per rep (replication / warp "
+                     "MiB/s): " + ", ".join(f"{fmt(a.get('mib_s'), 1)} / {fmt(b.get('mib_s'), 1)}" for a, b in
+                                           zip(W["R1"]["runs"].get(REPL, []), W["R1"]["runs"].get("minio", []))))
+    for key in ("R2-P1", "R2-P3"):
+        if key in W:
+            mm = W[key]["median"].get(REPL, {})
+            extra.append(f"{key} with replication, when the load stopped: backlog {fmt(mm.get('repl_backlog_objects_end'), 0)} "
+                         f"objects ({fmt(mm.get('repl_backlog_mib_end'), 1)} MiB), lag {fmt(mm.get('repl_lag_s_end'), 1)} s; "
+                         f"caught up {fmt(mm.get('repl_drain_s'), 2)} s later; {fmt(mm.get('repl_objects'), 0)} objects and "
+                         f"{fmt(mm.get('repl_deletes'), 0)} deletes replicated, {fmt(mm.get('repl_errors'), 0)} errors")
     for n in r.get("notes", []):
         extra.append("NOTE: " + n)
     out.extend(f"- {e}" for e in extra)
     return "\n".join(out) + "\n"
+
+
+def render_replication(W: dict) -> list[tuple]:
+    """Rows of the replication table (R1, R2, R3), for the workloads that ran."""
+    def med(key, kind, m):
+        return W.get(key, {}).get("median", {}).get(kind, {}).get(m)
+
+    def ratio(a, b):
+        return a / b if a is not None and b not in (None, 0) else None
+
+    rows = []
+    if "R1" in W:
+        sets = " + ".join(f"{n} × {size.replace('MiB', ' MiB')}" for n, size in W["R1"].get("sets", []) if n)
+        a, b = med("R1", REPL, "mib_s"), med("R1", "minio", "mib_s")
+        rt = ratio(a, b)
+        rows.append(("R1", f"replication backfill of {sets} ({fmt(W['R1'].get('bytes', 0) / MIB, 0)} MiB) into MinIO: "
+                     "`replication add` → backlog 0, vs warp PUT of the same objects into MinIO, 4 at a time",
+                     f"{fmt(a, 1)} MiB/s, {fmt(med('R1', REPL, 'obj_s'), 1)} obj/s ({fmt(med('R1', REPL, 'seconds'), 2)} s)",
+                     f"warp → MinIO {fmt(b, 1)} MiB/s, {fmt(med('R1', 'minio', 'obj_s'), 1)} obj/s "
+                     f"({fmt(med('R1', 'minio', 'seconds'), 2)} s)",
+                     fmt(rt, 2), "≥ 0.8 × warp", "–" if rt is None else ("**yes**" if rt >= 0.8 else "**no**")))
+    for key, what, thr in (("R2-P1", "P1 (WAL-G wal-push, one after another): wall s; per push p50 / p99 ms", "wall_s"),
+                           ("R2-P3", "P3 (warp mixed 4 KiB): op/s; p50 / p99 ms", "ops_s")):
+        if key not in W:
+            continue
+        cells = []
+        for kind in (REPL, "walstore"):
+            t = med(key, kind, thr)
+            cells.append(f"{fmt(t, 2 if thr == 'wall_s' else 0)}{' s' if thr == 'wall_s' else ' op/s'}, p50 "
+                         f"{fmt(med(key, kind, 'p50_ms'), 2)} ms, p99 {fmt(med(key, kind, 'p99_ms'), 2)} ms")
+        r50 = ratio(med(key, REPL, "p50_ms"), med(key, "walstore", "p50_ms"))
+        r99 = ratio(med(key, REPL, "p99_ms"), med(key, "walstore", "p99_ms"))
+        rt = ratio(med(key, REPL, thr), med(key, "walstore", thr))
+        rows.append((key, f"{what}; with a MinIO replication target (mirror) vs without", cells[0],
+                     "without: " + cells[1], f"p50 {fmt(r50, 2)}, p99 {fmt(r99, 2)}, {thr.split('_')[0]} {fmt(rt, 2)}",
+                     "p50 ≤ 1.05 × without", "–" if r50 is None else ("**yes**" if r50 <= 1.05 else "**no**")))
+    if "R3" in W:
+        rows.append(("R3", f"`walstore rebuild` of R1's copy ({fmt(W['R3'].get('objects'), 0)} objects, "
+                     f"{fmt(W['R3'].get('bytes', 0) / MIB, 0)} MiB) into an empty data dir, wall time incl. its check",
+                     f"{fmt(med('R3', 'walstore', 'mib_s'), 1)} MiB/s, {fmt(med('R3', 'walstore', 'obj_s'), 1)} obj/s "
+                     f"({fmt(med('R3', 'walstore', 'wall_s'), 2)} s)",
+                     f"its own summary: {fmt(med('R3', 'walstore', 'own_mib_s'), 1)} MiB/s in "
+                     f"{fmt(med('R3', 'walstore', 'own_s'), 1)} s", "–", "–", "–"))
+    return rows
 
 
 def update_readme(md: str):
@@ -1149,8 +1465,10 @@ def main():
     ap.add_argument("--data-root", default="/var/tmp/walstore-bench", help="data dirs of both servers")
     ap.add_argument("--pg-cache", default="/var/tmp/walstore-bench-cache",
                     help="cached PostgreSQL fixture (must be reachable by the postgres user)")
-    ap.add_argument("--max-minutes", type=float, default=25, help="start no workload after this")
-    ap.add_argument("--only", nargs="*", choices=["P1", "P2", "P3", "P4", "P6", "P12"], help="run only these")
+    ap.add_argument("--max-minutes", type=float, default=35, help="start no workload after this (default 35)")
+    ap.add_argument("--only", nargs="*", choices=WORKLOADS, metavar="W",
+                    help="run only these workloads: " + ", ".join(WORKLOADS) + " (P5 comes with P2, P7 with P4; "
+                    "R3 rebuilds from R1's copy, so it runs R1 too)")
     ap.add_argument("--fixture-only", action="store_true", help="only build the cached PostgreSQL fixture")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite benches/README.md")
     a = ap.parse_args()
@@ -1159,6 +1477,7 @@ def main():
     a.list_keys, a.list_keys_walstore = 100_000, 1_000_000
     a.disk_size = "1GiB"
     a.storm_segments = 20_000
+    a.repl_small, a.repl_large = 400, 8  # R1: 1 MiB and 64 MiB objects
     if a.quick:
         a.reps = min(a.reps, 1) if "--reps" not in sys.argv else a.reps
         a.segments, a.pg_scale = 20, 10
@@ -1166,6 +1485,7 @@ def main():
         a.list_keys, a.list_keys_walstore = 5_000, 20_000
         a.disk_size = "256MiB"
         a.storm_segments = 3_000
+        a.repl_small, a.repl_large = 40, 2
     if os.geteuid() != 0:
         sys.exit("compare.py runs PostgreSQL as the postgres user and must start as root")
     global S3LOAD
