@@ -94,6 +94,25 @@ def walg_sandbox(keep: bool) -> Iterator["Sandbox"]:
         sb.cleanup()
 
 
+def walstore_in(sandbox: "Sandbox", prefix: str, keep: bool, *, extra_args: tuple[str, ...] = (), tls: bool = False,
+                **kw) -> Iterator:
+    """Body of a module fixture: a walstore logging one line per request (its log joins the
+    sandbox's log tails), stopped at the end with exit status 0 asserted. `tls`: https with a
+    CA made in its directory (`ca` on the yielded server). Other keywords go to Walstore."""
+    from harness import Walstore, rmtree, tempdir
+    d = tempdir(prefix)
+    if tls:
+        from tlscerts import make_ca_and_cert
+        kw["ca"], kw["tls_cert"], kw["tls_key"] = make_ca_and_cert(d / "tls")
+    s = Walstore(data_dir=d / "data", extra_args=["--log-level", "info,s3api=debug", *extra_args], **kw).start()
+    sandbox.logs["walstore"] = s.log_path
+    yield s
+    code = s.stop()
+    assert code == 0, f"walstore exited with {code}; log:\n{tail(s.log_path, 60)}"
+    if not keep:
+        rmtree(d)
+
+
 def print_log_tails(failed_requests: bool = False) -> None:
     """Prints the tails of the current sandbox's logs (pytest shows them on failure)."""
     if current is None:

@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir, wait_for
-from pgcluster import print_log_tails, read_log, tail, walg_sandbox
+from harness import Walstore, wait_for
+from pgcluster import print_log_tails, read_log, walg_sandbox, walstore_in
 
 BUCKET = "backups"
 REGION = "de01"
@@ -42,15 +42,7 @@ def sandbox():
 @pytest.fixture(scope="module")
 def store(sandbox):
     """walstore with default limits, one log line per request."""
-    d = tempdir("walstore-hostile-")
-    s = Walstore(data_dir=d / "data", region=REGION, buckets=[BUCKET],
-                 extra_args=["--log-level", "info,s3api=debug"]).start()
-    sandbox.logs["walstore"] = s.log_path
-    yield s
-    code = s.stop()
-    assert code == 0, f"walstore exited with {code}; log:\n{tail(s.log_path, 60)}"
-    if not KEEP:
-        rmtree(d)
+    yield from walstore_in(sandbox, "walstore-hostile-", KEEP, region=REGION, buckets=[BUCKET])
 
 
 def metric(store: Walstore, name: str) -> float:

@@ -38,8 +38,8 @@ import time
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir, wait_for
-from pgcluster import Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
+from harness import Walstore, wait_for
+from pgcluster import Cluster, Sandbox, print_log_tails, read_log, walg_sandbox, walstore_in
 
 BUCKET = "backups"
 REGION = "de01"
@@ -84,16 +84,8 @@ def store(sandbox):
     `delete` commands remove exactly what WAL-G intends (plain S3 semantics).
     The default, `protect-required`, is exercised by test_walg_retention.py.
     """
-    d = tempdir("walstore-walg-")
-    s = Walstore(data_dir=d / "data", region=REGION, buckets=[BUCKET],
-                 extra_args=["--log-level", "info,s3api=debug", "--delete-protection", "allow"]).start()
-    sandbox.logs["walstore"] = s.log_path
-    yield s
-    code = s.stop()
-    log = s.log_path
-    assert code == 0, f"walstore exited with {code}; log:\n{tail(log, 60)}"
-    if not KEEP:
-        rmtree(d)
+    yield from walstore_in(sandbox, "walstore-walg-", KEEP, region=REGION, buckets=[BUCKET],
+                           extra_args=("--delete-protection", "allow"))
 
 
 @pytest.fixture(scope="module")

@@ -46,8 +46,8 @@ import time
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir, walstore_exe
-from pgcluster import Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
+from harness import Walstore, walstore_exe
+from pgcluster import Cluster, Sandbox, print_log_tails, read_log, walg_sandbox, walstore_in
 from test_walg import (REGION, archive_settings, backup_list, backup_push, restore_settings, segment_name,
                        walg_settings)
 
@@ -94,15 +94,8 @@ def sandbox():
 @pytest.fixture(scope="module")
 def store(sandbox):
     """walstore with bucket `plain` and delete protection `allow`, one log line per request."""
-    d = tempdir("walstore-lock-")
-    s = Walstore(data_dir=d / "data", region=REGION, buckets=[PLAIN],
-                 extra_args=["--log-level", "info,s3api=debug", "--delete-protection", "allow"]).start()
-    sandbox.logs["walstore"] = s.log_path
-    yield s
-    code = s.stop()
-    assert code == 0, f"walstore exited with {code}; log:\n{tail(s.log_path, 60)}"
-    if not KEEP:
-        rmtree(d)
+    yield from walstore_in(sandbox, "walstore-lock-", KEEP, region=REGION, buckets=[PLAIN],
+                           extra_args=("--delete-protection", "allow"))
 
 
 @pytest.fixture(scope="module")

@@ -44,8 +44,8 @@ import time
 
 import pytest
 
-from harness import Walstore, rmtree, tempdir, wait_for, walstore_exe
-from pgcluster import PG_OS_USER, Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
+from harness import Walstore, wait_for, walstore_exe
+from pgcluster import PG_OS_USER, Cluster, Sandbox, print_log_tails, read_log, walg_sandbox, walstore_in
 from test_walg import (
     BUCKET,
     REGION,
@@ -103,15 +103,7 @@ def sandbox():
 @pytest.fixture(scope="module")
 def store(sandbox):
     """walstore with its defaults (delete protection protect-required), one line per request."""
-    d = tempdir("walstore-ret-")
-    s = Walstore(data_dir=d / "data", region=REGION, buckets=[BUCKET],
-                 extra_args=["--log-level", "info,s3api=debug"]).start()
-    sandbox.logs["walstore"] = s.log_path
-    yield s
-    code = s.stop()
-    assert code == 0, f"walstore exited with {code}; log:\n{tail(s.log_path, 60)}"
-    if not KEEP:
-        rmtree(d)
+    yield from walstore_in(sandbox, "walstore-ret-", KEEP, region=REGION, buckets=[BUCKET])
 
 
 def _client(store: Walstore, access_key: str, secret_key: str):

@@ -39,8 +39,8 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from harness import Walstore, rmtree, tempdir
-from pgcluster import Cluster, Sandbox, print_log_tails, read_log, tail, walg_sandbox
+from harness import Walstore
+from pgcluster import Cluster, Sandbox, print_log_tails, read_log, walg_sandbox, walstore_in
 from test_walg import (
     BUCKET,
     REGION,
@@ -54,7 +54,6 @@ from test_walg import (
     wal_position,
     walg_settings,
 )
-from tlscerts import make_ca_and_cert
 
 CLUSTER = "tls"
 PREFIX = key_prefix(CLUSTER)  # spilo/tls/wal/15/ — the `repo` label of the WAL metrics
@@ -148,16 +147,8 @@ def sandbox():
 @pytest.fixture(scope="module")
 def store(sandbox):
     """walstore over https (default delete protection, /metrics behind a bearer token), one line per request."""
-    d = tempdir("walstore-walg-tls-")
-    ca, cert, key = make_ca_and_cert(d / "tls")
-    s = Walstore(data_dir=d / "data", region=REGION, buckets=[BUCKET], tls_cert=cert, tls_key=key, ca=ca,
-                 extra_args=["--log-level", "info,s3api=debug", "--metrics-token", METRICS_TOKEN]).start()
-    sandbox.logs["walstore"] = s.log_path
-    yield s
-    code = s.stop()
-    assert code == 0, f"walstore exited with {code}; log:\n{tail(s.log_path, 60)}"
-    if not KEEP:
-        rmtree(d)
+    yield from walstore_in(sandbox, "walstore-walg-tls-", KEEP, region=REGION, buckets=[BUCKET], tls=True,
+                           extra_args=("--metrics-token", METRICS_TOKEN))
 
 
 @pytest.fixture(scope="module")
