@@ -9,7 +9,8 @@ Workloads (--only): P1 WAL-G wal-push; P2 warp put (P5: peak RSS during P2); P3 
 P4 ListObjectsV2 scans (P7: restarts); P6 WAL-G backup-fetch + wal-fetch; P12 DeleteObjects
 through the delete guard while /metrics is scraped; R1 replication backfill into MinIO
 against warp PUTting the same objects into MinIO; R2 P1 and P3 with and without a
-replication target; R3 `walstore rebuild` from R1's copy.
+replication target; R3 `walstore rebuild` from R1's copy; I1 `walstore import` of R1's object
+set from MinIO against warp GETting the same objects from that MinIO.
 
 Rules this script keeps:
 - Every server listens on 127.0.0.1 only; every client is pointed at 127.0.0.1; after each
@@ -17,7 +18,8 @@ Rules this script keeps:
 - Both servers keep their data under one --data-root (same filesystem), in a fresh
   directory per workload, with their default (durable) settings.
 - Each workload runs walstore and MinIO alternately, rep by rep (W,M / M,W / ...); R2 runs
-  walstore without and with a replication target alternately.
+  walstore without and with a replication target alternately; I1 alternates the import and
+  warp's reads of the same source.
 - Every loop is bounded in count and time; every subprocess has a timeout; the run as a
   whole stops starting new workloads after --max-minutes.
 """
@@ -50,7 +52,8 @@ WARP_BUCKET = "warp-benchmark-bucket"
 REPL_BUCKET = "replica"  # the bucket on a MinIO replication target
 REPL_TARGET = "site-b"   # the target's name in R2 (and its prefix in REPL_BUCKET)
 REPL = "walstore_repl"   # the variant "walstore with a MinIO replication target added" (R1, R2)
-WORKLOADS = ["P1", "P2", "P3", "P4", "P6", "P12", "R1", "R2", "R3"]
+IMPORT_BUCKET = "imported"  # I1: the walstore bucket `walstore import --to` fills
+WORKLOADS = ["P1", "P2", "P3", "P4", "P6", "P12", "R1", "R2", "R3", "I1"]
 REPL_CONC = 4            # objects the replication worker sends at once (its default); warp matches it in R1
 MIB = 1 << 20
 HERE = Path(__file__).resolve().parent
@@ -573,31 +576,55 @@ synchronous_commit = off
         kinds = kinds or self.kinds
         for rep in range(self.a.reps):
             for kind in self.order(rep, kinds):
-                for attempt in (1, 2):
-                    srv = self.server(kind, f"{key.lower()}-{kind}-{rep}-{attempt}")
+                def attempt(n: int, kind=kind, rep=rep):
+                    srv = self.server(kind, f"{key.lower()}-{kind}-{rep}-{n}")
                     if REPL in kinds and srv.kind == "walstore":
-                        srv.target = self.server("minio", f"{key.lower()}-{kind}-{rep}-{attempt}-target")
+                        srv.target = self.server("minio", f"{key.lower()}-{kind}-{rep}-{n}-target")
                     try:
                         if srv.target:
                             srv.target.start(self.fresh(f"{key.lower()}-{kind}-target"))
                             s3load("mkbucket", "-endpoint", srv.target.endpoint, "-bucket", REPL_BUCKET)
                         runs[kind].append(one(kind, rep, srv))
-                        break
-                    except Exception as e:  # noqa: BLE001 - recorded, retried once
-                        msg = f"{key} {kind} rep {rep} attempt {attempt} failed: {str(e)[:300]}"
-                        log(msg)
-                        self.results["notes"].append(msg)
                     finally:
                         srv.stop()
                         if srv.target:
                             srv.target.stop()
-                        for d in self.root.glob(f"{key.lower()}-{kind}-*"):
-                            if not d.is_dir():
-                                continue
-                            if key.endswith("P3"):  # thousands of small files: delete after the run
-                                self.trash(d)
-                            else:  # few large files: delete now, the disk may be small
-                                shutil.rmtree(d, ignore_errors=True)
+                        # thousands of small files (P3): deleted after the run
+                        self.clean(f"{key.lower()}-{kind}-", later=key.endswith("P3"))
+
+                self.twice(f"{key} {kind} rep {rep}", attempt)
+
+    def twice(self, what: str, attempt) -> bool:
+        """Calls `attempt(1)`, and `attempt(2)` when that fails; a failure is logged and
+        recorded as a note. Returns whether one attempt succeeded."""
+        for n in (1, 2):
+            try:
+                attempt(n)
+                return True
+            except Exception as e:  # noqa: BLE001 - recorded, retried once
+                msg = f"{what} attempt {n} failed: {str(e)[:300]}"
+                log(msg)
+                self.results["notes"].append(msg)
+        return False
+
+    def clean(self, prefix: str, later: bool = False) -> None:
+        """Deletes the directories `prefix*` of the data root now (few large files: the disk
+        may be small), or with `later` moves them aside to be deleted after the run."""
+        for d in self.root.glob(f"{prefix}*"):
+            if d.is_dir():
+                if later:
+                    self.trash(d)
+                else:
+                    shutil.rmtree(d, ignore_errors=True)
+
+    def enough_disk(self, what: str, need: int) -> bool:
+        """Whether `need` bytes are free in the data root; if not, a note says why `what` did
+        not run."""
+        free = shutil.disk_usage(self.root).free
+        if free < need:
+            self.results["notes"].append(f"{what}: not run, {need / 2**30:.1f} GiB free needed in "
+                                         f"{self.root}, {free / 2**30:.1f} GiB free")
+        return free >= need
 
     # -- replication (R1, R2, R3) ------------------------------------------------------
 
@@ -617,9 +644,7 @@ synchronous_commit = off
     def replication_add(self, srv: Server, name: str, prefix: str) -> dict:
         """`walstore replication add` of srv.target (MinIO, root key in a credentials file)."""
         assert srv.target
-        creds = srv.workdir / "target-credentials"
-        creds.write_text(f"access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n")
-        creds.chmod(0o600)
+        creds = self.credentials_file(srv)
         cp = self.walstore_cli("replication", "add", name, "--server", srv.endpoint, "--endpoint", srv.target.endpoint,
                                "--bucket", REPL_BUCKET, "--prefix", prefix, "--credentials-file", creds,
                                "--deletes", "mirror", "--json")
@@ -627,6 +652,15 @@ synchronous_commit = off
         if out.get("probe") != "ok":
             raise RuntimeError(f"replication add {name}: probe {out.get('probe')!r}")
         return out
+
+    @staticmethod
+    def credentials_file(srv: Server) -> Path:
+        """A credentials file (MinIO's root key) in srv's work directory, for the walstore
+        `srv` to reach a MinIO: a replication target, or an import source."""
+        creds = srv.workdir / "target-credentials"
+        creds.write_text(f"access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n")
+        creds.chmod(0o600)
+        return creds
 
     def replication_status(self, srv: Server, name: str) -> dict:
         cp = self.walstore_cli("replication", "status", name, "--endpoint", srv.endpoint, "--json", timeout=30)
@@ -678,28 +712,48 @@ synchronous_commit = off
     def repl_sets(self) -> list[tuple[int, str]]:
         return [(self.a.repl_small, "1MiB"), (self.a.repl_large, "64MiB")]
 
-    def warp_upload(self, srv: Server, tag: str) -> dict:
+    def repl_size(self) -> tuple[int, int]:
+        """Objects and bytes of R1's object set (I1 imports the same set)."""
+        return (sum(n for n, _ in self.repl_sets()),
+                sum(n * int(size.removesuffix("MiB")) for n, size in self.repl_sets()) * MIB)
+
+    def warp_set(self, srv: Server, tag: str, by_size: bool = False, read: bool = False) -> dict:
         """Uploads R1's object set with warp's own upload phase: `warp get --objects N` PUTs
         exactly N objects (REPL_CONC at a time, fewer if N is smaller) before its 1 s GET
         phase, and `--full` keeps every request, so the upload time is exact: per object size,
-        last PUT end − first PUT start, summed over the sizes."""
+        last PUT end − first PUT start, summed over the sizes. `by_size` puts each size under
+        its own prefix (`--prefix 1MiB`: `1MiB/<random>/<name>`).
+
+        `read` (I1's reference, on a set uploaded `by_size`): `warp get --list-existing
+        --prefix SIZE`, REPL_CONC at a time, for a.import_get_seconds per size. warp picks a
+        random object for every GET and cannot read each object once, so per size the rate is
+        bytes read / (last GET end − first GET start), and the set's time is that size's bytes
+        of the set at that rate, summed over the sizes."""
         res = {"seconds": 0.0, "bytes": 0, "objects": 0}
         for n, size in self.repl_sets():
             if n == 0:
                 continue
+            each = int(size.removesuffix("MiB")) * MIB
             # warp gives every worker the same number of objects (rounded up), so N must divide.
-            conc = min(REPL_CONC, n)
-            if n % conc:
+            conc = REPL_CONC if read else min(REPL_CONC, n)
+            if n % conc and not read:
                 raise ValueError(f"R1: {n} objects of {size} do not divide among {conc} warp workers")
             bd = self.root / f"{tag}-{size}"
-            self.run_warp(srv, "get", ["--objects", str(n), "--obj.size", size, "--concurrent", str(conc),
-                                       "--duration", "1s", "--full"], bd)
-            st = mixed_stats(bd.with_suffix(".csv.zst"), only="PUT")
+            phase = (["--list-existing", "--duration", f"{self.a.import_get_seconds}s"] if read else
+                     ["--objects", str(n), "--obj.size", size, "--duration", "1s"])
+            self.run_warp(srv, "get", [*phase, *(["--prefix", size] if by_size or read else []),
+                                       "--concurrent", str(conc), "--full"], bd)
+            st = mixed_stats(bd.with_suffix(".csv.zst"), only="GET" if read else "PUT")
             bd.with_suffix(".csv.zst").unlink(missing_ok=True)
-            if st["ops"] != n or st["errors"]:
+            if read and (st["errors"] or not st["ops"] or st["bytes"] != st["ops"] * each):
+                raise RuntimeError(f"warp read {st['ops']} {size} objects, {st['bytes']} bytes ({st['errors']} errors)")
+            if not read and (st["ops"] != n or st["errors"]):
                 raise RuntimeError(f"warp uploaded {st['ops']} of {n} {size} objects ({st['errors']} errors)")
-            res["seconds"] += st["seconds"]
-            res["bytes"] += st["bytes"]
+            if read:
+                res[f"gets_{size}"] = st["ops"]
+                res[f"mib_s_{size}"] = st["bytes"] / MIB / st["seconds"]
+            res["seconds"] += n * each / (st["bytes"] / st["seconds"]) if read else st["seconds"]
+            res["bytes"] += n * each if read else st["bytes"]
             res["objects"] += n
         res["mib_s"] = res["bytes"] / MIB / res["seconds"]
         res["obj_s"] = res["objects"] / res["seconds"]
@@ -714,14 +768,9 @@ synchronous_commit = off
         if self.out_of_time(key):
             return
         t0 = time.monotonic()
-        total = sum(n * int(size.removesuffix("MiB")) for n, size in self.repl_sets()) * MIB
-        objects = sum(n for n, _ in self.repl_sets())
+        objects, total = self.repl_size()
         # Peak disk use: the front and the copy, then the copy and the rebuilt directory.
-        need = 2 * total + 512 * MIB
-        free = shutil.disk_usage(self.root).free
-        if free < need:
-            self.results["notes"].append(f"R1/R3: not run, {need / 2**30:.1f} GiB free needed in "
-                                         f"{self.root}, {free / 2**30:.1f} GiB free")
+        if not self.enough_disk("R1/R3", 2 * total + 512 * MIB):
             return
         runs = {REPL: [], "minio": []}
 
@@ -729,7 +778,7 @@ synchronous_commit = off
             data = self.fresh(f"r1-{kind}-data")
             srv.start(data)
             s3load("mkbucket", "-endpoint", srv.endpoint, "-bucket", WARP_BUCKET)
-            up = self.warp_upload(srv, f"r1-{kind}-{rep}")
+            up = self.warp_set(srv, f"r1-{kind}-{rep}")
             if kind == "minio":  # the reference: the same objects PUT into MinIO directly
                 r = {"seconds": up["seconds"], "mib_s": up["mib_s"], "obj_s": up["obj_s"], **srv.rss()}
                 log(f"R1 warp → MinIO rep {rep}: {r['mib_s']:.1f} MiB/s, {r['obj_s']:.1f} obj/s "
@@ -790,6 +839,77 @@ synchronous_commit = off
         if fx:
             self.p1_wal_push(fx, "R2-P1", ["walstore", REPL])
         self.p3_mixed("R2-P3", ["walstore", REPL])
+
+    # -- I1: walstore import ------------------------------------------------------------
+
+    def i1_import(self):
+        """I1: per repetition a fresh MinIO (the source) seeded with R1's object set by warp,
+        one prefix per size; then, alternating by rep, (a) `walstore import` of it into a fresh
+        walstore (wall time of the CLI, which follows the server-side import to its end) and the
+        same import again right after (must copy nothing), (b) warp GETting the same objects
+        from that MinIO, 4 at a time (warp_set(read=True))."""
+        key = "I1"
+        if self.out_of_time(key):
+            return
+        t0 = time.monotonic()
+        objects, total = self.repl_size()
+        # Peak disk use: the source and the imported copy.
+        if not self.enough_disk(key, 2 * total + 512 * MIB):
+            return
+        runs = {"walstore": [], "minio": []}
+        for rep in range(self.a.reps):
+            def attempt(n: int, rep=rep):
+                src = self.server("minio", f"i1-source-{rep}-{n}")
+                try:
+                    src.start(self.fresh("i1-source-data"))
+                    s3load("mkbucket", "-endpoint", src.endpoint, "-bucket", WARP_BUCKET)
+                    seed = self.warp_set(src, f"i1-seed-{rep}", by_size=True)
+                    res = {}
+                    for kind in self.order(rep):
+                        if kind == "walstore":
+                            res[kind] = self.import_runs(src, f"i1-walstore-{rep}-{n}", objects, total)
+                        else:
+                            res[kind] = self.warp_set(src, f"i1-get-{rep}", read=True)
+                            log(f"I1 warp get ← MinIO rep {rep}: {res[kind]['mib_s']:.1f} MiB/s, "
+                                f"{res[kind]['obj_s']:.1f} obj/s ({res[kind]['seconds']:.2f}s for the set)")
+                    res["minio"].update(seed_mib_s=seed["mib_s"], **src.rss())
+                    for kind, r in res.items():
+                        runs[kind].append(r)
+                finally:
+                    src.stop()
+                    self.clean("i1-")
+
+            self.twice(f"{key} rep {rep}", attempt)
+        self.record(key, runs, {"objects": objects, "bytes": total, "sets": self.repl_sets(),
+                                "get_seconds": self.a.import_get_seconds}, t0)
+
+    def import_runs(self, src: Server, name: str, objects: int, total: int) -> dict:
+        """A fresh walstore; `walstore import` of src's WARP_BUCKET into IMPORT_BUCKET, timed
+        and checked (everything copied, nothing failed, every prefix verified); then the same
+        command again, which must copy nothing."""
+        srv = self.server("walstore", name)
+        try:
+            srv.start(self.fresh("i1-walstore-data"))
+            r = {"start_VmHWM": srv.rss().get("VmHWM")}
+            args = ["import", "--endpoint", src.endpoint, "--bucket", WARP_BUCKET, "--credentials-file",
+                    self.credentials_file(srv), "--to", IMPORT_BUCKET, "--json", "--server", srv.endpoint]
+            for run_ in ("first", "rerun"):
+                ts = time.monotonic()
+                cp = self.walstore_cli(*args, timeout=max(300.0, total / MIB / 2))
+                wall = time.monotonic() - ts
+                report = json.loads(cp.stdout)
+                check_import(report, objects, total, copied=objects if run_ == "first" else 0,
+                             what=f"import ({run_} run)")
+                if run_ == "first":
+                    r.update(wall_s=wall, mib_s=total / MIB / wall, obj_s=objects / wall, own_s=report["seconds"],
+                             **srv.rss())
+                else:
+                    r.update(rerun_s=wall, rerun_own_s=report["seconds"], rerun_VmHWM=srv.rss().get("VmHWM"))
+            log(f"I1 import ({name}): {r['mib_s']:.1f} MiB/s, {r['obj_s']:.1f} obj/s ({r['wall_s']:.2f}s, its own "
+                f"{r['own_s']:.2f}s), re-run {r['rerun_s']:.2f}s, peak RSS {r.get('VmHWM', 0):.0f} MiB")
+            return r
+        finally:
+            srv.stop()
 
     # -- P2 / P5: warp put -------------------------------------------------------------
 
@@ -1073,6 +1193,8 @@ synchronous_commit = off
                     self.r1_r3_replication(rebuild)
                 elif step == "R2":
                     self.r2_replication_latency(fx)
+                elif step == "I1":
+                    self.i1_import()
             except Exception as e:  # noqa: BLE001 - report and go on with the next workload
                 log(f"{step} FAILED: {e}")
                 r["notes"].append(f"{step} failed: {str(e)[:500]}")
@@ -1115,6 +1237,23 @@ def reap(marker: str, grace: float = 15.0):
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def check_import(report: dict, objects: int, total: int, copied: int, what: str) -> None:
+    """Raises unless `walstore import`'s JSON report says: `copied` of the `objects` listed
+    were copied (all their bytes when all), the rest unchanged, none failed, kept or left,
+    and the verification of every prefix matched."""
+    ver = report.get("verification") or {}
+    problems = [f"{k} {report.get(k)!r}, expected {v!r}" for k, v in (
+        ("listed", objects), ("copied", copied), ("unchanged", objects - copied), ("failed", []),
+        ("kept_newer", []), ("interrupted", False)) if report.get(k) != v]
+    if copied == objects and report.get("copied_bytes") != total:
+        problems.append(f"copied_bytes {report.get('copied_bytes')}, expected {total}")
+    if sum(c.get("source_objects", 0) for c in ver.values()) != objects or \
+            any(c.get("matching") != c.get("source_objects") for c in ver.values()):
+        problems.append(f"verification {ver}")
+    if problems:
+        raise RuntimeError(f"{what}: " + "; ".join(problems) + f" (report: {json.dumps(report)[:800]})")
 
 
 def warp_json(path: Path) -> dict:
@@ -1314,6 +1453,7 @@ def render(r: dict) -> str:
     # Only the workloads that ran (a partial run, --only).
     rows = [row for row in rows if {"P5": "P5idle"}.get(row[0], row[0]) in W or (row[0] == "P4" and "P4big" in W)]
     repl_rows = render_replication(W)
+    import_rows = render_import(W)
 
     mach = r["machine"]
     v = r["versions"]
@@ -1335,7 +1475,8 @@ def render(r: dict) -> str:
                f"fdatasync every 16 MiB {fmt(lim.get('disk_write_fdatasync_mib_s'), 0)} MiB/s "
                f"(runs: {', '.join(fmt(x, 0) for x in lim.get('disk_runs', []))}); limit = lower = {fmt(lim.get('limit_mib_s'), 0)} MiB/s.\n")
     for head, table in (("| # | workload | walstore | MinIO | walstore/MinIO | target | met |", rows),
-                        ("| # | workload | walstore with replication | reference | ratio | target | met |", repl_rows)):
+                        ("| # | workload | walstore with replication | reference | ratio | target | met |", repl_rows),
+                        ("| # | workload | walstore import | reference | ratio | target | met |", import_rows)):
         if table:
             out.append(head)
             out.append("|---|---|---|---|---|---|---|")
@@ -1344,7 +1485,7 @@ def render(r: dict) -> str:
     # Per-workload detail: peak RSS, time, load.
     out.append("| workload | walstore peak RSS (MiB) | MinIO peak RSS (MiB) | wall time of workload (s) | other processes' CPU (cores, mean / max) |")
     out.append("|---|---|---|---|---|")
-    for key in ("P1", "P2", "P3", "P4", "P4big", "P6", "P12", "R1", "R2-P1", "R2-P3"):
+    for key in ("P1", "P2", "P3", "P4", "P4big", "P6", "P12", "R1", "R2-P1", "R2-P3", "I1"):
         if key not in W:
             continue
         ld = W[key].get("load") or {}
@@ -1396,6 +1537,18 @@ def render(r: dict) -> str:
                          f"objects ({fmt(mm.get('repl_backlog_mib_end'), 1)} MiB), lag {fmt(mm.get('repl_lag_s_end'), 1)} s; "
                          f"caught up {fmt(mm.get('repl_drain_s'), 2)} s later; {fmt(mm.get('repl_objects'), 0)} objects and "
                          f"{fmt(mm.get('repl_deletes'), 0)} deletes replicated, {fmt(mm.get('repl_errors'), 0)} errors")
+    if "I1" in W:
+        mm, gm = W["I1"]["median"].get("walstore", {}), W["I1"]["median"].get("minio", {})
+        extra.append(f"I1 walstore import: its own `seconds` {fmt(mm.get('own_s'), 2)} s (the CLI polls the server "
+                     f"every 0.5 s); re-run {fmt(mm.get('rerun_s'), 2)} s (its own {fmt(mm.get('rerun_own_s'), 2)} s); "
+                     f"peak RSS {fmt(mm.get('start_VmHWM'), 0)} MiB after start, {fmt(mm.get('VmHWM'), 0)} MiB after "
+                     f"the import, {fmt(mm.get('rerun_VmHWM'), 0)} MiB after the re-run; source seeded by warp at "
+                     f"{fmt(gm.get('seed_mib_s'), 1)} MiB/s; warp get per size ({W['I1'].get('get_seconds')} s each): "
+                     + ", ".join(f"{size} {fmt(gm.get('gets_' + size), 0)} GETs at "
+                                 f"{fmt(gm.get('mib_s_' + size), 1)} MiB/s" for n, size in W["I1"].get("sets", []) if n)
+                     + "; per rep (import / warp get MiB/s): " + ", ".join(
+                         f"{fmt(a.get('mib_s'), 1)} / {fmt(b.get('mib_s'), 1)}"
+                         for a, b in zip(W["I1"]["runs"].get("walstore", []), W["I1"]["runs"].get("minio", []))))
     for n in r.get("notes", []):
         extra.append("NOTE: " + n)
     out.extend(f"- {e}" for e in extra)
@@ -1446,6 +1599,23 @@ def render_replication(W: dict) -> list[tuple]:
     return rows
 
 
+def render_import(W: dict) -> list[tuple]:
+    """The I1 row, when it ran."""
+    if "I1" not in W:
+        return []
+    w, g = W["I1"]["median"].get("walstore", {}), W["I1"]["median"].get("minio", {})
+    a, b = w.get("mib_s"), g.get("mib_s")
+    sets = " + ".join(f"{n} × {size.replace('MiB', ' MiB')}" for n, size in W["I1"].get("sets", []) if n)
+    return [("I1", f"`walstore import` of {sets} ({fmt(W['I1'].get('bytes', 0) / MIB, 0)} MiB) from MinIO into a "
+             "fresh walstore, wall time of the CLI; idempotent re-run (0 copied); vs warp get of the same objects "
+             "from that MinIO, 4 at a time",
+             f"{fmt(a, 1)} MiB/s, {fmt(w.get('obj_s'), 1)} obj/s ({fmt(w.get('wall_s'), 2)} s); re-run "
+             f"{fmt(w.get('rerun_s'), 2)} s; peak RSS {fmt(w.get('VmHWM'), 0)} MiB",
+             f"warp get ← MinIO {fmt(b, 1)} MiB/s, {fmt(g.get('obj_s'), 1)} obj/s ({fmt(g.get('seconds'), 2)} s for "
+             "the set at warp's per-size rates)",
+             fmt(a / b if a is not None and b else None, 2), "–", "–")]
+
+
 def update_readme(md: str):
     p = HERE / "README.md"
     text = p.read_text() if p.exists() else ""
@@ -1477,7 +1647,8 @@ def main():
     a.list_keys, a.list_keys_walstore = 100_000, 1_000_000
     a.disk_size = "1GiB"
     a.storm_segments = 20_000
-    a.repl_small, a.repl_large = 400, 8  # R1: 1 MiB and 64 MiB objects
+    a.repl_small, a.repl_large = 400, 8  # R1 and I1: 1 MiB and 64 MiB objects
+    a.import_get_seconds = 3  # I1's reference: warp get of each size for this long
     if a.quick:
         a.reps = min(a.reps, 1) if "--reps" not in sys.argv else a.reps
         a.segments, a.pg_scale = 20, 10
@@ -1486,6 +1657,7 @@ def main():
         a.disk_size = "256MiB"
         a.storm_segments = 3_000
         a.repl_small, a.repl_large = 40, 2
+        a.import_get_seconds = 2
     if os.geteuid() != 0:
         sys.exit("compare.py runs PostgreSQL as the postgres user and must start as root")
     global S3LOAD

@@ -337,11 +337,11 @@ fn mismatch(key: &str, what: &str, sent: &str, got: &str) -> Error {
 /// says only "service error").
 pub fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(e: SdkError<E, HttpResponse>) -> Error {
     match &e {
-        SdkError::TimeoutError(_) => Error::new(ErrorKind::Network, "the target did not answer in time"),
+        SdkError::TimeoutError(_) => Error::new(ErrorKind::Network, "the remote S3 store did not answer in time"),
         SdkError::DispatchFailure(d) => {
             let detail = std::error::Error::source(&e).map(source_chain).unwrap_or_default();
             let kind = if d.is_timeout() { "timed out" } else { "failed" };
-            Error::new(ErrorKind::Network, format!("connection to the target {kind}: {detail}"))
+            Error::new(ErrorKind::Network, format!("connection to the remote S3 store {kind}: {detail}"))
         }
         SdkError::ResponseError(_) => Error::new(ErrorKind::Other, format!("unreadable answer: {}", source_chain(&e))),
         SdkError::ServiceError(s) => {
@@ -393,7 +393,7 @@ pub fn probe_blocking(name: &str, spec: &TargetSpec) -> Result<()> {
         let remote = Remote::connect(name, spec)?;
         match tokio::time::timeout(Duration::from_secs(10), remote.probe()).await {
             Ok(r) => r,
-            Err(_) => Err(Error::new(ErrorKind::Network, "the target did not answer within 10 s")),
+            Err(_) => Err(Error::new(ErrorKind::Network, "the remote S3 store did not answer within 10 s")),
         }
     })
 }

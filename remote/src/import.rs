@@ -91,6 +91,9 @@ pub struct ImportReport {
     pub verification: BTreeMap<String, PrefixCheck>,
     /// Seconds taken.
     pub seconds: f64,
+    /// A dry run (nothing copied).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl ImportReport {
@@ -155,7 +158,7 @@ async fn run(
     progress: &mut dyn FnMut(&CopyProgress),
 ) -> Result<ImportReport> {
     let start = Instant::now();
-    let mut rep = ImportReport::default();
+    let mut rep = ImportReport { dry_run: opts.dry_run, ..Default::default() };
     let mut listing = list_all(remote, &spec.prefix).await?;
     if opts.since_last_run {
         if let Some(last) = store.import_mark(&last_run_key(spec))? {
@@ -232,9 +235,7 @@ async fn run(
     }
     // Verification: what walstore holds now against the listing, per top-level prefix.
     for l in &listing {
-        let top = l.key.strip_prefix(spec.prefix.as_str()).unwrap_or(&l.key);
-        let top = top.split_inclusive('/').next().unwrap_or("").to_owned();
-        let c = rep.verification.entry(top).or_default();
+        let c = rep.verification.entry(top_folder(spec, &l.key)).or_default();
         c.source_objects += 1;
         c.source_bytes += l.size;
         let key = local_key(spec, opts, &l.key);
@@ -244,14 +245,19 @@ async fn run(
     }
     // Objects kept as newer count as present.
     for k in &rep.kept_newer {
-        let top = k.key.strip_prefix(spec.prefix.as_str()).unwrap_or(&k.key);
-        let top = top.split_inclusive('/').next().unwrap_or("").to_owned();
-        if let Some(c) = rep.verification.get_mut(&top) {
+        if let Some(c) = rep.verification.get_mut(&top_folder(spec, &k.key)) {
             c.matching += 1;
         }
     }
     rep.seconds = start.elapsed().as_secs_f64();
     Ok(rep)
+}
+
+/// The first folder of a source key below the source prefix (`""` for a key directly in it):
+/// what the verification groups by.
+fn top_folder(spec: &TargetSpec, key: &str) -> String {
+    let rest = key.strip_prefix(spec.prefix.as_str()).unwrap_or(key);
+    rest.split_once('/').map_or_else(String::new, |(top, _)| format!("{top}/"))
 }
 
 /// Copies one object: GET with `If-Match` of the listed ETag, staged and checked, stored

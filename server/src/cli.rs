@@ -443,7 +443,7 @@ fn status_text(v: &Value) -> String {
     }
     for t in &targets {
         out.push_str("off-box copy: ");
-        out.push_str(&crate::offbox::target_text(t, true));
+        out.push_str(&target_text(t, true));
     }
     out
 }
@@ -1116,4 +1116,52 @@ pub fn scrub(conn: &Conn) -> Result<(), String> {
     } else {
         Err(format!("{} corrupt blob(s) found", corrupt.len()))
     }
+}
+
+/// One target as `replication list|status` and `walstore status` show it.
+pub(crate) fn target_text(t: &Value, detail: bool) -> String {
+    let mut out = format!(
+        "{} [{}] {} → {} bucket {} prefix {:?}: lag {:.0}s, backlog {} objects ({} bytes), held deletes {}\n",
+        s(&t["name"]),
+        s(&t["state"]),
+        s(&t["source"]),
+        s(&t["endpoint"]),
+        s(&t["bucket"]),
+        t["prefix"].as_str().unwrap_or(""),
+        t["lag_seconds"].as_f64().unwrap_or(0.0),
+        s(&t["backlog_objects"]),
+        s(&t["backlog_bytes"]),
+        s(&t["held_deletes"]),
+    );
+    if let Some(e) = t["last_error"].as_object() {
+        out.push_str(&format!(
+            "  last error ({}): {}\n",
+            e.get("kind").map(s).unwrap_or_default(),
+            e.get("message").map(s).unwrap_or_default()
+        ));
+    }
+    if detail {
+        out.push_str(&format!(
+            "  deletes {}, credentials {}, replicated {} objects / {} bytes / {} deletes, last success {}\n",
+            s(&t["deletes"]),
+            s(&t["credentials"]),
+            s(&t["replicated_objects"]),
+            s(&t["replicated_bytes"]),
+            s(&t["replicated_deletes"]),
+            match t["last_success"].as_u64() {
+                Some(0) | None => "never".into(),
+                Some(secs) => s3api::xml::iso8601(storage::Timestamp::from_millis(secs as i64 * 1000)),
+            }
+        ));
+        for m in t["offbox_wal"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  off-box WAL {}/{}: {} ({:.0}s old)\n",
+                s(&m["bucket"]),
+                m["repository"].as_str().unwrap_or(""),
+                s(&m["segment"]),
+                m["age_seconds"].as_f64().unwrap_or(0.0)
+            ));
+        }
+    }
+    out
 }

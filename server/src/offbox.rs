@@ -12,18 +12,18 @@ use s3api::admin::{AdminRequest, ReplicationDoc};
 use serde_json::Value;
 use storage::{Store, StoreConfig};
 
-use crate::cli::{print, run, s, Conn, ConnRest};
+use crate::cli::{print, run, s, target_text, Conn, ConnRest};
 
 /// Where a copy is (`replication add`, `rebuild --endpoint`).
 #[derive(Args, Debug, Clone)]
 pub struct TargetArgs {
-    /// S3 endpoint of the target, http(s)://host:port
+    /// S3 endpoint of the remote store, http(s)://host:port
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// Bucket on the target (must exist)
+    /// Bucket on the remote store (must exist)
     #[arg(long)]
     pub bucket: Option<String>,
-    /// Prefix on the target, ending in '/'; local BUCKET/KEY goes to PREFIX + BUCKET/KEY
+    /// Prefix on the remote store, empty or ending in '/'
     #[arg(long, default_value = "")]
     pub prefix: String,
     /// Region to sign requests for
@@ -32,8 +32,7 @@ pub struct TargetArgs {
     /// CA certificate (PEM) to trust for an https endpoint
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
-    /// File with access_key_id = … and secret_access_key = … (read by the server);
-    /// without it the server reads WALSTORE_REPLICATION_<NAME>_ACCESS_KEY_ID and _SECRET_ACCESS_KEY
+    /// File with access_key_id = … and secret_access_key = … lines (an AWS credentials file works)
     #[arg(long)]
     pub credentials_file: Option<PathBuf>,
 }
@@ -86,6 +85,10 @@ impl ServerConn {
 #[derive(Subcommand, Debug)]
 pub enum ReplicationCmd {
     /// Copy every change (of all buckets, or of --source) to an S3 bucket, asynchronously.
+    ///
+    /// Local BUCKET/KEY goes to --prefix + BUCKET/KEY in --bucket. The server reads
+    /// --credentials-file; without it, its environment variables
+    /// WALSTORE_REPLICATION_<NAME>_ACCESS_KEY_ID and _SECRET_ACCESS_KEY.
     Add {
         /// Target name (lowercase letters, digits, '-')
         name: String,
@@ -208,54 +211,6 @@ fn status(name: Option<String>, conn: &Conn, detail: bool) -> Result<(), String>
         out
     });
     Ok(())
-}
-
-/// One target as `replication list|status` and `walstore status` show it.
-pub fn target_text(t: &Value, detail: bool) -> String {
-    let mut out = format!(
-        "{} [{}] {} → {} bucket {} prefix {:?}: lag {:.0}s, backlog {} objects ({} bytes), held deletes {}\n",
-        s(&t["name"]),
-        s(&t["state"]),
-        s(&t["source"]),
-        s(&t["endpoint"]),
-        s(&t["bucket"]),
-        t["prefix"].as_str().unwrap_or(""),
-        t["lag_seconds"].as_f64().unwrap_or(0.0),
-        s(&t["backlog_objects"]),
-        s(&t["backlog_bytes"]),
-        s(&t["held_deletes"]),
-    );
-    if let Some(e) = t["last_error"].as_object() {
-        out.push_str(&format!(
-            "  last error ({}): {}\n",
-            e.get("kind").map(s).unwrap_or_default(),
-            e.get("message").map(s).unwrap_or_default()
-        ));
-    }
-    if detail {
-        out.push_str(&format!(
-            "  deletes {}, credentials {}, replicated {} objects / {} bytes / {} deletes, last success {}\n",
-            s(&t["deletes"]),
-            s(&t["credentials"]),
-            s(&t["replicated_objects"]),
-            s(&t["replicated_bytes"]),
-            s(&t["replicated_deletes"]),
-            match t["last_success"].as_u64() {
-                Some(0) | None => "never".into(),
-                Some(secs) => s3api::xml::iso8601(storage::Timestamp::from_millis(secs as i64 * 1000)),
-            }
-        ));
-        for m in t["offbox_wal"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "  off-box WAL {}/{}: {} ({:.0}s old)\n",
-                s(&m["bucket"]),
-                m["repository"].as_str().unwrap_or(""),
-                s(&m["segment"]),
-                m["age_seconds"].as_f64().unwrap_or(0.0)
-            ));
-        }
-    }
-    out
 }
 
 /// `walstore rebuild` arguments.
@@ -499,7 +454,7 @@ pub fn import(a: ImportArgs) -> Result<bool, String> {
                 }
             };
             let r = remote::import::import(store.clone(), "import", &spec, &opts, &STOP, &mut show)
-                .map_err(|e| e.message)?;
+                .map_err(|e| format!("import failed: {}: {}", e.kind.name(), e.message))?;
             store.flush().map_err(|e| e.to_string())?;
             r
         }
@@ -523,8 +478,11 @@ fn import_online(conn: &Conn, req: &remote::import::ImportRequest) -> Result<rem
     }
     let mut stopping = false;
     let mut last_line = Instant::now();
+    // Short polls first: a small or already-complete import ends in milliseconds.
+    let mut wait = Duration::from_millis(20);
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(500));
         if STOP.load(Ordering::SeqCst) && !stopping {
             stopping = true;
             eprintln!("stopping the import (between objects)…");

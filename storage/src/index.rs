@@ -179,6 +179,24 @@ impl Default for IndexOptions {
     }
 }
 
+/// `encode`/`decode` of an entry stored with a trailer (see [`codec::encode_with_trailer`]):
+/// `$field` holds the trailer and is `#[serde(skip)]` in the entry's body.
+macro_rules! with_trailer {
+    ($entry:ident, $field:ident: $trailer:ty, $cf:expr) => {
+        impl $entry {
+            pub fn encode(&self) -> Result<Vec<u8>> {
+                codec::encode_with_trailer(self, &self.$field)
+            }
+
+            pub fn decode(bytes: &[u8]) -> Result<Self> {
+                let (mut e, t): ($entry, $trailer) = codec::decode_with_trailer(bytes, $cf)?;
+                e.$field = t;
+                Ok(e)
+            }
+        }
+    };
+}
+
 /// A bucket's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BucketEntry {
@@ -195,17 +213,7 @@ pub(crate) struct BucketConfig {
     pub object_lock: Option<ObjectLockConfig>,
 }
 
-impl BucketEntry {
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        codec::encode_with_trailer(self, &self.config)
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let (mut e, config): (BucketEntry, BucketConfig) = codec::decode_with_trailer(bytes, CF_BUCKETS)?;
-        e.config = config;
-        Ok(e)
-    }
-}
+with_trailer!(BucketEntry, config: BucketConfig, CF_BUCKETS);
 
 /// An object's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,17 +272,7 @@ impl VersionTrail {
     }
 }
 
-impl ObjectEntry {
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        codec::encode_with_trailer(self, &self.version)
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let (mut e, version): (ObjectEntry, VersionTrail) = codec::decode_with_trailer(bytes, CF_OBJECTS)?;
-        e.version = version;
-        Ok(e)
-    }
-}
+with_trailer!(ObjectEntry, version: VersionTrail, CF_OBJECTS);
 
 /// A delete marker (in `versions`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,17 +406,7 @@ pub(crate) struct UploadEntry {
     pub lock: LockRequest,
 }
 
-impl UploadEntry {
-    pub fn encode(&self) -> Result<Vec<u8>> {
-        codec::encode_with_trailer(self, &self.lock)
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let (mut e, lock): (UploadEntry, LockRequest) = codec::decode_with_trailer(bytes, CF_UPLOADS)?;
-        e.lock = lock;
-        Ok(e)
-    }
-}
+with_trailer!(UploadEntry, lock: LockRequest, CF_UPLOADS);
 
 /// The answer of a completed multipart upload, kept for a retried Complete
 /// (keyed by upload id) until the multipart expiry.

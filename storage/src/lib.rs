@@ -55,7 +55,7 @@ pub use multipart::{
     CompleteRequest, CompletedPart, ExpectedObject, PartInfo, PartsPage, UploadInfo, UploadsPage, MAX_PART_NUMBER,
 };
 pub use objects::{DeleteCondition, DeleteTarget, Deleted, PutRequest, WriteCondition};
-pub use replication::{Backlog, JournalEntry, JournalId, JournalOp, OffboxMark, RestoreRequest, TargetRecord};
+pub use replication::{Backlog, JournalEntry, JournalId, JournalOp, OffboxMark, RestoreRequest};
 pub use space::SpaceReserve;
 pub use store::{ListItem, ListPage, ListQuery, ObjectReader, ObjectSummary, Store, StoreConfig, StoreStats};
 pub use types::*;

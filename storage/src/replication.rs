@@ -30,26 +30,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{bucket_prefix, prefix_end, ObjectEntry, CF_META, CF_OBJECTS, CF_REPLQ};
 use crate::store::Store;
-use crate::types::{BucketName, Timestamp};
-
-/// A replication target as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetRecord {
-    /// Name (`[a-z0-9-]`, 1 to 63 characters).
-    pub name: String,
-    /// The bucket copied; `None` copies every bucket.
-    pub source_bucket: Option<String>,
-    /// Key prefix copied within `source_bucket` (empty: all keys).
-    pub source_prefix: String,
-    /// Changes are journaled but not sent.
-    pub paused: bool,
-    /// When the target was added.
-    pub created: Timestamp,
-    /// The worker's client settings (JSON; opaque to storage).
-    pub spec: String,
-    /// Defined in the server's configuration file (not changed through the CLI).
-    pub from_config: bool,
-}
+use crate::types::{BucketName, TargetRecord, Timestamp};
 
 impl TargetRecord {
     fn covers(&self, bucket: &str, key: &str) -> bool {

@@ -162,7 +162,7 @@ pub struct Store {
     /// Requests to run a background job now.
     pub(crate) jobs: crate::budget::JobRequests,
     /// Replication targets (see [`crate::replication`]), read by every write.
-    pub(crate) repl_targets: parking_lot::RwLock<Vec<crate::replication::TargetRecord>>,
+    pub(crate) repl_targets: parking_lot::RwLock<Vec<crate::types::TargetRecord>>,
     /// Last replication journal sequence number handed out.
     pub(crate) repl_seq: AtomicU64,
 }

@@ -100,18 +100,13 @@ pub async fn get_retention(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
 /// PutObjectRetention. Extending is open to writers; shortening or removing GOVERNANCE
 /// retention needs `x-amz-bypass-governance-retention` from an administrator;
 /// COMPLIANCE cannot be weakened by anyone.
-pub async fn put_retention(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
-    let bucket = ctx.bucket()?.clone();
-    let key = ctx.key()?.clone();
-    let v = version(&ctx)?;
-    let bypass = bypass_allowed(&ctx)?;
-    let body = ctx.small_body().await?;
-    let retention = parse_retention(&body)?;
-    let store = ctx.state.store.clone();
-    blocking(move || store.set_retention(&bucket, &key, v, retention, bypass)).await?;
-    let mut r = response(StatusCode::OK, ResponseBody::Empty);
-    set_version_id(&mut r, v);
-    Ok(r)
+pub async fn put_retention(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    put_version_lock(
+        ctx,
+        |ctx, body| Ok((parse_retention(body)?, bypass_allowed(ctx)?)),
+        |store, bucket, key, v, (retention, bypass)| store.set_retention(bucket, key, v, retention, bypass),
+    )
+    .await
 }
 
 /// GetObjectLegalHold.
@@ -124,20 +119,47 @@ pub async fn get_legal_hold(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
 
 /// PutObjectLegalHold. Placing a hold is open to writers; lifting one needs an
 /// administrator key (a stolen writer key must not be able to unlock a version).
-pub async fn put_legal_hold(mut ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+pub async fn put_legal_hold(ctx: Ctx) -> S3Result<Response<ResponseBody>> {
+    put_version_lock(
+        ctx,
+        |ctx, body| {
+            let on = parse_legal_hold(body)?;
+            if !on && !ctx.principal.is_admin() {
+                return Err(S3Error::new(
+                    S3Code::AccessDenied,
+                    "Access Denied: only an administrator key may lift a legal hold",
+                ));
+            }
+            Ok(on)
+        },
+        |store, bucket, key, v, on| store.set_legal_hold(bucket, key, v, on),
+    )
+    .await
+}
+
+/// The shape PutObjectRetention and PutObjectLegalHold share: read the body, let `parse`
+/// check it (and the caller's right to ask for it), apply `set` to the version named by
+/// `versionId` (the current one without), answer with the version id.
+async fn put_version_lock<T: Send + 'static>(
+    mut ctx: Ctx,
+    parse: impl FnOnce(&Ctx, &[u8]) -> S3Result<T>,
+    set: impl FnOnce(
+            &storage::Store,
+            &storage::BucketName,
+            &storage::ObjectKey,
+            Option<storage::VersionId>,
+            T,
+        ) -> storage::Result<()>
+        + Send
+        + 'static,
+) -> S3Result<Response<ResponseBody>> {
     let bucket = ctx.bucket()?.clone();
     let key = ctx.key()?.clone();
     let v = version(&ctx)?;
     let body = ctx.small_body().await?;
-    let on = parse_legal_hold(&body)?;
-    if !on && !ctx.principal.is_admin() {
-        return Err(S3Error::new(
-            S3Code::AccessDenied,
-            "Access Denied: only an administrator key may lift a legal hold",
-        ));
-    }
+    let arg = parse(&ctx, &body)?;
     let store = ctx.state.store.clone();
-    blocking(move || store.set_legal_hold(&bucket, &key, v, on)).await?;
+    blocking(move || set(&store, &bucket, &key, v, arg)).await?;
     let mut r = response(StatusCode::OK, ResponseBody::Empty);
     set_version_id(&mut r, v);
     Ok(r)
