@@ -382,6 +382,21 @@ fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// A runtime of its own (two threads) and a client of `spec`, for the synchronous callers
+/// that run one copy from start to end (rebuild, import).
+pub fn runtime_for(name: &str, spec: &TargetSpec) -> Result<(tokio::runtime::Runtime, Remote)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Local, format!("runtime: {e}")))?;
+    let remote = {
+        let _g = rt.enter();
+        Remote::connect(name, spec)?
+    };
+    Ok((rt, remote))
+}
+
 /// Checks from synchronous code that target `name` answers and accepts its
 /// credentials (a listing of one key), within 10 seconds.
 pub fn probe_blocking(name: &str, spec: &TargetSpec) -> Result<()> {

@@ -119,15 +119,7 @@ pub fn import(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&CopyProgress),
 ) -> Result<ImportReport> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Local, format!("runtime: {e}")))?;
-    let remote = {
-        let _g = rt.enter();
-        Remote::connect(name, spec)?
-    };
+    let (rt, remote) = crate::client::runtime_for(name, spec)?;
     let started = store.now();
     let report = rt.block_on(run(&store, &remote, spec, opts, stop, progress))?;
     if report.complete() && !opts.dry_run {
