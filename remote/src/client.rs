@@ -273,12 +273,23 @@ impl Remote {
     /// Reads an object; with `if_match`, only while its ETag is still that one
     /// (otherwise an error of kind [`ErrorKind::Other`] with `PreconditionFailed`).
     pub async fn get(&self, key: &str, if_match: Option<&str>) -> Result<Fetched> {
+        self.get_range(key, if_match, None).await
+    }
+
+    /// Reads bytes `range` (end exclusive, not empty) of an object, or all of it.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        if_match: Option<&str>,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Fetched> {
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .set_if_match(if_match.map(|e| format!("\"{e}\"")))
+            .set_range(range.map(|r| format!("bytes={}-{}", r.start, r.end.saturating_sub(1))))
             .send()
             .await
             .map_err(classify)?;
@@ -307,6 +318,36 @@ impl Remote {
             metadata,
             headers,
             body: out.body,
+        })
+    }
+}
+
+/// What a HEAD of an object on the target says.
+#[derive(Debug, Clone)]
+pub struct Headed {
+    /// Size.
+    pub size: u64,
+    /// User metadata (names lowercase), ours included.
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Headed {
+    /// A user metadata value.
+    pub fn meta(&self, name: &str) -> Option<&str> {
+        self.metadata.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Remote {
+    /// Size and metadata of an object.
+    pub async fn head(&self, key: &str) -> Result<Headed> {
+        let out = self.client.head_object().bucket(&self.bucket).key(key).send().await.map_err(classify)?;
+        Ok(Headed {
+            size: u64::try_from(out.content_length().unwrap_or(0)).unwrap_or(0),
+            metadata: out
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect())
+                .unwrap_or_default(),
         })
     }
 }

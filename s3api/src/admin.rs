@@ -317,6 +317,57 @@ pub enum AdminRequest {
     },
     /// Progress and last report of scrubs.
     ScrubStatus,
+    /// Sets a tiering policy.
+    TierSet(Box<TierDoc>),
+    /// Tiering policies, local and remote bytes, counters.
+    TierStatus,
+    /// Removes a tiering policy (its evicted bytes are brought back).
+    TierRemove {
+        /// Bucket.
+        bucket: BucketName,
+        /// Prefix (empty: the whole bucket).
+        prefix: String,
+    },
+}
+
+/// A tiering policy as the admin API and the CLI give it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TierDoc {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (a repository's, or any); empty: the whole bucket.
+    #[serde(default)]
+    pub prefix: String,
+    /// The replication target that holds the evicted bytes.
+    pub target: String,
+    /// Minimum age before eviction (`7d`, `0s`) [default: 7d].
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Restorable backups kept local per repository, with the WAL after them [default: 1].
+    #[serde(default)]
+    pub keep_newest_backups: Option<u32>,
+}
+
+impl TierDoc {
+    /// The policy the store keeps.
+    pub fn policy(&self, now: storage::Timestamp) -> Result<storage::TierPolicy, String> {
+        BucketName::parse(&self.bucket).map_err(|e| format!("bucket {:?}: {e}", self.bucket))?;
+        let after = parse_duration(self.after.as_deref().unwrap_or("7d")).map_err(|e| format!("after: {e}"))?;
+        let keep = self.keep_newest_backups.unwrap_or(1);
+        if keep == 0 {
+            return Err("keep-newest-backups: must be at least 1 (the newest restorable backup stays local)".into());
+        }
+        let prefix = if self.prefix.is_empty() { String::new() } else { normalize_prefix(&self.prefix) };
+        Ok(storage::TierPolicy {
+            bucket: self.bucket.clone(),
+            prefix,
+            target: self.target.clone(),
+            after_ms: storage::tier::after_ms(after),
+            keep_newest_backups: keep,
+            created: now,
+        })
+    }
 }
 
 /// The repositories a target names: all of the bucket's, those under a prefix
@@ -335,8 +386,26 @@ fn repos_of(store: &Store, bucket: &BucketName, prefix: &Option<String>) -> stor
 
 /// Executes an admin operation (blocking). Returns whether it "succeeded"
 /// (a failed check is reported with `false`) and the JSON answer.
-pub fn execute(store: &Store, rep: &remote::Replicator, actor: &str, req: AdminRequest) -> S3Result<(bool, Value)> {
+pub fn execute(
+    store: &Store,
+    rep: &remote::Replicator,
+    tier: &remote::TierState,
+    actor: &str,
+    req: AdminRequest,
+) -> S3Result<(bool, Value)> {
     Ok(match req {
+        AdminRequest::TierSet(doc) => {
+            let p = doc.policy(store.now()).map_err(bad)?;
+            store.put_tier_policy(&p, actor)?;
+            tracing::info!(bucket = %p.bucket, prefix = %p.prefix, target_name = %p.target, actor, "tiering policy set");
+            (true, remote::tier::policy_json(&p))
+        }
+        AdminRequest::TierStatus => (true, tier.to_json(store)?),
+        AdminRequest::TierRemove { bucket, prefix } => {
+            let p = store.remove_tier_policy(bucket.as_str(), &prefix, actor)?;
+            tracing::info!(bucket = %p.bucket, prefix = %p.prefix, actor, "tiering policy removed; evicted bytes come back");
+            (true, json!({ "removed": format!("{}/{}", p.bucket, p.prefix), "rehydrating": true }))
+        }
         AdminRequest::ReplicationStatus { name: None } => {
             (true, json!({ "targets": rep.report(store).iter().map(|r| r.to_json()).collect::<Vec<_>>() }))
         }
@@ -669,6 +738,15 @@ pub async fn handle(
             name: q.get("name").ok_or_else(|| bad("the name parameter is required"))?.to_owned(),
         },
         (Method::POST, "scrub") => AdminRequest::ScrubStart,
+        (Method::GET, "tier") => AdminRequest::TierStatus,
+        (Method::POST, "tier") => {
+            let raw = read_small(body, spec, 64 << 10).await?;
+            let doc: TierDoc = serde_json::from_slice(&raw).map_err(|e| bad(format!("tiering policy: {e}")))?;
+            AdminRequest::TierSet(Box::new(doc))
+        }
+        (Method::DELETE, "tier") => {
+            AdminRequest::TierRemove { bucket: bucket_arg(q)?, prefix: prefix_arg(q).unwrap_or_default() }
+        }
         (Method::GET, "replication") => AdminRequest::ReplicationStatus { name: q.get("name").map(str::to_owned) },
         (Method::POST, "replication") => {
             let raw = read_small(body, spec, 64 << 10).await?;
@@ -708,9 +786,9 @@ pub async fn handle(
         }
         _ => return Err(S3Error::new(S3Code::NotImplemented, format!("unknown admin endpoint {method} {path}"))),
     };
-    let (store, rep) = (state.store.clone(), state.replicator.clone());
+    let (store, rep, tier) = (state.store.clone(), state.replicator.clone(), state.tier.clone());
     let actor = who.access_key.clone();
-    let (ok, v) = match tokio::task::spawn_blocking(move || execute(&store, &rep, &actor, req)).await {
+    let (ok, v) = match tokio::task::spawn_blocking(move || execute(&store, &rep, &tier, &actor, req)).await {
         Ok(r) => r?,
         Err(e) => return Err(S3Error::internal("admin task", &e)),
     };

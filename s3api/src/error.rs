@@ -251,6 +251,15 @@ impl From<storage::Error> for S3Error {
             E::BadDigest(m) => S3Error::new(S3Code::BadDigest, m),
             E::InvalidRequest(m) => S3Error::new(S3Code::InvalidRequest, m),
             E::AccessDenied(m) => S3Error::new(S3Code::AccessDenied, m),
+            E::RemoteUnavailable(m) => {
+                tracing::warn!(cause = %m, "read refused: a tiered object's target cannot be read");
+                S3Error {
+                    code: S3Code::SlowDown,
+                    message: "The object's bytes are on a remote tier that cannot be reached now; retry later.".into(),
+                    retry_after: Some(5),
+                    cause: None,
+                }
+            }
             E::InsufficientStorage(m) => {
                 tracing::warn!(cause = %m, "write refused: insufficient storage");
                 S3Error {

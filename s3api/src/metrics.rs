@@ -23,6 +23,8 @@ pub struct Metrics {
     registry: Registry,
     /// Off-box replication (per target).
     replication: ReplicationMetrics,
+    /// Tiering.
+    tier: TierMetrics,
     /// Requests by operation and status.
     pub requests: IntCounterVec,
     /// Request latency by operation.
@@ -379,6 +381,7 @@ impl Metrics {
                 &["worker"],
             ),
             replication: ReplicationMetrics::new(&r),
+            tier: TierMetrics::new(&r),
             registry: r,
         };
         let info = gauge_vec(&m.registry, "walstore_build_info", "Build information.", &["version"]);
@@ -386,7 +389,7 @@ impl Metrics {
         for op in Operation::ALL {
             m.duration.with_label_values(&[op.name()]);
         }
-        for job in ["gc", "evaluate", "retention", "usage", "scrub", "index-verify", "replication"] {
+        for job in ["gc", "evaluate", "retention", "usage", "scrub", "index-verify", "replication", "tier"] {
             m.job_errors.with_label_values(&[job]);
         }
         m
@@ -565,6 +568,32 @@ impl Metrics {
         }
     }
 
+    /// Refreshes the tiering gauges and counters from the worker's state.
+    pub fn refresh_tier(&self, st: &remote::TierState) {
+        let t = &self.tier;
+        t.local_bytes.reset();
+        t.remote_bytes.reset();
+        for (bucket, repo, row) in st.rows() {
+            let labels = [bucket.as_str(), repo.as_str()];
+            t.local_bytes.with_label_values(&labels).set(row.local_bytes as f64);
+            t.remote_bytes.with_label_values(&labels).set(row.remote_bytes as f64);
+        }
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        follow(&t.evicted_objects, n(&st.evicted_objects));
+        follow(&t.evicted_bytes, n(&st.evicted_bytes));
+        follow(&t.remote_reads, n(&st.remote_reads));
+        follow(&t.remote_read_bytes, n(&st.remote_read_bytes));
+        follow(&t.rehydrated_bytes, n(&st.rehydrated_bytes));
+        for (kind, count) in st.read_failures_by_kind() {
+            follow(&t.read_failures.with_label_values(&[kind]), count);
+        }
+        for secs in st.take_latencies() {
+            t.read_seconds.observe(secs);
+        }
+        t.scrub_problems.set(st.scrub_problems() as f64);
+        t.last_pass.set(st.last_pass_secs());
+    }
+
     /// The text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -643,6 +672,78 @@ impl ReplicationMetrics {
                 "walstore_replication_wal_offbox_lag_seconds",
                 "Newest local WAL segment minus newest off-box one: the WAL a lost appliance would lose (off-box RPO).",
                 &["target", "bucket", "repo"],
+            ),
+        }
+    }
+}
+
+/// The tiering gauges and counters (see the README's metrics table).
+struct TierMetrics {
+    local_bytes: GaugeVec,
+    remote_bytes: GaugeVec,
+    evicted_objects: IntCounter,
+    evicted_bytes: IntCounter,
+    remote_reads: IntCounter,
+    remote_read_bytes: IntCounter,
+    read_failures: IntCounterVec,
+    read_seconds: prometheus::Histogram,
+    rehydrated_bytes: IntCounter,
+    scrub_problems: Gauge,
+    last_pass: Gauge,
+}
+
+impl TierMetrics {
+    fn new(r: &Registry) -> Self {
+        let l = &["bucket", "repository"];
+        let buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        Self {
+            local_bytes: fgauge_vec(
+                r,
+                "walstore_tier_local_bytes",
+                "Bytes on local disk under tiering policies (last pass).",
+                l,
+            ),
+            remote_bytes: fgauge_vec(
+                r,
+                "walstore_tier_remote_bytes",
+                "Bytes evicted to the target only (last pass).",
+                l,
+            ),
+            evicted_objects: counter(r, "walstore_tier_evicted_objects_total", "Objects whose bytes were evicted."),
+            evicted_bytes: counter(
+                r,
+                "walstore_tier_evicted_bytes_total",
+                "Bytes removed from local disk by eviction.",
+            ),
+            remote_reads: counter(r, "walstore_tier_remote_reads_total", "Tiered blobs read from a target."),
+            remote_read_bytes: counter(r, "walstore_tier_remote_read_bytes_total", "Bytes read from targets."),
+            read_failures: counter_vec(
+                r,
+                "walstore_tier_remote_read_failures_total",
+                "Failed reads of tiered objects by kind (network, auth, throttled, server, checksum, not_found, …).",
+                &["kind"],
+            ),
+            read_seconds: reg(
+                r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "walstore_tier_remote_read_seconds",
+                        "Time to the target's answer when opening a tiered blob.",
+                    )
+                    .buckets(buckets),
+                )
+                .expect("valid metric"),
+            ),
+            rehydrated_bytes: counter(r, "walstore_tier_rehydrated_bytes_total", "Bytes brought back to local disk."),
+            scrub_problems: fgauge(
+                r,
+                "walstore_tier_scrub_problems",
+                "Problems the last scrub of the targets' copies found.",
+            ),
+            last_pass: fgauge(
+                r,
+                "walstore_tier_last_pass_timestamp_seconds",
+                "Unix time the tier worker last finished a pass over every policy.",
             ),
         }
     }

@@ -114,9 +114,11 @@ async fn probe(state: &AppState, req: &Request<Incoming>) -> Response<ResponseBo
             }
         }
         let (store, metrics, rep) = (state.store.clone(), state.metrics.clone(), state.replicator.clone());
+        let tier = state.tier.clone();
         let body = tokio::task::spawn_blocking(move || {
             metrics.refresh_at_scrape(&store);
             metrics.refresh_replication(&rep.report(&store), &store.last_evaluations());
+            metrics.refresh_tier(&tier);
             metrics.render()
         })
         .await

@@ -99,6 +99,8 @@ pub struct AppState {
     pub test_clock: Option<Arc<storage::ManualClock>>,
     /// Replication state (the worker's counters and health, per target).
     pub replicator: Arc<remote::Replicator>,
+    /// Tiering counters and the last pass (the `tier` worker and the tier reader write it).
+    pub tier: Arc<remote::TierState>,
     /// The import started through the admin API (one at a time).
     pub import: Arc<remote::import::ImportJob>,
     shutting_down: AtomicBool,
@@ -114,6 +116,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             test_clock: None,
             replicator: remote::Replicator::new(),
+            tier: remote::TierState::new(),
             import: Default::default(),
             shutting_down: AtomicBool::new(false),
         }

@@ -281,10 +281,12 @@ pub(crate) fn run(
     http: (&str, &str, Vec<(&str, String)>, Vec<u8>),
 ) -> Result<(bool, Value), String> {
     if let Some(store) = offline(conn)? {
-        return execute(&store, &remote::Replicator::default(), "cli", req).map_err(|e| match e.cause {
-            Some(cause) => cause,
-            None => format!("{}: {}", e.code.as_str(), e.message),
-        });
+        return execute(&store, &remote::Replicator::default(), &remote::TierState::default(), "cli", req).map_err(
+            |e| match e.cause {
+                Some(cause) => cause,
+                None => format!("{}: {}", e.code.as_str(), e.message),
+            },
+        );
     }
     let (method, path, query, body) = http;
     let q: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -654,7 +656,9 @@ pub fn gc(grace: Option<&str>, conn: &Conn) -> Result<(), String> {
                 }
             })?;
             let store = offline_with(conn, Some(g))?.ok_or("no data dir")?;
-            execute(&store, &remote::Replicator::default(), "cli", AdminRequest::Gc).map_err(|e| e.message)?.1
+            execute(&store, &remote::Replicator::default(), &remote::TierState::default(), "cli", AdminRequest::Gc)
+                .map_err(|e| e.message)?
+                .1
         }
         None => run(conn, AdminRequest::Gc, ("POST", "/_walstore/gc", Vec::new(), Vec::new()))?.1,
     };

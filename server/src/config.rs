@@ -68,6 +68,12 @@ pub struct Config {
     pub body_min_rate: u64,
     /// Accept AWS Signature Version 2 (header and presigned forms). Default on.
     pub signature_v2: bool,
+    /// How often the tier worker looks for objects to evict. Default `30s`.
+    pub tier_interval: Duration,
+    /// How often the targets' copies of evicted blobs are checked (`0s` = never). Default `24h`.
+    pub tier_scrub_interval: Duration,
+    /// The tier scrub reads and verifies every byte too (not only a HEAD). Default off.
+    pub tier_scrub_full: bool,
     /// Replication targets defined in the configuration file (`[[replication]]`): the
     /// file is their source of truth (added, changed and removed at start-up).
     pub replication: Vec<s3api::admin::ReplicationDoc>,
@@ -146,6 +152,15 @@ pub struct Settings {
     /// Accept AWS Signature Version 2 (boto3 presigned URLs in us-east-1, s3cmd, WAL-E): on or off [default: on]
     #[arg(long, env = "WALSTORE_SIGNATURE_V2")]
     pub signature_v2: Option<String>,
+    /// How often the tier worker looks for objects to evict, e.g. 30s [default: 30s]
+    #[arg(long, env = "WALSTORE_TIER_INTERVAL")]
+    pub tier_interval: Option<String>,
+    /// How often the targets' copies of evicted (tiered) blobs are checked with a HEAD, e.g. 24h; 0s disables [default: 24h]
+    #[arg(long, env = "WALSTORE_TIER_SCRUB_INTERVAL")]
+    pub tier_scrub_interval: Option<String>,
+    /// The tier scrub also reads every evicted byte back and verifies it: on or off [default: off]
+    #[arg(long, env = "WALSTORE_TIER_SCRUB_FULL")]
+    pub tier_scrub_full: Option<String>,
     /// How often repositories are evaluated and retention enforced, e.g. 5m [default: 5m]
     #[arg(long, env = "WALSTORE_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
@@ -217,6 +232,9 @@ impl Settings {
             gc_delay: self.gc_delay.or(lower.gc_delay),
             split_brain_guard: self.split_brain_guard.or(lower.split_brain_guard),
             signature_v2: self.signature_v2.or(lower.signature_v2),
+            tier_interval: self.tier_interval.or(lower.tier_interval),
+            tier_scrub_interval: self.tier_scrub_interval.or(lower.tier_scrub_interval),
+            tier_scrub_full: self.tier_scrub_full.or(lower.tier_scrub_full),
             retention_interval: self.retention_interval.or(lower.retention_interval),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
@@ -300,11 +318,13 @@ impl Settings {
             body_timeout: dur(self.body_timeout, "30s", "body-timeout")?,
             body_min_rate: size(self.body_min_rate, "1KiB", "body-min-rate")?,
             scrub_rate: size(self.scrub_rate, "64MiB", "scrub-rate")?,
-            signature_v2: match self.signature_v2.as_deref().map(str::trim) {
-                None | Some("on" | "true") => true,
-                Some("off" | "false") => false,
-                Some(other) => return Err(format!("signature-v2: expected on or off, not {other:?}")),
+            signature_v2: on_off(self.signature_v2.as_deref(), true, "signature-v2")?,
+            tier_interval: dur(self.tier_interval, "30s", "tier-interval")?,
+            tier_scrub_interval: match self.tier_scrub_interval.as_deref().map(str::trim) {
+                Some("0") => Duration::ZERO,
+                v => parse_duration(v.unwrap_or("24h")).map_err(|e| format!("tier-scrub-interval: {e}"))?,
             },
+            tier_scrub_full: on_off(self.tier_scrub_full.as_deref(), false, "tier-scrub-full")?,
             replication: self.replication,
         };
         let mut names = std::collections::HashSet::new();
@@ -333,6 +353,16 @@ impl Settings {
             storage::BucketName::parse(b).map_err(|e| format!("bucket: {e}"))?;
         }
         Ok(cfg)
+    }
+}
+
+/// An on/off setting (`true`/`false` too), `default` when unset.
+fn on_off(v: Option<&str>, default: bool, name: &str) -> Result<bool, String> {
+    match v.map(str::trim) {
+        None => Ok(default),
+        Some("on" | "true") => Ok(true),
+        Some("off" | "false") => Ok(false),
+        Some(other) => Err(format!("{name}: expected on or off, not {other:?}")),
     }
 }
 

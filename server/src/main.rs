@@ -109,6 +109,11 @@ enum Command {
         #[command(subcommand)]
         cmd: offbox::ReplicationCmd,
     },
+    /// Tiering: keep hot WAL and recent backups local, serve the rest from a replication target (set, list, status, remove).
+    Tier {
+        #[command(subcommand)]
+        cmd: offbox::TierCmd,
+    },
     /// Fill an empty data directory from an off-box copy (resumable; verifies every object).
     Rebuild(offbox::RebuildArgs),
     /// Move in from MinIO or any S3: copy a bucket/prefix with its LastModified and ETags (resumable, idempotent).
@@ -153,6 +158,7 @@ fn main() -> ExitCode {
         Command::Audit { limit, conn } => cli::audit(limit, &conn),
         Command::Quarantine { cmd } => cli::quarantine(cmd),
         Command::Replication { cmd } => offbox::replication(cmd),
+        Command::Tier { cmd } => offbox::tier(cmd),
         Command::Import(args) => match offbox::import(args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
@@ -293,7 +299,11 @@ fn serve(config_file: Option<PathBuf>, flags: Settings, test_clock: bool) -> Res
                 });
             }
         }
-        let scheduler = start_workers(&store, &state.metrics, &state.replicator, &cfg).map_err(|e| format!("cannot start the background workers: {e}"))?;
+        let reader = remote::TierReader::new(&store, state.tier.clone(), cfg.body_timeout)
+            .map_err(|e| format!("cannot start the tier reader: {e}"))?;
+        store.set_remote_blobs(reader);
+        let scheduler = start_workers(&store, &state.metrics, &state.replicator, &state.tier, &cfg)
+            .map_err(|e| format!("cannot start the background workers: {e}"))?;
         let opts = ServeOptions {
             drain_timeout: cfg.drain_timeout,
             header_read_timeout: cfg.header_timeout,
@@ -441,6 +451,7 @@ fn start_workers(
     store: &Arc<Store>,
     metrics: &Arc<s3api::metrics::Metrics>,
     replicator: &Arc<remote::Replicator>,
+    tier: &Arc<remote::TierState>,
     cfg: &Config,
 ) -> std::io::Result<storage::worker::Scheduler> {
     use storage::jobs::{EvaluateJob, GcJob, IndexVerifyJob, RetentionJob, ScrubJob};
@@ -460,6 +471,13 @@ fn start_workers(
         Box::new(ScrubJob::new(scrub_every, cfg.scrub_rate)),
         Box::new(IndexVerifyJob::new(scrub_every)),
         Box::new(remote::ReplicationJob::new(store.clone(), replicator.clone(), REPLICATION_EVERY)?),
+        Box::new(remote::TierJob::new(
+            store.clone(),
+            tier.clone(),
+            cfg.tier_interval,
+            Some(cfg.tier_scrub_interval).filter(|d| !d.is_zero()),
+            cfg.tier_scrub_full,
+        )?),
     ];
     let m = metrics.clone();
     let opts = SchedulerOptions {

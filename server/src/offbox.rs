@@ -1,4 +1,4 @@
-//! `walstore replication …` and `walstore rebuild`: the off-box copy from the CLI.
+//! `walstore replication …`, `walstore tier …` and `walstore rebuild`: the off-box copy from the CLI.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use remote::rebuild::{CopyProgress, RebuildSummary};
 use remote::{DeletePolicy, TargetSpec};
-use s3api::admin::{AdminRequest, ReplicationDoc};
+use s3api::admin::{AdminRequest, ReplicationDoc, TierDoc};
 use serde_json::Value;
 use storage::{Store, StoreConfig};
 
@@ -554,4 +554,165 @@ fn print_import(r: &remote::import::ImportReport, dry_run: bool) {
     if r.interrupted {
         println!("interrupted: run the same command again to resume");
     }
+}
+
+/// `walstore tier …`: keep hot WAL and recent backups local, the rest on a replication target.
+#[derive(Subcommand, Debug)]
+pub enum TierCmd {
+    /// Evict objects of BUCKET[/PREFIX] older than --after to replication target --target.
+    ///
+    /// The newest restorable backups of each WAL-G repository (--keep-newest-backups,
+    /// with their delta chains) and every WAL file after the oldest of them stay local
+    /// whatever their age; so do objects of 64 KiB or less and bytes shared by several
+    /// objects. Reads of evicted objects stream from the target, verified. Only
+    /// unversioned buckets can be tiered.
+    Set {
+        /// BUCKET or BUCKET/PREFIX
+        scope: String,
+        /// Replication target holding the copy (walstore replication add)
+        #[arg(long)]
+        target: String,
+        /// Minimum age (since the object was written), e.g. 7d or 0s
+        #[arg(long, default_value = "7d")]
+        after: String,
+        /// Restorable backups kept local per repository, with the WAL after them
+        #[arg(long, default_value_t = 1)]
+        keep_newest_backups: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The policies.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Policies, local and remote bytes per repository, evictions, remote reads, scrub.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop tiering BUCKET[/PREFIX]; the worker brings its evicted bytes back.
+    Remove {
+        /// BUCKET or BUCKET/PREFIX
+        scope: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Runs a `walstore tier` command.
+pub fn tier(cmd: TierCmd) -> Result<(), String> {
+    match cmd {
+        TierCmd::Set { scope, target, after, keep_newest_backups, conn } => {
+            let (bucket, prefix) = scope.split_once('/').unwrap_or((scope.as_str(), ""));
+            let doc = TierDoc {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+                target,
+                after: Some(after),
+                keep_newest_backups: Some(keep_newest_backups),
+            };
+            // Checked here too, so that a typo never reaches the server.
+            doc.policy(storage::Timestamp::from_millis(0))?;
+            let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+            let (_, v) = run(&conn, AdminRequest::TierSet(Box::new(doc)), ("POST", "/_walstore/tier", vec![], body))?;
+            print(&conn, &v, |v| {
+                format!(
+                    "tiering {}/{} to {}: objects older than {} (keeping the newest {} restorable backup(s) local)\n",
+                    s(&v["bucket"]),
+                    s(&v["prefix"]),
+                    s(&v["target"]),
+                    s(&v["after"]),
+                    s(&v["keep-newest-backups"])
+                )
+            });
+            Ok(())
+        }
+        TierCmd::List { conn } => {
+            let (_, v) = run(&conn, AdminRequest::TierStatus, ("GET", "/_walstore/tier", vec![], vec![]))?;
+            let list = serde_json::json!({ "policies": v["policies"] });
+            print(&conn, &list, policies_text);
+            Ok(())
+        }
+        TierCmd::Status { conn } => {
+            let (_, v) = run(&conn, AdminRequest::TierStatus, ("GET", "/_walstore/tier", vec![], vec![]))?;
+            print(&conn, &v, tier_status_text);
+            Ok(())
+        }
+        TierCmd::Remove { scope, conn } => {
+            let (bucket, prefix) = scope.split_once('/').unwrap_or((scope.as_str(), ""));
+            let bucket = storage::BucketName::parse(bucket).map_err(|e| e.to_string())?;
+            let prefix = if prefix.is_empty() { String::new() } else { s3api::admin::normalize_prefix(prefix) };
+            let mut q = vec![("bucket", bucket.as_str().to_owned())];
+            if !prefix.is_empty() {
+                q.push(("prefix", prefix.clone()));
+            }
+            let (_, v) =
+                run(&conn, AdminRequest::TierRemove { bucket, prefix }, ("DELETE", "/_walstore/tier", q, vec![]))?;
+            print(&conn, &v, |v| {
+                format!("removed tiering of {}; evicted bytes are being brought back\n", s(&v["removed"]))
+            });
+            Ok(())
+        }
+    }
+}
+
+fn policies_text(v: &Value) -> String {
+    let Some(list) = v["policies"].as_array().filter(|l| !l.is_empty()) else {
+        return "no tiering policies (walstore tier set)\n".into();
+    };
+    let mut out = String::new();
+    for p in list {
+        out.push_str(&format!(
+            "{}/{}  target {}  after {}  keep-newest-backups {}\n",
+            s(&p["bucket"]),
+            s(&p["prefix"]),
+            s(&p["target"]),
+            s(&p["after"]),
+            s(&p["keep-newest-backups"])
+        ));
+    }
+    out
+}
+
+fn tier_status_text(v: &Value) -> String {
+    let mut out = policies_text(v);
+    let mib = |x: &Value| format!("{:.1} MiB", x.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64);
+    if let Some(rows) = v["scopes"].as_array().filter(|r| !r.is_empty()) {
+        out.push_str("\nbucket/repository                         local             remote\n");
+        for r in rows {
+            let name = format!("{}/{}", s(&r["bucket"]), r["repository"].as_str().unwrap_or("(other objects)"));
+            out.push_str(&format!(
+                "{name:<40}  {:>10} ({:>5})  {:>10} ({:>5})\n",
+                mib(&r["local_bytes"]),
+                s(&r["local_objects"]),
+                mib(&r["remote_bytes"]),
+                s(&r["remote_objects"])
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\non the targets now: {} in {} blob(s)\nsince start: evicted {} object(s) ({}), {} remote read(s) ({}), {} failed, {} brought back\n",
+        mib(&v["remote_bytes"]),
+        s(&v["remote_blobs"]),
+        s(&v["evicted_objects"]),
+        mib(&v["evicted_bytes"]),
+        s(&v["remote_reads"]),
+        mib(&v["remote_read_bytes"]),
+        s(&v["remote_read_failures"]),
+        mib(&v["rehydrated_bytes"]),
+    ));
+    if let Some(e) = v["last_error"].as_str() {
+        out.push_str(&format!("last error: {e}\n"));
+    }
+    let problems = v["scrub"]["problems"].as_array().cloned().unwrap_or_default();
+    out.push_str(&format!(
+        "scrub of the targets' copies: {} checked, {} problem(s)\n",
+        s(&v["scrub"]["checked"]),
+        problems.len()
+    ));
+    for p in problems {
+        out.push_str(&format!("  {}\n", s(&p)));
+    }
+    out
 }

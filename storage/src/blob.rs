@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
-use crate::types::BlobHash;
+use crate::types::{BlobHash, RemoteLoc};
 
 /// The filesystem calls that decide what survives a crash: flushing a file's
 /// bytes, renaming, creating a directory and flushing a directory's entries.
@@ -79,6 +79,18 @@ impl BlobFile for File {
     fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
+}
+
+/// Reads blobs whose bytes were moved to a replication target (tiering). The
+/// storage crate knows where the bytes are ([`RemoteLoc`]); the crate that talks to
+/// the target implements this, and [`crate::Store::set_remote_blobs`] plugs it in.
+pub trait RemoteBlobs: Send + Sync + 'static {
+    /// Opens the bytes of blob `hash` at `loc` for reading from offset `start` on
+    /// (the request is made now, so an unreachable target fails here, before a
+    /// response has begun, with [`Error::RemoteUnavailable`]). Called from blocking
+    /// threads. A read from offset 0 to the end must never hand out the last bytes
+    /// if the whole fails the blob's SHA-256; the reader checks per-block CRCs itself.
+    fn open(&self, hash: &BlobHash, loc: &RemoteLoc, start: u64) -> Result<Box<dyn BlobFile>>;
 }
 
 /// A blob found by [`BlobStore::for_each`].

@@ -90,6 +90,10 @@ pub enum Error {
     /// Stored bytes fail their checksum; never served.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The bytes of a tiered object live on a replication target that cannot be
+    /// read now (down, refusing, too slow); local objects are unaffected.
+    #[error("tiered object unavailable: {0}")]
+    RemoteUnavailable(String),
     /// The data disk has no room for the write (or only the reserve is left).
     #[error("insufficient storage: {0}")]
     InsufficientStorage(String),

@@ -15,6 +15,8 @@ pub const ENV: &str = "WALSTORE_FAILPOINTS";
 pub const POINTS: &[&str] = &[
     // CompleteMultipartUpload committed, its answer not yet sent.
     "complete-after-commit",
+    // A tier record committed, the evicted blob file not yet removed.
+    "tier-evict-recorded",
 ];
 
 fn armed() -> &'static [String] {

@@ -794,6 +794,26 @@ pub(crate) fn object_key(bucket: &BucketName, key: &str) -> Vec<u8> {
 }
 
 /// Prefix of every object key of a bucket.
+/// `meta` key prefix of tier records: `tier/blob/<32-byte hash>` -> [`crate::types::RemoteLoc`].
+pub(crate) const TIER_BLOB_PREFIX: &[u8] = b"tier/blob/";
+/// `meta` key prefix of tier policies: `tier/policy/<bucket> 0x00 <prefix>`.
+pub(crate) const TIER_POLICY_PREFIX: &[u8] = b"tier/policy/";
+
+/// The `meta` key of blob `hash`'s tier record.
+pub(crate) fn tier_blob_key(hash: &BlobHash) -> Vec<u8> {
+    let mut k = TIER_BLOB_PREFIX.to_vec();
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
+/// The `meta` key prefix of `bucket`'s tier policies.
+pub(crate) fn tier_policy_bucket_prefix(bucket: &str) -> Vec<u8> {
+    let mut k = TIER_POLICY_PREFIX.to_vec();
+    k.extend_from_slice(bucket.as_bytes());
+    k.push(0);
+    k
+}
+
 pub(crate) fn bucket_prefix(bucket: &BucketName) -> Vec<u8> {
     let mut k = bucket.as_str().as_bytes().to_vec();
     k.push(0);

@@ -35,6 +35,7 @@ mod space;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tier;
 pub mod types;
 pub mod units;
 mod usage;
@@ -44,7 +45,7 @@ pub mod worker;
 mod writer;
 
 pub use asof::AsofView;
-pub use blob::{BlobFile, BlobListing, BlobStore, Durability, FsBlobStore, OsDurability, Staging};
+pub use blob::{BlobFile, BlobListing, BlobStore, Durability, FsBlobStore, OsDurability, RemoteBlobs, Staging};
 pub use budget::{Budget, StopSignal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};

@@ -18,7 +18,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
     gcq_key, gcq_split, BlobMeta, GcCursor, ObjectEntry, PartEntry, UploadEntry, VersionRecord, CF_BLOBS, CF_BUCKETS,
-    CF_GCQ, CF_INLINE, CF_OBJECTS, CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, CF_VERSIONS, GCQ_KEY_LEN,
+    CF_GCQ, CF_INLINE, CF_META, CF_OBJECTS, CF_PARTS, CF_QUARANTINE, CF_REFS, CF_UPLOADS, CF_VERSIONS, GCQ_KEY_LEN,
     GC_COMPACT_AFTER, GC_RESCAN, LATE_COMMIT_SLACK,
 };
 use crate::locks::lock_id;
@@ -128,6 +128,7 @@ impl Store {
                 batch.delete_cf(self.index.cf(CF_BLOBS)?, hash.as_bytes());
                 batch.delete_cf(self.index.cf(CF_INLINE)?, hash.as_bytes());
                 batch.delete_cf(self.index.cf(CF_REFS)?, hash.as_bytes());
+                batch.delete_cf(self.index.cf(CF_META)?, crate::index::tier_blob_key(&hash));
                 // No metadata: an earlier entry of the same blob collected it.
                 if let Some(m) = meta {
                     report.reclaimed_blobs += 1;
@@ -241,9 +242,14 @@ impl Store {
         let grace = self.config.gc_grace;
         let mut orphans = Vec::new();
         let (mut known, mut orphan_bytes) = (0u64, 0u64);
+        let mut evicted = Vec::new();
         self.blobs.for_each(&mut |b| {
             if self.index.get(CF_BLOBS, b.hash.as_bytes())?.is_some() {
                 known += 1;
+                // A file an interrupted eviction left behind: its bytes are on the target.
+                if self.tier_loc(&b.hash)?.is_some() {
+                    evicted.push(b.hash);
+                }
             } else if now.duration_since(b.modified).unwrap_or(Duration::ZERO) >= grace {
                 orphans.push(b.hash);
                 orphan_bytes += b.size;
@@ -259,6 +265,13 @@ impl Store {
             )));
         }
         let mut removed = 0;
+        for hash in evicted {
+            let _g = self.blob_locks.lock_all(&[lock_id(&hash)]);
+            if self.tier_loc(&hash)?.is_some() {
+                self.blobs.remove(&hash)?;
+                removed += 1;
+            }
+        }
         for hash in orphans {
             let _g = self.blob_locks.lock_all(&[lock_id(&hash)]);
             if self.index.get(CF_BLOBS, hash.as_bytes())?.is_none() {

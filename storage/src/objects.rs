@@ -405,7 +405,7 @@ impl Store {
     }
 
     /// Copies an object without copying bytes: the new entry references the same
-    /// blobs. `meta` replaces the metadata (`REPLACE` directive) when given.
+    /// blobs (bytes evicted to a target are read back and stored locally). `meta` replaces the metadata (`REPLACE` directive) when given.
     pub fn copy_object(
         &self,
         src: (&BucketName, &ObjectKey, Option<VersionId>),
@@ -433,11 +433,20 @@ impl Store {
         condition.check(kv.current.as_ref())?;
         let entry = ObjectEntry { last_modified: now, meta: meta.unwrap_or_else(|| src.meta.clone()), ..src };
         let mut batch = WriteBatch::default();
-        self.add_refs(&mut batch, &entry.blobs)?;
+        // An evicted blob belongs to exactly one object (see `crate::tier`): a copy
+        // brings its bytes back instead of sharing the reference.
+        let (mut staged, mut shared) = (Vec::new(), Vec::new());
+        for b in &entry.blobs {
+            match self.tier_loc(&b.hash)? {
+                Some(loc) => staged.push(self.stage_tiered(&b.hash, &loc)?),
+                None => shared.push(*b),
+            }
+        }
+        self.add_refs(&mut batch, &shared)?;
         kv.place(entry, terms, now)?;
         let entry = kv.current.clone().ok_or(Error::NoSuchKey)?;
         kv.flush(self, &mut batch, now)?;
-        self.repo_write(dst_bucket, dst_key.as_str(), || self.commit(Vec::new(), batch))?;
+        self.repo_write(dst_bucket, dst_key.as_str(), || self.commit(staged, batch))?;
         Ok(info_of(dst_bucket, dst_key, entry))
     }
 }

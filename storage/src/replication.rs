@@ -30,7 +30,7 @@ use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{bucket_prefix, prefix_end, ObjectEntry, CF_META, CF_OBJECTS, CF_REPLQ};
 use crate::store::Store;
-use crate::types::{BucketName, TargetRecord, Timestamp};
+use crate::types::{BucketName, RemoteLoc, TargetRecord, TierPolicy, Timestamp};
 
 impl TargetRecord {
     fn covers(&self, bucket: &str, key: &str) -> bool {
@@ -362,6 +362,12 @@ impl Store {
     pub fn remove_replication_target(&self, name: &str) -> Result<TargetRecord> {
         let _w = self.bucket_lock.write();
         let rec = self.replication_target(name)?;
+        if let Some(what) = self.tier_uses_target(name)? {
+            return Err(Error::InvalidArgument(format!(
+                "replication target {name:?} holds {what}; remove the tiering policy (walstore tier remove) and \
+                 wait until `walstore tier status` shows no remote bytes on it"
+            )));
+        }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.index.cf(CF_META)?, meta_key(name));
         self.clear_journal(&mut batch, name)?;
@@ -369,6 +375,27 @@ impl Store {
         self.index.write(batch)?;
         self.repl_targets.write().retain(|t| t.name != name);
         Ok(rec)
+    }
+
+    /// Whether tiering depends on target `name`: a policy names it, or it holds the
+    /// only copy of an evicted blob (see [`crate::tier`]).
+    fn tier_uses_target(&self, name: &str) -> Result<Option<String>> {
+        use crate::index::{TIER_BLOB_PREFIX, TIER_POLICY_PREFIX};
+        for item in self.index.range(CF_META, TIER_POLICY_PREFIX, prefix_end(TIER_POLICY_PREFIX))? {
+            let (_, v) = item?;
+            let p: TierPolicy = codec::decode(&v, "tier policy")?;
+            if p.target == name {
+                return Ok(Some(format!("the tiering policy of {}/{}", p.bucket, p.prefix)));
+            }
+        }
+        for item in self.index.range(CF_META, TIER_BLOB_PREFIX, prefix_end(TIER_BLOB_PREFIX))? {
+            let (_, v) = item?;
+            let loc: RemoteLoc = codec::decode(&v, "tier record")?;
+            if loc.target == name {
+                return Ok(Some(format!("the only copy of evicted bytes (e.g. of {}/{})", loc.bucket, loc.key)));
+            }
+        }
+        Ok(None)
     }
 
     /// Up to `limit` pending entries of `target`, oldest first, after `after`.

@@ -16,18 +16,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use rocksdb::WriteBatch;
 
-use crate::blob::{BlobFile, BlobStore, FsBlobStore};
+use crate::blob::{BlobFile, BlobStore, FsBlobStore, RemoteBlobs};
 use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
     bucket_prefix, object_key, prefix_end, BlobMeta, BucketConfig, BucketEntry, Index, IndexOptions, ObjectEntry,
-    ObjectListing, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE, CF_OBJECTS, CF_REFS, CF_UPLOADS, CF_VERSIONS,
+    ObjectListing, CF_BLOBS, CF_BUCKETS, CF_GCQ, CF_INLINE, CF_META, CF_OBJECTS, CF_REFS, CF_UPLOADS, CF_VERSIONS,
 };
 use crate::locks::{lock_id, Level, OrderedRwLock, Stripes};
 use crate::space::{SpaceGuard, SpaceReserve};
 use crate::types::{
-    BlobHash, BlobRef, BucketInfo, BucketName, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, Timestamp,
+    BlobHash, BlobRef, BucketInfo, BucketName, ChecksumAlgorithm, ETag, ObjectInfo, ObjectKey, RemoteLoc, Timestamp,
 };
 use crate::writer::{BlobWriter, StagedBlob, StagedBody, BLOCK_SIZE, INLINE_MAX};
 
@@ -165,6 +165,9 @@ pub struct Store {
     pub(crate) repl_targets: parking_lot::RwLock<Vec<crate::types::TargetRecord>>,
     /// Last replication journal sequence number handed out.
     pub(crate) repl_seq: AtomicU64,
+    /// Reads tiered blobs from their target (see [`crate::tier`]); none until the
+    /// server plugs one in.
+    remote_blobs: parking_lot::RwLock<Option<Arc<dyn RemoteBlobs>>>,
 }
 
 impl Store {
@@ -240,6 +243,7 @@ impl Store {
             jobs: Default::default(),
             repl_targets: Default::default(),
             repl_seq: AtomicU64::new(0),
+            remote_blobs: Default::default(),
             config,
         };
         store.load_replication()?;
@@ -351,6 +355,10 @@ impl Store {
             let existed = match body {
                 StagedBody::File(staging) => {
                     let new_file = self.blobs.place(staging, &hash, size)?;
+                    if new_file && self.tier_loc(&hash)?.is_some() {
+                        // The same bytes arrived again while the blob was evicted: local again.
+                        batch.delete_cf(self.index.cf(CF_META)?, crate::index::tier_blob_key(&hash));
+                    }
                     !new_file && self.index.get(CF_BLOBS, hash.as_bytes())?.is_some()
                 }
                 StagedBody::Inline(bytes) => {
@@ -596,6 +604,20 @@ impl Store {
         self.reader_for(std::slice::from_ref(blob), range)
     }
 
+    /// Plugs in the reader of tiered blobs (the server does, with the crate that
+    /// talks to replication targets).
+    pub fn set_remote_blobs(&self, remote: Arc<dyn RemoteBlobs>) {
+        *self.remote_blobs.write() = Some(remote);
+    }
+
+    /// Where the bytes of blob `hash` live if it was evicted to a target.
+    pub(crate) fn tier_loc(&self, hash: &BlobHash) -> Result<Option<RemoteLoc>> {
+        self.index
+            .get(CF_META, &crate::index::tier_blob_key(hash))?
+            .map(|v| codec::decode(&v, "tier record"))
+            .transpose()
+    }
+
     fn reader_for(&self, blobs: &[BlobRef], range: std::ops::Range<u64>) -> Result<ObjectReader> {
         let mut segments = VecDeque::new();
         let mut offset = 0u64;
@@ -612,8 +634,17 @@ impl Store {
             if meta.size != b.size {
                 return Err(Error::Corrupt(format!("blob {} size mismatch", b.hash)));
             }
-            let file = self.open_blob(&b.hash, meta.size)?;
+            // A local file first (the common case costs no extra lookup); a blob whose
+            // file is gone may have been evicted to a target, opened when reached.
+            let file = match self.open_blob(&b.hash, meta.size) {
+                Ok(f) => SegmentFile::Open(f),
+                Err(e) => match self.tier_loc(&b.hash)? {
+                    Some(loc) => SegmentFile::Remote(loc),
+                    None => return Err(e),
+                },
+            };
             segments.push_back(Segment {
+                remote: matches!(file, SegmentFile::Remote(_)),
                 file,
                 hash: b.hash,
                 meta,
@@ -621,7 +652,12 @@ impl Store {
                 end: range.end.min(end) - start,
             });
         }
-        Ok(ObjectReader { segments, remaining: range.end.saturating_sub(range.start), stats: self.stats.clone() })
+        Ok(ObjectReader {
+            segments,
+            remaining: range.end.saturating_sub(range.start),
+            stats: self.stats.clone(),
+            remote: self.remote_blobs.read().clone(),
+        })
     }
 
     fn marker_path(&self) -> PathBuf {
@@ -643,12 +679,16 @@ impl Store {
         }
     }
 
-    /// Length of the stored bytes of `hash` (inline or its file); `None` if missing.
+    /// Length of the stored bytes of `hash` (inline, its file, or its tiered copy as
+    /// recorded at eviction); `None` if missing.
     pub(crate) fn stored_size(&self, hash: &BlobHash, size: u64) -> Result<Option<u64>> {
         match self.inline_blob(hash, size)? {
             Some(bytes) => Ok(Some(bytes.len() as u64)),
             None if crate::index::in_cache_only() => Err(Error::NotCached),
-            None => self.blobs.size_of(hash),
+            None => match self.blobs.size_of(hash)? {
+                Some(s) => Ok(Some(s)),
+                None => Ok(self.tier_loc(hash)?.map(|l| l.size)),
+            },
         }
     }
 
@@ -691,8 +731,16 @@ impl BlobFile for InlineBlob {
     }
 }
 
+/// A segment's bytes: an open local (or inline) blob, or a tiered one not opened yet.
+enum SegmentFile {
+    Open(Box<dyn BlobFile>),
+    Remote(RemoteLoc),
+}
+
 struct Segment {
-    file: Box<dyn BlobFile>,
+    file: SegmentFile,
+    /// Read from a target: a failed read is the target's, not corruption.
+    remote: bool,
     hash: BlobHash,
     meta: BlobMeta,
     pos: u64,
@@ -704,6 +752,7 @@ pub struct ObjectReader {
     segments: VecDeque<Segment>,
     remaining: u64,
     stats: Arc<StoreStats>,
+    remote: Option<Arc<dyn RemoteBlobs>>,
 }
 
 impl ObjectReader {
@@ -727,10 +776,27 @@ impl ObjectReader {
             let block = seg.pos / bs;
             let block_start = block * bs;
             let block_len = bs.min(seg.meta.size - block_start) as usize;
+            if let SegmentFile::Remote(loc) = &seg.file {
+                let remote = self.remote.as_ref().ok_or_else(|| {
+                    Error::RemoteUnavailable(format!(
+                        "blob {} is on target {:?}, which is not open",
+                        seg.hash, loc.target
+                    ))
+                })?;
+                seg.file = SegmentFile::Open(remote.open(&seg.hash, loc, block_start)?);
+            }
+            let file = match &seg.file {
+                SegmentFile::Open(f) => f,
+                SegmentFile::Remote(loc) => return Err(Error::RemoteUnavailable(format!("target {:?}", loc.target))),
+            };
             let mut buf = vec![0u8; block_len];
-            seg.file
-                .read_exact_at(&mut buf, block_start)
-                .map_err(|e| Error::Corrupt(format!("blob {}: read failed at {block_start}: {e}", seg.hash)))?;
+            file.read_exact_at(&mut buf, block_start).map_err(|e| {
+                if seg.remote {
+                    Error::RemoteUnavailable(format!("blob {}: {e}", seg.hash))
+                } else {
+                    Error::Corrupt(format!("blob {}: read failed at {block_start}: {e}", seg.hash))
+                }
+            })?;
             let expect = seg.meta.crcs.get(block as usize).copied();
             if expect != Some(crc32fast::hash(&buf)) {
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);

@@ -518,6 +518,54 @@ impl LockRequest {
     }
 }
 
+/// Where the bytes of an evicted (tiered) blob live: inside the copy of the one
+/// object that references it, on a replication target (see `storage::tier`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteLoc {
+    /// The replication target holding the copy.
+    pub target: String,
+    /// Bucket of the object (on this store).
+    pub bucket: String,
+    /// Key of the object (on this store; the target's key adds its prefix).
+    pub key: String,
+    /// Where the blob starts inside the object.
+    pub offset: u64,
+    /// The blob's length.
+    pub size: u64,
+    /// The object's ETag when it was evicted (the copy carries it as `walstore-etag`).
+    pub etag: String,
+    /// The object's LastModified when it was evicted (`walstore-mtime` on the copy).
+    pub last_modified: Timestamp,
+    /// When the local file was removed.
+    pub evicted: Timestamp,
+}
+
+/// A tiering policy: objects of `bucket` under `prefix` older than `after_ms` are
+/// evicted to replication target `target`, except the hot set of each WAL-G
+/// repository (see `wal::HotSet`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierPolicy {
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (empty: the whole bucket).
+    pub prefix: String,
+    /// The replication target holding the bytes.
+    pub target: String,
+    /// Minimum age (since LastModified) before an object is evicted, in ms.
+    pub after_ms: u64,
+    /// Restorable backups (with their delta chains and the WAL after them) kept local.
+    pub keep_newest_backups: u32,
+    /// When it was set.
+    pub created: Timestamp,
+}
+
+impl TierPolicy {
+    /// Whether the policy names `key` of `bucket`.
+    pub fn covers(&self, bucket: &str, key: &str) -> bool {
+        self.bucket == bucket && key.starts_with(&self.prefix)
+    }
+}
+
 /// A replication target as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRecord {

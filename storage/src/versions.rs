@@ -23,7 +23,7 @@ use rocksdb::WriteBatch;
 use crate::error::{Error, Result};
 use crate::index::{
     bucket_prefix, object_key, prefix_end, version_key, version_prefix, BucketEntry, MarkerEntry, ObjectEntry,
-    VersionRecord, VersionTrail, CF_BUCKETS, CF_OBJECTS, CF_VERSIONS,
+    VersionRecord, VersionTrail, CF_BUCKETS, CF_META, CF_OBJECTS, CF_VERSIONS,
 };
 use crate::store::{info_of, object_lock, Store};
 use crate::types::{
@@ -446,9 +446,19 @@ impl Store {
     /// ([`Error::InvalidBucketState`]); no bucket returns to unversioned.
     pub fn set_versioning(&self, name: &BucketName, state: Versioning) -> Result<()> {
         self.write_bucket_entry(name, |e| {
+            // Under the bucket lock: `put_tier_policy` holds it shared.
+            let tiered = crate::index::tier_policy_bucket_prefix(name.as_str());
+            let tiered = self.index.range(CF_META, &tiered, prefix_end(&tiered))?.next().is_some();
             match state {
                 Versioning::Unversioned => {
                     return Err(Error::InvalidArgument("versioning can be Enabled or Suspended".into()))
+                }
+                // The target holds one copy per key: an older version's evicted bytes would be overwritten there.
+                _ if tiered => {
+                    return Err(Error::InvalidBucketState(format!(
+                        "bucket {name} has a tiering policy, so versioning cannot be enabled; remove it first \
+                         (walstore tier remove {name}) and wait until `walstore tier status` shows no remote bytes"
+                    )))
                 }
                 Versioning::Suspended if e.config.object_lock.is_some() => {
                     return Err(Error::InvalidBucketState(

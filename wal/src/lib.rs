@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod codec;
 pub mod history;
 pub mod horizon;
+pub mod hot;
 pub mod names;
 pub mod policy;
 #[cfg(any(test, feature = "testkit"))]
@@ -26,6 +27,7 @@ pub use backup::{MetadataInfo, SentinelInfo};
 pub use catalog::{BackupObjects, Doc, HistoryFile, OpenConflict, OtherFile, RepoSnapshot, WalFile, WalKind};
 pub use history::{History, HistoryEntry};
 pub use horizon::{compute, BackupStatus, BackupView, Decision, Gap, Horizon, Report, Role, SegRange, Unit, Window};
+pub use hot::HotSet;
 pub use names::{
     classify, split_repo, BackupName, Codec, Lsn, NameError, SegmentNo, SegmentSize, TimelineId, WalObject,
 };
