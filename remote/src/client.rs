@@ -30,6 +30,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::{load_secret, TargetSpec};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use storage::TargetRecord;
 
 /// Original LastModified (milliseconds since the epoch).
 pub const META_MTIME: &str = "walstore-mtime";
@@ -421,6 +424,50 @@ fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     parts.join(": ")
+}
+
+/// Clients of targets by name, rebuilt when a target's settings change.
+pub(crate) struct Clients {
+    /// The runtime the clients' requests run on.
+    pub(crate) rt: tokio::runtime::Runtime,
+    by_name: Mutex<HashMap<String, (String, Remote)>>,
+}
+
+impl Clients {
+    pub(crate) fn new(thread_name: &str) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(thread_name)
+            .enable_all()
+            .build()?;
+        Ok(Self { rt, by_name: Mutex::new(HashMap::new()) })
+    }
+
+    /// The client of `rec` (and its settings), made again when the settings changed.
+    pub(crate) fn get(&self, rec: &TargetRecord) -> Result<(TargetSpec, Remote)> {
+        let spec: TargetSpec = serde_json::from_str(&rec.spec)
+            .map_err(|e| Error::new(ErrorKind::Config, format!("stored settings unreadable: {e}")))?;
+        let mut map = self.by_name.lock();
+        if let Some((s, r)) = map.get(&rec.name) {
+            if *s == rec.spec {
+                return Ok((spec, r.clone()));
+            }
+        }
+        let _guard = self.rt.enter();
+        let remote = Remote::connect(&rec.name, &spec)?;
+        map.insert(rec.name.clone(), (rec.spec.clone(), remote.clone()));
+        Ok((spec, remote))
+    }
+
+    /// Drops `name`'s client: the next use reads its credentials and settings again.
+    pub(crate) fn forget(&self, name: &str) {
+        self.by_name.lock().remove(name);
+    }
+
+    /// Drops every client.
+    pub(crate) fn forget_all(&self) {
+        self.by_name.lock().clear();
+    }
 }
 
 /// A runtime of its own (two threads) and a client of `spec`, for the synchronous callers

@@ -29,7 +29,8 @@ use storage::worker::{Progress, Worker};
 use storage::{Budget, JournalEntry, JournalId, JournalOp, ObjectInfo, OffboxMark, Store, TargetRecord, Timestamp};
 
 use crate::client::{
-    Remote, Upload, META_CHECKSUM, META_CONTENT_TYPE, META_ETAG, META_HEADERS, META_MTIME, META_PARTS, META_SHA256,
+    Clients, Remote, Upload, META_CHECKSUM, META_CONTENT_TYPE, META_ETAG, META_HEADERS, META_MTIME, META_PARTS,
+    META_SHA256,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::{DeletePolicy, TargetSpec};
@@ -256,39 +257,19 @@ pub fn is_barrier(key: &str) -> bool {
 pub struct ReplicationJob {
     store: Arc<Store>,
     rep: Arc<Replicator>,
-    rt: tokio::runtime::Runtime,
-    clients: HashMap<String, (String, Remote)>,
+    clients: Clients,
     interval: Duration,
 }
 
 impl ReplicationJob {
     /// A worker for `store`, due every `interval` (changes wait at most that long).
     pub fn new(store: Arc<Store>, rep: Arc<Replicator>, interval: Duration) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("walstore-replication")
-            .enable_all()
-            .build()?;
-        Ok(Self { store, rep, rt, clients: HashMap::new(), interval })
-    }
-
-    fn client(&mut self, rec: &TargetRecord) -> Result<(TargetSpec, Remote)> {
-        let spec: TargetSpec = serde_json::from_str(&rec.spec)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("stored settings unreadable: {e}")))?;
-        if let Some((s, r)) = self.clients.get(&rec.name) {
-            if *s == rec.spec {
-                return Ok((spec, r.clone()));
-            }
-        }
-        let _guard = self.rt.enter();
-        let remote = Remote::connect(&rec.name, &spec)?;
-        self.clients.insert(rec.name.clone(), (rec.spec.clone(), remote.clone()));
-        Ok((spec, remote))
+        Ok(Self { store, rep, clients: Clients::new("walstore-replication")?, interval })
     }
 
     /// Drains `rec`'s journal while the budget lasts; `Ok(true)` if entries remain.
     fn drain(&mut self, rec: &TargetRecord, state: &TargetState, budget: &Budget) -> Result<bool> {
-        let (spec, remote) = self.client(rec)?;
+        let (spec, remote) = self.clients.get(rec)?;
         let store = self.store.clone();
         let name = rec.name.clone();
         loop {
@@ -302,9 +283,9 @@ impl ReplicationJob {
                 state.succeed(&name);
                 return Ok(false);
             }
-            self.rt.block_on(send_held(&store, &remote, &spec, &name, state, due))?;
+            self.clients.rt.block_on(send_held(&store, &remote, &spec, &name, state, due))?;
             let full = pending.len() == ROUND;
-            self.rt.block_on(send_round(&store, &remote, &spec, &name, state, pending))?;
+            self.clients.rt.block_on(send_round(&store, &remote, &spec, &name, state, pending))?;
             state.succeed(&name);
             if !full {
                 return Ok(false);
@@ -337,7 +318,7 @@ impl Worker for ReplicationJob {
                 Err(e) => {
                     if matches!(e.kind, ErrorKind::Auth | ErrorKind::Config) {
                         // Read the credentials and settings again on the next attempt.
-                        self.clients.remove(&rec.name);
+                        self.clients.forget(&rec.name);
                     }
                     state.fail(&rec.name, &e);
                 }

@@ -27,10 +27,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use storage::tier::TierRow;
 use storage::worker::{Progress, Worker};
-use storage::{BlobFile, BlobHash, Budget, ObjectInfo, RemoteBlobs, RemoteLoc, Store, TargetRecord, TierPolicy};
+use storage::{BlobFile, BlobHash, Budget, ObjectInfo, RemoteBlobs, RemoteLoc, Store, TierPolicy};
 use tokio::sync::mpsc;
 
-use crate::client::{Remote, META_ETAG, META_MTIME};
+use crate::client::{Clients, Remote, META_ETAG, META_MTIME};
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::TargetSpec;
 
@@ -184,42 +184,6 @@ fn secs(t: SystemTime) -> f64 {
 /// Unix seconds (as the replication status gives times).
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Clients of targets by name, rebuilt when a target's settings change.
-struct Clients {
-    rt: tokio::runtime::Runtime,
-    by_name: Mutex<HashMap<String, (String, Remote)>>,
-}
-
-impl Clients {
-    fn new(thread_name: &str) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(thread_name)
-            .enable_all()
-            .build()?;
-        Ok(Self { rt, by_name: Mutex::new(HashMap::new()) })
-    }
-
-    fn get(&self, rec: &TargetRecord) -> Result<(TargetSpec, Remote)> {
-        let spec: TargetSpec = serde_json::from_str(&rec.spec)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("stored settings unreadable: {e}")))?;
-        let mut map = self.by_name.lock();
-        if let Some((s, r)) = map.get(&rec.name) {
-            if *s == rec.spec {
-                return Ok((spec, r.clone()));
-            }
-        }
-        let _guard = self.rt.enter();
-        let remote = Remote::connect(&rec.name, &spec)?;
-        map.insert(rec.name.clone(), (rec.spec.clone(), remote.clone()));
-        Ok((spec, remote))
-    }
-
-    fn forget(&self, name: &str) {
-        self.by_name.lock().remove(name);
-    }
 }
 
 /// Reads evicted blobs from their targets (the store's `RemoteBlobs`).
@@ -711,7 +675,7 @@ impl Worker for TierJob {
                     tracing::warn!(kind = e.kind.name(), "tiering paused until the next run: {}", e.message);
                 }
                 if matches!(e.kind, ErrorKind::Auth | ErrorKind::Config) {
-                    self.clients.by_name.lock().clear();
+                    self.clients.forget_all();
                 }
                 Ok(Progress::Done)
             }

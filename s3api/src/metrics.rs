@@ -696,6 +696,16 @@ impl TierMetrics {
     fn new(r: &Registry) -> Self {
         let l = &["bucket", "repository"];
         let buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let read_failures = counter_vec(
+            r,
+            "walstore_tier_remote_read_failures_total",
+            "Failed reads of tiered objects by kind (network, auth, throttled, server, checksum, not_found, …).",
+            &["kind"],
+        );
+        // Every kind from the start: a rate() needs the zero before the first failure.
+        for kind in remote::ErrorKind::ALL {
+            read_failures.with_label_values(&[kind.name()]);
+        }
         Self {
             local_bytes: fgauge_vec(
                 r,
@@ -717,12 +727,7 @@ impl TierMetrics {
             ),
             remote_reads: counter(r, "walstore_tier_remote_reads_total", "Tiered blobs read from a target."),
             remote_read_bytes: counter(r, "walstore_tier_remote_read_bytes_total", "Bytes read from targets."),
-            read_failures: counter_vec(
-                r,
-                "walstore_tier_remote_read_failures_total",
-                "Failed reads of tiered objects by kind (network, auth, throttled, server, checksum, not_found, …).",
-                &["kind"],
-            ),
+            read_failures,
             read_seconds: reg(
                 r,
                 prometheus::Histogram::with_opts(

@@ -87,7 +87,7 @@ fn documented() -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_the_documented_list_and_follow_the_repository() {
     let dir = tempfile::tempdir().expect("tmp");
-    let srv = Server::start(dir.path(), &["--bucket", "pgb", "--metrics-token", TOKEN]);
+    let srv = Server::start(dir.path(), &["--bucket", "pgb", "--metrics-token", TOKEN, "--tier-interval", "1s"]);
     let c = srv.client();
 
     // An off-box copy (a second walstore), so the replication families have series.
@@ -109,6 +109,17 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
         .output()
         .expect("replication add");
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    // Tiering to it, so the tier families have series: a cold object outside the
+    // repository is evicted at once and read back from the copy.
+    let tiered = std::process::Command::new(env!("CARGO_BIN_EXE_walstore"))
+        .args(["tier", "set", "pgb", "--target", "copy", "--after", "0s", "--endpoint", &srv.endpoint()])
+        .env("WALSTORE_ROOT_ACCESS_KEY", common::ACCESS_KEY)
+        .env("WALSTORE_ROOT_SECRET_KEY", common::SECRET_KEY)
+        .output()
+        .expect("tier set");
+    assert!(tiered.status.success(), "{}", String::from_utf8_lossy(&tiered.stderr));
+    let cold: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    put(&c, "archive/cold.bin", cold.clone()).await;
 
     let (status, _) = scrape(srv.port, None);
     assert_eq!(status, 401, "the token is required");
@@ -132,12 +143,19 @@ async fn metrics_match_the_documented_list_and_follow_the_repository() {
     let repo = [("bucket", "pgb"), ("repo", REPO)];
     // WAL gauges show the last evaluation, which the `evaluate` worker keeps current.
     let copied = [("target", "copy"), ("bucket", "pgb"), ("repo", REPO)];
-    let text = scrape_until(srv.port, |t| {
+    scrape_until(srv.port, |t| {
         value(t, "walstore_wal_last_segment_lsn_bytes", &repo) == Some((9 * SEG) as f64)
             && value(t, "walstore_retention_frozen", &[("repo", "spilo/broken/")]).is_some()
             && value(t, "walstore_replication_wal_offbox_lag_seconds", &copied) == Some(0.0)
             && value(t, "walstore_replication_backlog_objects", &[("target", "copy")]) == Some(0.0)
     });
+    scrape_until(srv.port, |t| {
+        value(t, "walstore_tier_evicted_bytes_total", &[]) == Some(300_000.0)
+            && value(t, "walstore_tier_local_bytes", &[("bucket", "pgb"), ("repository", REPO)]).is_some()
+    });
+    let got = c.get_object().bucket("pgb").key("archive/cold.bin").send().await.expect("tiered GET");
+    assert_eq!(got.body.collect().await.expect("body").into_bytes().to_vec(), cold, "read back from the copy");
+    let text = scrape_until(srv.port, |t| value(t, "walstore_tier_remote_reads_total", &[]) == Some(1.0));
     let newest_local = value(&text, "walstore_wal_last_segment_received_timestamp_seconds", &repo);
     assert_eq!(value(&text, "walstore_replication_wal_offbox_timestamp_seconds", &copied), newest_local);
     assert!(value(&text, "walstore_replication_objects_total", &[("target", "copy")]) >= Some(12.0), "{text}");

@@ -321,5 +321,8 @@ fn a_page_offers_old_cold_objects_and_counts_bytes() {
     assert!(page.candidates.is_empty());
     assert_eq!((page.rows[""].remote_bytes, page.rows[""].remote_objects), (200_000, 1));
     let young = TierPolicy { after_ms: 3_600_000, ..p.clone() };
-    assert!(s.tier_page(&young, &[young.clone()], None, 100).expect("page").candidates.is_empty(), "too young");
+    assert!(
+        s.tier_page(&young, std::slice::from_ref(&young), None, 100).expect("page").candidates.is_empty(),
+        "too young"
+    );
 }
