@@ -63,6 +63,8 @@ pub struct TierState {
     /// Completed passes over every policy.
     pub passes: AtomicU64,
     inner: Mutex<TierInner>,
+    /// Blobs reads asked to bring back (policies with `rehydrate_on_read`).
+    wanted: Mutex<std::collections::BTreeSet<BlobHash>>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +83,15 @@ impl TierState {
     /// A new, empty state.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Asks the worker to bring `hash` back (bounded: a flood of reads of cold data
+    /// cannot grow this without limit; a read that finds it full is simply not cached).
+    fn want(&self, hash: BlobHash) {
+        let mut w = self.wanted.lock();
+        if w.len() < MAX_OBSERVATIONS {
+            w.insert(hash);
+        }
     }
 
     fn failed_read(&self, e: &Error) {
@@ -173,6 +184,7 @@ pub fn policy_json(p: &TierPolicy) -> Value {
         "target": p.target,
         "after": storage::units::format_duration(Duration::from_millis(p.after_ms)),
         "keep-newest-backups": p.keep_newest_backups,
+        "rehydrate-on-read": p.rehydrate_on_read,
         "created": unix(p.created.to_system()),
     })
 }
@@ -247,6 +259,10 @@ impl TierReader {
             inner.latencies.push(began.elapsed().as_secs_f64());
         }
         self.state.remote_reads.fetch_add(1, Ordering::Relaxed);
+        let policies = store.tier_policies().unwrap_or_default();
+        if Store::tier_policy_for(&policies, &loc.bucket, &loc.key).is_some_and(|p| p.rehydrate_on_read) {
+            self.state.want(*hash);
+        }
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let patience = self.patience;
         let what = key.clone();
@@ -371,7 +387,8 @@ fn recv_timeout(
     rx: &mut mpsc::Receiver<std::result::Result<Bytes, String>>,
     limit: Duration,
 ) -> std::io::Result<std::result::Result<Bytes, String>> {
-    match rt.block_on(tokio::time::timeout(limit, rx.recv())) {
+    // The timer is made inside the runtime: this runs on threads that are not its own.
+    match rt.block_on(async { tokio::time::timeout(limit, rx.recv()).await }) {
         Ok(Some(v)) => Ok(v),
         Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the target's answer ended early")),
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the target stopped sending")),
@@ -387,6 +404,8 @@ pub struct TierJob {
     interval: Duration,
     scrub_every: Option<Duration>,
     scrub_full: bool,
+    /// Bytes reads may keep local (policies with `rehydrate_on_read`).
+    cache_budget: u64,
     /// Per policy (bucket, prefix): where the current pass is, and its rows so far.
     passes: HashMap<(String, String), PolicyPass>,
     /// Leftovers of interrupted evictions removed (once per start).
@@ -405,13 +424,15 @@ struct PolicyPass {
 
 impl TierJob {
     /// A worker for `store`, due every `interval`; the remote scrub runs every
-    /// `scrub_every` (`None`: never), reading every byte with `scrub_full`.
+    /// `scrub_every` (`None`: never), reading every byte with `scrub_full`; reads keep
+    /// at most `cache_budget` bytes local.
     pub fn new(
         store: Arc<Store>,
         state: Arc<TierState>,
         interval: Duration,
         scrub_every: Option<Duration>,
         scrub_full: bool,
+        cache_budget: u64,
     ) -> std::io::Result<Self> {
         Ok(Self {
             store,
@@ -420,6 +441,7 @@ impl TierJob {
             interval,
             scrub_every,
             scrub_full,
+            cache_budget,
             passes: HashMap::new(),
             swept: false,
             rehydrate_after: None,
@@ -519,12 +541,12 @@ impl TierJob {
             if Store::tier_policy_for(all, &loc.bucket, &loc.key).is_some_and(|p| p.target == loc.target) {
                 continue;
             }
-            match self.store.rehydrate_blob(&hash) {
-                Ok(true) => {
-                    self.state.rehydrated_bytes.fetch_add(loc.size, Ordering::Relaxed);
+            match self.store.rehydrate_blob(&hash, false) {
+                Ok(0) => {}
+                Ok(bytes) => {
+                    self.state.rehydrated_bytes.fetch_add(bytes, Ordering::Relaxed);
                     tracing::debug!(blob = %hash, bucket = %loc.bucket, key = %loc.key, "brought back from {}", loc.target);
                 }
-                Ok(false) => {}
                 Err(storage::Error::RemoteUnavailable(m)) => return Err(Error::new(ErrorKind::Network, m)),
                 Err(e) => return Err(local(e)),
             }
@@ -533,6 +555,37 @@ impl TierJob {
             self.rehydrate_after = None;
         }
         Ok(done)
+    }
+
+    /// Brings back what reads asked for, then trims the cache to its budget (least
+    /// recently brought back first: the next pass evicts those again if they are cold).
+    fn rehydrate_wanted(&mut self, budget: &Budget) -> Result<()> {
+        loop {
+            let next = self.state.wanted.lock().pop_first();
+            let Some(hash) = next else { break };
+            if budget.stopped() {
+                return Ok(());
+            }
+            match self.store.rehydrate_blob(&hash, true) {
+                Ok(0) => {}
+                Ok(bytes) => {
+                    self.state.rehydrated_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    tracing::debug!(blob = %hash, bytes, "brought back for reads");
+                }
+                Err(storage::Error::RemoteUnavailable(m)) => return Err(Error::new(ErrorKind::Network, m)),
+                Err(e) => return Err(local(e)),
+            }
+        }
+        let cached = self.store.tier_cache().map_err(local)?;
+        let mut total: u64 = cached.iter().map(|(_, c)| c.size).sum();
+        for (hash, c) in cached {
+            if total <= self.cache_budget {
+                break;
+            }
+            self.store.tier_uncache(&hash).map_err(local)?;
+            total -= c.size;
+        }
+        Ok(())
     }
 
     /// Checks a page of evicted blobs' copies; `Ok(true)` when the scrub finished.
@@ -612,6 +665,7 @@ impl TierJob {
                 }
             }
         }
+        self.rehydrate_wanted(budget)?;
         while !self.rehydrate_page(&all, budget)? {
             if budget.spent() {
                 return Ok(true);

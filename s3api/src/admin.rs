@@ -347,6 +347,9 @@ pub struct TierDoc {
     /// Restorable backups kept local per repository, with the WAL after them [default: 1].
     #[serde(default)]
     pub keep_newest_backups: Option<u32>,
+    /// Reads bring evicted bytes back to local disk (within the server's `--tier-cache`).
+    #[serde(default)]
+    pub rehydrate_on_read: bool,
 }
 
 impl TierDoc {
@@ -365,6 +368,7 @@ impl TierDoc {
             target: self.target.clone(),
             after_ms: storage::tier::after_ms(after),
             keep_newest_backups: keep,
+            rehydrate_on_read: self.rehydrate_on_read,
             created: now,
         })
     }

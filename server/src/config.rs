@@ -74,6 +74,9 @@ pub struct Config {
     pub tier_scrub_interval: Duration,
     /// The tier scrub reads and verifies every byte too (not only a HEAD). Default off.
     pub tier_scrub_full: bool,
+    /// Bytes that reads of tiered objects may bring back and keep local (policies with
+    /// `--rehydrate-on-read`). Default `1GiB`.
+    pub tier_cache: u64,
     /// Replication targets defined in the configuration file (`[[replication]]`): the
     /// file is their source of truth (added, changed and removed at start-up).
     pub replication: Vec<s3api::admin::ReplicationDoc>,
@@ -161,6 +164,9 @@ pub struct Settings {
     /// The tier scrub also reads every evicted byte back and verifies it: on or off [default: off]
     #[arg(long, env = "WALSTORE_TIER_SCRUB_FULL")]
     pub tier_scrub_full: Option<String>,
+    /// Local disk that reads of tiered objects may fill with bytes they bring back (policies set with --rehydrate-on-read), e.g. 10GiB [default: 1GiB]
+    #[arg(long, env = "WALSTORE_TIER_CACHE")]
+    pub tier_cache: Option<String>,
     /// How often repositories are evaluated and retention enforced, e.g. 5m [default: 5m]
     #[arg(long, env = "WALSTORE_RETENTION_INTERVAL")]
     pub retention_interval: Option<String>,
@@ -235,6 +241,7 @@ impl Settings {
             tier_interval: self.tier_interval.or(lower.tier_interval),
             tier_scrub_interval: self.tier_scrub_interval.or(lower.tier_scrub_interval),
             tier_scrub_full: self.tier_scrub_full.or(lower.tier_scrub_full),
+            tier_cache: self.tier_cache.or(lower.tier_cache),
             retention_interval: self.retention_interval.or(lower.retention_interval),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
@@ -325,6 +332,7 @@ impl Settings {
                 v => parse_duration(v.unwrap_or("24h")).map_err(|e| format!("tier-scrub-interval: {e}"))?,
             },
             tier_scrub_full: on_off(self.tier_scrub_full.as_deref(), false, "tier-scrub-full")?,
+            tier_cache: size(self.tier_cache, "1GiB", "tier-cache")?,
             replication: self.replication,
         };
         let mut names = std::collections::HashSet::new();

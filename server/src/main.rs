@@ -477,6 +477,7 @@ fn start_workers(
             cfg.tier_interval,
             Some(cfg.tier_scrub_interval).filter(|d| !d.is_zero()),
             cfg.tier_scrub_full,
+            cfg.tier_cache,
         )?),
     ];
     let m = metrics.clone();

@@ -578,6 +578,10 @@ pub enum TierCmd {
         /// Restorable backups kept local per repository, with the WAL after them
         #[arg(long, default_value_t = 1)]
         keep_newest_backups: u32,
+        /// A read of an evicted object brings its bytes back to local disk, kept while
+        /// the server's --tier-cache budget allows (least recently brought back go first)
+        #[arg(long)]
+        rehydrate_on_read: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -603,7 +607,7 @@ pub enum TierCmd {
 /// Runs a `walstore tier` command.
 pub fn tier(cmd: TierCmd) -> Result<(), String> {
     match cmd {
-        TierCmd::Set { scope, target, after, keep_newest_backups, conn } => {
+        TierCmd::Set { scope, target, after, keep_newest_backups, rehydrate_on_read, conn } => {
             let (bucket, prefix) = scope.split_once('/').unwrap_or((scope.as_str(), ""));
             let doc = TierDoc {
                 bucket: bucket.to_owned(),
@@ -611,6 +615,7 @@ pub fn tier(cmd: TierCmd) -> Result<(), String> {
                 target,
                 after: Some(after),
                 keep_newest_backups: Some(keep_newest_backups),
+                rehydrate_on_read,
             };
             // Checked here too, so that a typo never reaches the server.
             doc.policy(storage::Timestamp::from_millis(0))?;

@@ -799,6 +799,17 @@ pub(crate) const TIER_BLOB_PREFIX: &[u8] = b"tier/blob/";
 /// `meta` key prefix of tier policies: `tier/policy/<bucket> 0x00 <prefix>`.
 pub(crate) const TIER_POLICY_PREFIX: &[u8] = b"tier/policy/";
 
+/// `meta` key prefix of the tier cache: `tier/cache/<32-byte hash>` -> [`crate::tier::Cached`]:
+/// blobs a read brought back, kept local while the cache budget allows.
+pub(crate) const TIER_CACHE_PREFIX: &[u8] = b"tier/cache/";
+
+/// The `meta` key of blob `hash`'s tier cache entry.
+pub(crate) fn tier_cache_key(hash: &BlobHash) -> Vec<u8> {
+    let mut k = TIER_CACHE_PREFIX.to_vec();
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
 /// The `meta` key of blob `hash`'s tier record.
 pub(crate) fn tier_blob_key(hash: &BlobHash) -> Vec<u8> {
     let mut k = TIER_BLOB_PREFIX.to_vec();

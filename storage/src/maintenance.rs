@@ -129,6 +129,7 @@ impl Store {
                 batch.delete_cf(self.index.cf(CF_INLINE)?, hash.as_bytes());
                 batch.delete_cf(self.index.cf(CF_REFS)?, hash.as_bytes());
                 batch.delete_cf(self.index.cf(CF_META)?, crate::index::tier_blob_key(&hash));
+                batch.delete_cf(self.index.cf(CF_META)?, crate::index::tier_cache_key(&hash));
                 // No metadata: an earlier entry of the same blob collected it.
                 if let Some(m) = meta {
                     report.reclaimed_blobs += 1;

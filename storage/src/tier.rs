@@ -29,8 +29,8 @@ use wal::{split_repo, HotSet};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::index::{
-    object_key, prefix_end, tier_blob_key, tier_policy_bucket_prefix, ObjectEntry, CF_META, CF_OBJECTS,
-    TIER_BLOB_PREFIX, TIER_POLICY_PREFIX,
+    object_key, prefix_end, tier_blob_key, tier_cache_key, tier_policy_bucket_prefix, ObjectEntry, CF_META, CF_OBJECTS,
+    TIER_BLOB_PREFIX, TIER_CACHE_PREFIX, TIER_POLICY_PREFIX,
 };
 use crate::locks::lock_id;
 use crate::store::{info_of, object_lock, Store};
@@ -69,6 +69,16 @@ impl TierRow {
         self.remote_objects += other.remote_objects;
         self.remote_bytes += other.remote_bytes;
     }
+}
+
+/// A blob a read brought back (policies with `rehydrate_on_read`): the tier worker
+/// leaves it local until the cache holds more than its budget.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cached {
+    /// When it was brought back.
+    pub at: crate::types::Timestamp,
+    /// Its length.
+    pub size: u64,
 }
 
 fn policy_key(bucket: &str, prefix: &str) -> Vec<u8> {
@@ -192,7 +202,7 @@ impl Store {
                     remote += b.size;
                 } else {
                     local += b.size;
-                    evictable |= b.size > INLINE_MAX;
+                    evictable |= b.size > INLINE_MAX && self.tier_cached(&b.hash)?.is_none();
                 }
             }
             row.local_bytes += local;
@@ -273,6 +283,7 @@ impl Store {
                 evicted: now,
             };
             batch.put_cf(meta_cf, tier_blob_key(&b.hash), codec::encode(&loc)?);
+            batch.delete_cf(meta_cf, tier_cache_key(&b.hash));
             gone.push(*b);
         }
         if gone.is_empty() {
@@ -330,16 +341,47 @@ impl Store {
     }
 
     /// Brings evicted blob `hash` back to local disk (read from its target, verified,
-    /// placed, then the tier record removed). `false` if it was not evicted.
-    pub fn rehydrate_blob(&self, hash: &BlobHash) -> Result<bool> {
-        let Some(loc) = self.tier_loc(hash)? else { return Ok(false) };
+    /// placed, then the tier record removed). With `cache`, it is recorded in the tier
+    /// cache (a read asked for it: it may be evicted again when the cache is full).
+    /// Returns the bytes brought back (0: it was not evicted).
+    pub fn rehydrate_blob(&self, hash: &BlobHash, cache: bool) -> Result<u64> {
+        let Some(loc) = self.tier_loc(hash)? else { return Ok(0) };
         let staged = self.stage_tiered(hash, &loc)?;
-        self.rehydrate(staged)
+        Ok(if self.rehydrate(staged, cache)? { loc.size } else { 0 })
+    }
+
+    /// The tier cache entry of blob `hash`, if a read brought it back.
+    pub(crate) fn tier_cached(&self, hash: &BlobHash) -> Result<Option<Cached>> {
+        self.index.get(CF_META, &tier_cache_key(hash))?.map(|v| codec::decode(&v, "tier cache entry")).transpose()
+    }
+
+    /// Every tier cache entry, least recently brought back first.
+    pub fn tier_cache(&self) -> Result<Vec<(BlobHash, Cached)>> {
+        let mut out = Vec::new();
+        for item in self.index.range(CF_META, TIER_CACHE_PREFIX, prefix_end(TIER_CACHE_PREFIX))? {
+            let (k, v) = item?;
+            let Ok(h) = <[u8; 32]>::try_from(&k[TIER_CACHE_PREFIX.len()..]) else {
+                return Err(Error::Decode(format!("tier cache key of length {}", k.len())));
+            };
+            out.push((BlobHash::from_bytes(h), codec::decode::<Cached>(&v, "tier cache entry")?));
+        }
+        out.sort_by_key(|(_, c)| c.at);
+        Ok(out)
+    }
+
+    /// Takes blob `hash` out of the tier cache: policies decide about it again (the
+    /// next pass evicts it if it is cold).
+    pub fn tier_uncache(&self, hash: &BlobHash) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.index.cf(CF_META)?, tier_cache_key(hash));
+        // Relaxed: losing it in a crash keeps the blob cached a little longer.
+        self.index.write_relaxed(batch)
     }
 
     /// Makes evicted blob `staged.hash` local again with the bytes in `staged` (read
-    /// back and hashed by the caller). `false` if it is not evicted (any more).
-    pub fn rehydrate(&self, staged: StagedBlob) -> Result<bool> {
+    /// back and hashed by the caller), in the tier cache with `cache`. `false` if it is
+    /// not evicted (any more).
+    pub fn rehydrate(&self, staged: StagedBlob, cache: bool) -> Result<bool> {
         self.ensure_writable()?;
         let hash = staged.hash;
         let _g = self.blob_locks.lock_all(&[lock_id(&hash)]);
@@ -357,6 +399,10 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.index.cf(CF_META)?, tier_blob_key(&hash));
+        if cache {
+            let entry = Cached { at: self.now(), size: loc.size };
+            batch.put_cf(self.index.cf(CF_META)?, tier_cache_key(&hash), codec::encode(&entry)?);
+        }
         self.index.write(batch)?;
         Ok(true)
     }

@@ -555,6 +555,9 @@ pub struct TierPolicy {
     pub after_ms: u64,
     /// Restorable backups (with their delta chains and the WAL after them) kept local.
     pub keep_newest_backups: u32,
+    /// A read of an evicted object brings its bytes back to local disk, where they stay
+    /// while the server's tier cache budget allows (least recently brought back go first).
+    pub rehydrate_on_read: bool,
     /// When it was set.
     pub created: Timestamp,
 }

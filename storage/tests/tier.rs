@@ -124,6 +124,7 @@ fn policy(bucket: &str, target: &str) -> TierPolicy {
         target: target.into(),
         after_ms: 0,
         keep_newest_backups: 1,
+        rehydrate_on_read: false,
         created: Timestamp::from_millis(0),
     }
 }
@@ -250,8 +251,8 @@ fn evicted_bytes_come_back_by_upload_copy_and_rehydration() {
     let body = data(9, 300_000);
     let info = put(&s, &b, "c", &body);
     copy_and_evict(&s, &t, &info);
-    assert!(s.rehydrate_blob(&info.blobs[0].hash).expect("rehydrate"));
-    assert!(!s.rehydrate_blob(&info.blobs[0].hash).expect("again"), "not evicted any more");
+    assert_eq!(s.rehydrate_blob(&info.blobs[0].hash, false).expect("rehydrate"), 300_000);
+    assert_eq!(s.rehydrate_blob(&info.blobs[0].hash, false).expect("again"), 0, "not evicted any more");
     assert!(blob_path(dir.path(), &info.blobs[0].hash).exists());
     t.down.store(true, Ordering::SeqCst);
     assert_eq!(read(&s, &info, 0..info.size).expect("local read"), body);
@@ -320,6 +321,13 @@ fn a_page_offers_old_cold_objects_and_counts_bytes() {
     assert_eq!(page.next.as_deref(), Some("big"));
     assert!(page.candidates.is_empty());
     assert_eq!((page.rows[""].remote_bytes, page.rows[""].remote_objects), (200_000, 1));
+    // Brought back by a read: cached, not offered again until taken out of the cache.
+    assert_eq!(s.rehydrate_blob(&big.blobs[0].hash, true).expect("rehydrate"), 200_000);
+    let cached = s.tier_cache().expect("cache");
+    assert_eq!(cached.len(), 1);
+    assert!(s.tier_page(&p, &all, None, 100).expect("page").candidates.is_empty(), "cached");
+    s.tier_uncache(&cached[0].0).expect("uncache");
+    assert_eq!(s.tier_page(&p, &all, None, 100).expect("page").candidates.len(), 1);
     let young = TierPolicy { after_ms: 3_600_000, ..p.clone() };
     assert!(
         s.tier_page(&young, std::slice::from_ref(&young), None, 100).expect("page").candidates.is_empty(),
