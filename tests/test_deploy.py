@@ -53,7 +53,7 @@ UNIT = DEPLOY / "systemd" / "walstore.service"
 SPILO = DEPLOY / "spilo"
 
 # Histogram families: Prometheus exposes NAME_bucket, NAME_sum and NAME_count.
-HISTOGRAMS = {"walstore_s3_request_duration_seconds"}
+HISTOGRAMS = {"walstore_s3_request_duration_seconds", "walstore_tier_remote_read_seconds"}
 # Series of Prometheus itself that the rules may use besides walstore's.
 PROMETHEUS_SERIES = {"up"}
 # walstore serve's default --drain-timeout.
@@ -309,6 +309,10 @@ def test_alert_rules_cover_the_required_conditions():
         "WalstoreReplicationFailing": ["walstore_replication_failing == 1"],
         "WalstoreReplicationBacklogGrowing": ["walstore_replication_backlog_objects[30m]) > 0"],
         "WalstoreOffboxWalBehind": ["walstore_replication_wal_offbox_lag_seconds > 900"],
+        "WalstoreTierReadsFailing": ["increase(walstore_tier_remote_read_failures_total[10m])"],
+        "WalstoreTierScrubProblems": ["walstore_tier_scrub_problems > 0"],
+        "WalstoreTierStalled": ["time() - walstore_tier_last_pass_timestamp_seconds > 3600",
+                                "and walstore_tier_last_pass_timestamp_seconds > 0"],
     }
     for name, fragments in expected.items():
         assert name in rules, f"missing alert {name}"
@@ -351,7 +355,9 @@ def test_dashboard_structure():
                   "data volume", "gc", "checksum", "scrub", "archive lag", "restorable window", "newest backup",
                   "gaps", "refused deletes", "split-brain", "retention frozen", "maintenance",
                   "replication lag", "replication backlog", "replicated bytes", "replication errors",
-                  "off-box wal lag (rpo)"):
+                  "off-box wal lag (rpo)", "tiered bytes: local vs remote", "evictions", "remote reads",
+                  "remote read failures", "remote read latency", "rehydrated", "tier scrub problems",
+                  "tier worker: time since last pass"):
         assert topic in titles, f"no dashboard panel about {topic!r}"
 
 
@@ -617,6 +623,67 @@ tests:
         alertname: WalstoreOffboxWalBehind
         exp_alerts:
           - exp_labels: {severity: warning, instance: w, target: offsite, bucket: pg, repo: spilo/a/wal/16}
+  - name: tiered reads failing (a target that stays down; a blip a retry recovered from)
+    interval: 1m
+    input_series:
+      - series: 'walstore_tier_remote_read_failures_total{instance="w", job="walstore", kind="network"}'
+        values: '0 0 0 3 6 9 12 15 18 21 24 27 30x40'
+      - series: 'walstore_tier_remote_read_failures_total{instance="w", job="walstore", kind="auth"}'
+        values: '0x50'
+      - series: 'walstore_tier_remote_read_failures_total{instance="blip", job="walstore", kind="network"}'
+        values: '0 0 2x50'
+      - series: 'walstore_tier_remote_read_failures_total{instance="blip", job="walstore", kind="checksum"}'
+        values: '0x50'
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: WalstoreTierReadsFailing
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: WalstoreTierReadsFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w, job: walstore}
+      - eval_time: 25m
+        alertname: WalstoreTierReadsFailing
+        exp_alerts: []
+  - name: tier scrub problems (until the next scrub finds the copies intact)
+    interval: 1m
+    input_series:
+      - series: 'walstore_tier_scrub_problems{instance="w", job="walstore"}'
+        values: '0x10 2x10 0x10'
+      - series: 'walstore_tier_scrub_problems{instance="ok", job="walstore"}'
+        values: '0x30'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: WalstoreTierScrubProblems
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: WalstoreTierScrubProblems
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: w, job: walstore}
+      - eval_time: 25m
+        alertname: WalstoreTierScrubProblems
+        exp_alerts: []
+  - name: tier worker stalled (not for a server whose worker never finished a pass)
+    interval: 1m
+    input_series:
+      - series: 'walstore_tier_last_pass_timestamp_seconds{instance="w", job="walstore"}'
+        values: '60+60x30 1860x200'
+      - series: 'walstore_tier_last_pass_timestamp_seconds{instance="ok", job="walstore"}'
+        values: '0+60x230'
+      - series: 'walstore_tier_last_pass_timestamp_seconds{instance="never", job="walstore"}'
+        values: '0x230'
+    alert_rule_test:
+      - eval_time: 95m
+        alertname: WalstoreTierStalled
+        exp_alerts: []
+      - eval_time: 105m
+        alertname: WalstoreTierStalled
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w, job: walstore}
+      - eval_time: 220m
+        alertname: WalstoreTierStalled
+        exp_alerts:
+          - exp_labels: {severity: warning, instance: w, job: walstore}
 """
 
 
