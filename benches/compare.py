@@ -10,7 +10,9 @@ P4 ListObjectsV2 scans (P7: restarts); P6 WAL-G backup-fetch + wal-fetch; P12 De
 through the delete guard while /metrics is scraped; R1 replication backfill into MinIO
 against warp PUTting the same objects into MinIO; R2 P1 and P3 with and without a
 replication target; R3 `walstore rebuild` from R1's copy; I1 `walstore import` of R1's object
-set from MinIO against warp GETting the same objects from that MinIO.
+set from MinIO against warp GETting the same objects from that MinIO; T1 GET of a tiered 1 GiB
+object through walstore (bytes from its MinIO target) against GET of the copy straight from that
+MinIO; T2 eviction rate of 2000 replicated 1 MiB objects.
 
 Rules this script keeps:
 - Every server listens on 127.0.0.1 only; every client is pointed at 127.0.0.1; after each
@@ -19,7 +21,7 @@ Rules this script keeps:
   directory per workload, with their default (durable) settings.
 - Each workload runs walstore and MinIO alternately, rep by rep (W,M / M,W / ...); R2 runs
   walstore without and with a replication target alternately; I1 alternates the import and
-  warp's reads of the same source.
+  warp's reads of the same source; T1 alternates GETs through walstore and straight from MinIO.
 - Every loop is bounded in count and time; every subprocess has a timeout; the run as a
   whole stops starting new workloads after --max-minutes.
 """
@@ -34,6 +36,7 @@ import os
 import platform
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -53,7 +56,12 @@ REPL_BUCKET = "replica"  # the bucket on a MinIO replication target
 REPL_TARGET = "site-b"   # the target's name in R2 (and its prefix in REPL_BUCKET)
 REPL = "walstore_repl"   # the variant "walstore with a MinIO replication target added" (R1, R2)
 IMPORT_BUCKET = "imported"  # I1: the walstore bucket `walstore import --to` fills
-WORKLOADS = ["P1", "P2", "P3", "P4", "P6", "P12", "R1", "R2", "R3", "I1"]
+TIER_TARGET = "tier"     # T1, T2: the replication target tiering evicts to (and its prefix in REPL_BUCKET)
+T1_KEY = "t1/tar_partitions/part_1.tar.lz4"  # a backup tar partition's name, outside a WAL-G repository
+T1_PART = "20MiB"        # WAL-G's default S3 part size (WALG_S3_MAX_PART_SIZE)
+T1_RANGE = "8MiB"        # T1's ranged GETs: the AWS CLI / SDK transfer managers' default chunk
+T1_STREAMS = 4           # T1's ranged GETs in flight
+WORKLOADS = ["P1", "P2", "P3", "P4", "P6", "P12", "R1", "R2", "R3", "I1", "T1", "T2"]
 REPL_CONC = 4            # objects the replication worker sends at once (its default); warp matches it in R1
 MIB = 1 << 20
 HERE = Path(__file__).resolve().parent
@@ -130,6 +138,22 @@ def proc_status(pid: int) -> dict[str, float]:
     except OSError:
         pass
     return out
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 when it is gone."""
+    try:
+        s = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    rest = s[s.rfind(")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds used by this script's finished (waited-for) child processes."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 # ------------------------------------------------------------------------ load monitor
@@ -212,7 +236,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.non_loopback: list[str] = []
-        self.target: Server | None = None  # a MinIO replication target beside this walstore (R1, R2)
+        self.target: Server | None = None  # a MinIO replication target beside this walstore (R1, R2, T1, T2)
+        self.serve_args: list[str] = []  # extra `walstore serve` flags (T1, T2: --tier-interval)
 
     @property
     def endpoint(self) -> str:
@@ -230,7 +255,7 @@ class Server:
             env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "WALSTORE_ROOT_ACCESS_KEY": ACCESS_KEY,
                    "WALSTORE_ROOT_SECRET_KEY": SECRET_KEY}
             args = [self.exe, "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0", "--region", REGION,
-                    "--bucket", BUCKET]
+                    "--bucket", BUCKET, *self.serve_args]
             t0 = time.monotonic()
             self.proc = subprocess.Popen([str(a) for a in args], env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=errlog)
@@ -298,6 +323,15 @@ class Server:
 
     def rss(self) -> dict[str, float]:
         return proc_status(self.proc.pid) if self.proc else {}
+
+    def reset_peak_rss(self) -> bool:
+        """Resets the kernel's peak RSS (VmHWM) of the process to its current RSS (writing 5
+        to /proc/PID/clear_refs, Linux >= 4.0), so that VmHWM read later is the peak since."""
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+            return True
+        except (OSError, AttributeError):
+            return False
 
     def check_sockets(self):
         """Records any socket of this process whose peer is not a loopback address."""
@@ -641,13 +675,14 @@ synchronous_commit = off
             st["journaled"] = self.replication_add(srv, REPL_TARGET, REPL_TARGET + "/")["journaled"]
         return st
 
-    def replication_add(self, srv: Server, name: str, prefix: str) -> dict:
-        """`walstore replication add` of srv.target (MinIO, root key in a credentials file)."""
+    def replication_add(self, srv: Server, name: str, prefix: str, source: str | None = None) -> dict:
+        """`walstore replication add` of srv.target (MinIO, root key in a credentials file),
+        of every bucket or of `source` (BUCKET[/PREFIX])."""
         assert srv.target
         creds = self.credentials_file(srv)
         cp = self.walstore_cli("replication", "add", name, "--server", srv.endpoint, "--endpoint", srv.target.endpoint,
                                "--bucket", REPL_BUCKET, "--prefix", prefix, "--credentials-file", creds,
-                               "--deletes", "mirror", "--json")
+                               "--deletes", "mirror", *(["--source", source] if source else []), "--json")
         out = json.loads(cp.stdout)
         if out.get("probe") != "ok":
             raise RuntimeError(f"replication add {name}: probe {out.get('probe')!r}")
@@ -910,6 +945,218 @@ synchronous_commit = off
             return r
         finally:
             srv.stop()
+
+    # -- T1, T2: tiering -----------------------------------------------------------------
+
+    def tier_server(self, name: str) -> Server:
+        """A fresh walstore whose tier worker runs every second, with a fresh MinIO beside it
+        as `target` (bucket REPL_BUCKET made), both started."""
+        srv = self.server("walstore", f"{name}-walstore")
+        srv.serve_args = ["--tier-interval", "1s"]
+        srv.target = self.server("minio", f"{name}-target")
+        srv.target.start(self.fresh(f"{name}-target-data"))
+        s3load("mkbucket", "-endpoint", srv.target.endpoint, "-bucket", REPL_BUCKET)
+        srv.start(self.fresh(f"{name}-walstore-data"))
+        return srv
+
+    def tier_status(self, srv: Server) -> dict:
+        cp = self.walstore_cli("tier", "status", "--endpoint", srv.endpoint, "--json", timeout=30)
+        return json.loads(cp.stdout)
+
+    def tier_evict(self, srv: Server, objects: int, total: int, timeout: float) -> dict:
+        """Replicates BUCKET to srv.target (`replication add --source BUCKET`, then waits for
+        an empty backlog), then `walstore tier set BUCKET --target TIER_TARGET --after 0s` and
+        polls `tier status` every 0.2 s (bounded by `timeout` and a count) until `objects`
+        objects and `total` bytes were evicted (evicted_objects, remote_bytes). Times as in
+        replication_wait: seconds since `tier set` started, taken halfway between the last
+        poll that still saw too little and the first that saw all (`first_evict_s`: the first
+        eviction). The peak RSS is reset right before `tier set`, so `evict_VmHWM` is the
+        peak during the eviction."""
+        ta = time.monotonic()
+        self.replication_add(srv, TIER_TARGET, TIER_TARGET + "/", source=BUCKET)
+        rw = self.replication_wait(srv, TIER_TARGET, objects, ta, timeout=max(120.0, total / MIB / 5))
+        r = {"replication_s": rw["seconds"], "repl_mib_s": total / MIB / rw["seconds"],
+             "setup_VmHWM": srv.rss().get("VmHWM"), "hwm_reset": srv.reset_peak_rss()}
+        t0 = time.monotonic()
+        self.walstore_cli("tier", "set", BUCKET, "--target", TIER_TARGET, "--after", "0s", "--endpoint", srv.endpoint,
+                          "--json")
+        first = done = None
+        prev_start = t0
+        st: dict = {}
+        for _ in range(int(timeout / 0.2) + 1):
+            ts = time.monotonic()
+            st = self.tier_status(srv)
+            te = time.monotonic()
+            if first is None and st.get("evicted_objects", 0) > 0:
+                first = (prev_start + te) / 2 - t0
+            if st.get("evicted_objects", 0) >= objects and st.get("remote_bytes", 0) >= total:
+                done = (prev_start + te) / 2 - t0
+                break
+            if te - t0 > timeout:
+                break
+            prev_start = ts
+            time.sleep(max(0.0, 0.2 - (te - ts)))
+        if done is None:
+            raise RuntimeError(f"tiering: {st.get('evicted_objects')} of {objects} objects, {st.get('remote_bytes')} of "
+                               f"{total} bytes evicted after {timeout:.0f}s (passes {st.get('passes')}, last error "
+                               f"{st.get('last_error')!r}); see {srv.workdir / 'walstore.log'}")
+        if st.get("evicted_objects") != objects or st.get("remote_bytes") != total or st.get("last_error"):
+            raise RuntimeError(f"tiering: evicted {st.get('evicted_objects')} objects / {st.get('remote_bytes')} bytes, "
+                               f"expected {objects} / {total} (last error {st.get('last_error')!r})")
+        r.update(evict_s=done, first_evict_s=first, evict_VmHWM=srv.rss().get("VmHWM"),
+                 remote_blobs=st.get("remote_blobs"), tier_passes=st.get("passes"))
+        return r
+
+    def t1_tiered_get(self):
+        """T1: one walstore holding a backup-sized object (multipart upload in WAL-G's 20 MiB
+        parts), replicated to MinIO and evicted (`tier set --after 0s`). Then, alternating rep
+        by rep, GETs of it through walstore (its bytes stream from MinIO) and GETs of its copy
+        straight from MinIO, by the same client (`s3load get`): one GET of the whole object,
+        and ranged GETs of T1_RANGE, T1_STREAMS at a time. Before the eviction the same GETs of
+        the local object, for reference. The content is compared (SHA-256) on all three paths
+        once (untimed), and the blob files must shrink by the object's size."""
+        key = "T1"
+        if self.out_of_time(key):
+            return
+        t0 = time.monotonic()
+        size = self.a.tier_object_mib * MIB
+        # Peak disk use: the object in walstore and in MinIO.
+        if not self.enough_disk(key, 2 * size + 512 * MIB):
+            return
+        runs: dict[str, list] = {"tiered": [], "minio": [], "local": []}
+        setup: dict = {}
+        srv = None
+        try:
+            srv = self.tier_server("t1")
+            data = self.root / "t1-walstore-data"
+            up = s3load("mpput", "-endpoint", srv.endpoint, "-bucket", BUCKET, "-key", T1_KEY, "-size",
+                        f"{self.a.tier_object_mib}MiB", "-part-size", T1_PART, "-concurrency", "4", "-timeout", "10m",
+                        timeout=700)
+            setup.update(put_mib_s=up["mib_per_sec"], parts=up["parts"])
+            where = {"tiered": (srv.endpoint, BUCKET, T1_KEY), "local": (srv.endpoint, BUCKET, T1_KEY),
+                     "minio": (srv.target.endpoint, REPL_BUCKET, f"{TIER_TARGET}/{BUCKET}/{T1_KEY}")}
+
+            def get(kind: str, streams: int, sha: bool = False) -> dict:
+                """One `s3load get`; also the CPU seconds per GiB that walstore, MinIO and the
+                client used meanwhile (cpu_walstore, cpu_minio, cpu_client)."""
+                ep, bucket, k = where[kind]
+                procs = {"walstore": srv.proc.pid, "minio": srv.target.proc.pid}
+                c0 = {n: proc_cpu(pid) for n, pid in procs.items()}
+                cc = children_cpu()
+                g = s3load("get", "-endpoint", ep, "-bucket", bucket, "-key", k, "-streams", str(streams),
+                           "-range-size", T1_RANGE, *(["-sha256"] if sha else []), "-timeout", "5m", timeout=330)
+                gib = size / 2**30
+                g.update({f"cpu_{n}": (proc_cpu(pid) - c0[n]) / gib for n, pid in procs.items()},
+                         cpu_client=(children_cpu() - cc) / gib)
+                if g["bytes"] != size:
+                    raise RuntimeError(f"T1 {kind}: GET returned {g['bytes']} bytes, {size} expected")
+                return g
+
+            def keep(r: dict, g: dict, streams: int) -> None:
+                for m in ("mib_per_sec", "ttfb_ms", "cpu_walstore", "cpu_minio", "cpu_client"):
+                    r[f"{m.replace('mib_per_sec', 'mib_s')}_{streams}"] = g[m]
+
+            sums = {"local": get("local", 1, sha=True)["sha256"]}
+            for rep in range(self.a.reps):
+                r = {}
+                for streams in (1, T1_STREAMS):
+                    keep(r, get("local", streams), streams)
+                runs["local"].append(r)
+                log(f"T1 local GET rep {rep}: {r['mib_s_1']:.0f} MiB/s one stream, "
+                    f"{r[f'mib_s_{T1_STREAMS}']:.0f} MiB/s {T1_STREAMS} streams")
+            before = blob_bytes(data)
+            setup.update(self.tier_evict(srv, 1, size, timeout=120))
+            after = blob_bytes(data)
+            setup.update(blobs_before=before, blobs_after=after)
+            log(f"T1 setup: PUT {setup['put_mib_s']:.0f} MiB/s ({up['parts']} parts), replicated in "
+                f"{setup['replication_s']:.2f}s, evicted {setup['evict_s']:.2f}s after `tier set`; blob files "
+                f"{before / MIB:.1f} → {after / MIB:.1f} MiB")
+            if before - after < size:
+                raise RuntimeError(f"T1: the blob files shrank by {before - after} bytes, {size} evicted")
+            sums["tiered"] = get("tiered", 1, sha=True)["sha256"]
+            sums["minio"] = get("minio", 1, sha=True)["sha256"]
+            if len(set(sums.values())) != 1:
+                raise RuntimeError(f"T1: the object's SHA-256 differs between the paths: {sums}")
+            setup["hwm_reset_gets"] = srv.reset_peak_rss()
+            for rep in range(self.a.reps):
+                res: dict[str, dict] = {"tiered": {}, "minio": {}}
+                for streams in (1, T1_STREAMS):
+                    for kind in self.order(rep, ["tiered", "minio"]):
+                        keep(res[kind], get(kind, streams), streams)
+                w, m = res["tiered"], res["minio"]
+                for streams in (1, T1_STREAMS):
+                    w[f"ratio_{streams}"] = w[f"mib_s_{streams}"] / m[f"mib_s_{streams}"]
+                w.update(srv.rss())  # VmHWM: the peak since the reset before the tiered GETs
+                m.update(srv.target.rss())
+                runs["tiered"].append(w)
+                runs["minio"].append(m)
+                log(f"T1 rep {rep}: one stream {w['mib_s_1']:.0f} vs {m['mib_s_1']:.0f} MiB/s ({w['ratio_1']:.2f}), "
+                    f"{T1_STREAMS} streams {w[f'mib_s_{T1_STREAMS}']:.0f} vs {m[f'mib_s_{T1_STREAMS}']:.0f} MiB/s "
+                    f"({w[f'ratio_{T1_STREAMS}']:.2f}); walstore peak RSS {w.get('VmHWM', 0):.0f} MiB")
+            st = self.tier_status(srv)
+            setup.update(remote_reads=st.get("remote_reads"), remote_read_bytes=st.get("remote_read_bytes"),
+                         remote_read_failures=st.get("remote_read_failures"))
+            if st.get("remote_read_failures") or st.get("remote_bytes") != size:
+                raise RuntimeError(f"T1: after the GETs remote_read_failures {st.get('remote_read_failures')}, "
+                                   f"remote_bytes {st.get('remote_bytes')} (expected 0, {size})")
+        finally:
+            if srv:
+                srv.stop()
+                if srv.target:
+                    srv.target.stop()
+            self.clean("t1-")
+        self.record(key, runs, {"bytes": size, "setup": setup, "streams": T1_STREAMS, "range": T1_RANGE,
+                                "part": T1_PART}, t0)
+
+    def t2_eviction(self):
+        """T2: per repetition a fresh walstore and MinIO target; N objects of 1 MiB (random,
+        no two alike) PUT into walstore, replicated, then `tier set --after 0s`; time until
+        `tier status` shows all N evicted (tier_evict). The blob files must shrink by their
+        bytes, and one of the objects is read back through walstore."""
+        key = "T2"
+        if self.out_of_time(key):
+            return
+        t0 = time.monotonic()
+        n, each = self.a.tier_objects, MIB
+        total = n * each
+        if not self.enough_disk(key, 2 * total + 512 * MIB):
+            return
+        runs: dict[str, list] = {"walstore": []}
+        for rep in range(self.a.reps):
+            def attempt(k: int, rep=rep):
+                srv = None
+                try:
+                    srv = self.tier_server(f"t2-{rep}-{k}")
+                    data = self.root / f"t2-{rep}-{k}-walstore-data"
+                    seed = s3load("seed", "-endpoint", srv.endpoint, "-bucket", BUCKET, "-prefix", "t2/", "-count",
+                                  str(n), "-size", "1MiB", "-concurrency", "4", "-timeout", "10m", timeout=700)
+                    before = blob_bytes(data)
+                    r = {"seed_mib_s": seed["per_sec"] * each / MIB}
+                    r.update(self.tier_evict(srv, n, total, timeout=max(120.0, n / 10)))
+                    after = blob_bytes(data)
+                    if before - after < total:
+                        raise RuntimeError(f"T2: the blob files shrank by {before - after} bytes, {total} evicted")
+                    g = s3load("get", "-endpoint", srv.endpoint, "-bucket", BUCKET, "-key", "t2/" + wal_key(0),
+                               "-timeout", "1m", timeout=90)
+                    if g["bytes"] != each:
+                        raise RuntimeError(f"T2: GET of an evicted object returned {g['bytes']} bytes")
+                    r.update(obj_s=n / r["evict_s"], mib_s=total / MIB / r["evict_s"],
+                             blobs_before=before, blobs_after=after, **srv.rss())
+                    if r["first_evict_s"] is not None and r["evict_s"] > r["first_evict_s"]:
+                        r["obj_s_from_first"] = n / (r["evict_s"] - r["first_evict_s"])
+                    runs["walstore"].append(r)
+                    log(f"T2 rep {rep}: {n} objects evicted in {r['evict_s']:.2f}s = {r['obj_s']:.0f} obj/s, "
+                        f"{r['mib_s']:.0f} MiB/s (first after {r['first_evict_s']:.2f}s); peak RSS during eviction "
+                        f"{r.get('evict_VmHWM') or 0:.0f} MiB; blob files {before / MIB:.0f} → {after / MIB:.1f} MiB")
+                finally:
+                    if srv:
+                        srv.stop()
+                        if srv.target:
+                            srv.target.stop()
+                    self.clean("t2-")
+
+            self.twice(f"{key} rep {rep}", attempt)
+        self.record(key, runs, {"objects": n, "bytes": total}, t0)
 
     # -- P2 / P5: warp put -------------------------------------------------------------
 
@@ -1195,6 +1442,10 @@ synchronous_commit = off
                     self.r2_replication_latency(fx)
                 elif step == "I1":
                     self.i1_import()
+                elif step == "T1":
+                    self.t1_tiered_get()
+                elif step == "T2":
+                    self.t2_eviction()
             except Exception as e:  # noqa: BLE001 - report and go on with the next workload
                 log(f"{step} FAILED: {e}")
                 r["notes"].append(f"{step} failed: {str(e)[:500]}")
@@ -1254,6 +1505,27 @@ def check_import(report: dict, objects: int, total: int, copied: int, what: str)
         problems.append(f"verification {ver}")
     if problems:
         raise RuntimeError(f"{what}: " + "; ".join(problems) + f" (report: {json.dumps(report)[:800]})")
+
+
+def blob_bytes(data: Path) -> int:
+    """Sum of the sizes of walstore's blob files under DATA/blobs (staging in blobs/tmp left
+    out)."""
+    total = 0
+    blobs = data / "blobs"
+    for dirpath, dirs, files in os.walk(blobs):
+        if Path(dirpath) == blobs and "tmp" in dirs:
+            dirs.remove("tmp")
+        for f in files:
+            try:
+                total += os.stat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def wal_key(n: int) -> str:
+    """The key `s3load seed` gives object n (after its prefix): a WAL segment's name."""
+    return f"00000001{n // 256:08X}{n % 256:08X}.lz4"
 
 
 def warp_json(path: Path) -> dict:
@@ -1454,6 +1726,7 @@ def render(r: dict) -> str:
     rows = [row for row in rows if {"P5": "P5idle"}.get(row[0], row[0]) in W or (row[0] == "P4" and "P4big" in W)]
     repl_rows = render_replication(W)
     import_rows = render_import(W)
+    tier_rows = render_tiering(W)
 
     mach = r["machine"]
     v = r["versions"]
@@ -1476,7 +1749,8 @@ def render(r: dict) -> str:
                f"(runs: {', '.join(fmt(x, 0) for x in lim.get('disk_runs', []))}); limit = lower = {fmt(lim.get('limit_mib_s'), 0)} MiB/s.\n")
     for head, table in (("| # | workload | walstore | MinIO | walstore/MinIO | target | met |", rows),
                         ("| # | workload | walstore with replication | reference | ratio | target | met |", repl_rows),
-                        ("| # | workload | walstore import | reference | ratio | target | met |", import_rows)):
+                        ("| # | workload | walstore import | reference | ratio | target | met |", import_rows),
+                        ("| # | workload | walstore, tiered | reference | ratio | target | met |", tier_rows)):
         if table:
             out.append(head)
             out.append("|---|---|---|---|---|---|---|")
@@ -1485,7 +1759,7 @@ def render(r: dict) -> str:
     # Per-workload detail: peak RSS, time, load.
     out.append("| workload | walstore peak RSS (MiB) | MinIO peak RSS (MiB) | wall time of workload (s) | other processes' CPU (cores, mean / max) |")
     out.append("|---|---|---|---|---|")
-    for key in ("P1", "P2", "P3", "P4", "P4big", "P6", "P12", "R1", "R2-P1", "R2-P3", "I1"):
+    for key in ("P1", "P2", "P3", "P4", "P4big", "P6", "P12", "R1", "R2-P1", "R2-P3", "I1", "T1", "T2"):
         if key not in W:
             continue
         ld = W[key].get("load") or {}
@@ -1496,6 +1770,10 @@ def render(r: dict) -> str:
             ws = f"{ws} without / {fmt(med(key, REPL, 'VmHWM'), 0)} with replication"
         elif key == "P12":
             ws = fmt(med(key, "scraped", "VmHWM"), 0)
+        elif key == "T1":  # reset before the tiered GETs: their peak
+            ws = f"{fmt(med(key, 'tiered', 'VmHWM'), 0)} during the tiered GETs"
+        elif key == "T2":  # reset before `tier set`: the peak while evicting
+            ws = f"{fmt(med(key, 'walstore', 'evict_VmHWM'), 0)} while evicting"
         out.append(f"| {key} | {ws} | {fmt(med(key, 'minio', 'VmHWM'), 0)} | "
                    f"{fmt(W[key].get('seconds'), 0)} | {fmt(ld.get('other_cores_mean'), 2)} / {fmt(ld.get('other_cores_max'), 2)} |")
     out.append("")
@@ -1549,6 +1827,33 @@ def render(r: dict) -> str:
                      + "; per rep (import / warp get MiB/s): " + ", ".join(
                          f"{fmt(a.get('mib_s'), 1)} / {fmt(b.get('mib_s'), 1)}"
                          for a, b in zip(W["I1"]["runs"].get("walstore", []), W["I1"]["runs"].get("minio", []))))
+    if "T1" in W:
+        su, sm = W["T1"].get("setup", {}), W["T1"].get("streams")
+        runs_w, runs_m = W["T1"]["runs"].get("tiered", []), W["T1"]["runs"].get("minio", [])
+        extra.append(f"T1 setup: multipart PUT of {su.get('parts')} × {W['T1'].get('part')} parts at "
+                     f"{fmt(su.get('put_mib_s'), 0)} MiB/s; replicated {fmt(su.get('replication_s'), 2)} s after "
+                     f"`replication add`; evicted {fmt(su.get('evict_s'), 2)} s after `tier set` (the worker runs every "
+                     f"1 s); blob files {fmt(su.get('blobs_before', 0) / MIB, 1)} → {fmt(su.get('blobs_after', 0) / MIB, 1)} MiB; "
+                     f"SHA-256 equal on the local, tiered and direct paths; {fmt(su.get('remote_reads'))} remote reads "
+                     f"(blob streams opened), {fmt(su.get('remote_read_failures'))} failures; time to first byte, one "
+                     f"stream, tiered / direct / local: {fmt(med('T1', 'tiered', 'ttfb_ms_1'), 1)} / "
+                     f"{fmt(med('T1', 'minio', 'ttfb_ms_1'), 1)} / {fmt(med('T1', 'local', 'ttfb_ms_1'), 1)} ms; "
+                     "CPU seconds per GiB read (walstore + MinIO + client), one stream / " + f"{sm} streams: " + "; ".join(
+                         f"{what} " + " / ".join(
+                             f"{fmt(med('T1', kind, f'cpu_walstore_{n}'), 2)} + {fmt(med('T1', kind, f'cpu_minio_{n}'), 2)}"
+                             f" + {fmt(med('T1', kind, f'cpu_client_{n}'), 2)}" for n in (1, sm))
+                         for what, kind in (("tiered", "tiered"), ("direct", "minio"), ("local", "local"))) + "; "
+                     "per rep (tiered / direct MiB/s, one stream; " + f"{sm} streams): " + ", ".join(
+                         f"{fmt(a.get('mib_s_1'), 0)} / {fmt(b.get('mib_s_1'), 0)}; {fmt(a.get(f'mib_s_{sm}'), 0)} / "
+                         f"{fmt(b.get(f'mib_s_{sm}'), 0)}" for a, b in zip(runs_w, runs_m)))
+    if "T2" in W:
+        mm = W["T2"]["median"].get("walstore", {})
+        extra.append(f"T2: seeded at {fmt(mm.get('seed_mib_s'), 1)} MiB/s (4 concurrent PUTs), replicated in "
+                     f"{fmt(mm.get('replication_s'), 2)} s ({fmt(mm.get('repl_mib_s'), 1)} MiB/s); first eviction "
+                     f"{fmt(mm.get('first_evict_s'), 2)} s after `tier set`, {fmt(mm.get('obj_s_from_first'), 0)} obj/s "
+                     f"counted from then; peak RSS {fmt(mm.get('setup_VmHWM'), 0)} MiB before `tier set` (seeding, "
+                     f"replication), {fmt(mm.get('evict_VmHWM'), 0)} MiB while evicting; per rep (s): " + ", ".join(
+                         fmt(x.get("evict_s"), 2) for x in W["T2"]["runs"].get("walstore", [])))
     for n in r.get("notes", []):
         extra.append("NOTE: " + n)
     out.extend(f"- {e}" for e in extra)
@@ -1616,6 +1921,37 @@ def render_import(W: dict) -> list[tuple]:
              fmt(a / b if a is not None and b else None, 2), "–", "–")]
 
 
+def render_tiering(W: dict) -> list[tuple]:
+    """The T1 and T2 rows, for those that ran."""
+    def med(key, kind, m):
+        return W.get(key, {}).get("median", {}).get(kind, {}).get(m)
+
+    rows = []
+    if "T1" in W:
+        sm, rg = W["T1"].get("streams"), W["T1"].get("range")
+        r1, rn = med("T1", "tiered", "ratio_1"), med("T1", "tiered", f"ratio_{sm}")
+        met = "–" if r1 is None else "; ".join(f"{what}: {'**yes**' if x >= 0.8 else '**no**'}"
+                                                for what, x in (("1 stream", r1), (f"{sm} streams", rn)) if x is not None)
+        rows.append(("T1", f"GET of a tiered {fmt(W['T1'].get('bytes', 0) / MIB, 0)} MiB object (multipart, "
+                     f"{W['T1'].get('part', '').replace('MiB', ' MiB')} parts) through walstore, its bytes streamed from "
+                     "its MinIO target, vs GET of the copy straight from that MinIO, same client: one GET / "
+                     f"{sm} ranged GETs of {rg.replace('MiB', ' MiB')} at a time",
+                     f"{fmt(med('T1', 'tiered', 'mib_s_1'), 0)} / {fmt(med('T1', 'tiered', f'mib_s_{sm}'), 0)} MiB/s; "
+                     f"peak RSS {fmt(med('T1', 'tiered', 'VmHWM'), 0)} MiB",
+                     f"MinIO direct {fmt(med('T1', 'minio', 'mib_s_1'), 0)} / "
+                     f"{fmt(med('T1', 'minio', f'mib_s_{sm}'), 0)} MiB/s; walstore local (before eviction) "
+                     f"{fmt(med('T1', 'local', 'mib_s_1'), 0)} / {fmt(med('T1', 'local', f'mib_s_{sm}'), 0)} MiB/s",
+                     f"{fmt(r1, 2)} / {fmt(rn, 2)} (median of per-rep ratios)", "≥ 0.8 × direct", met))
+    if "T2" in W:
+        rows.append(("T2", f"eviction of {fmt(W['T2'].get('objects'))} replicated 1 MiB objects "
+                     f"({fmt(W['T2'].get('bytes', 0) / MIB, 0)} MiB): `tier set --after 0s` → all evicted "
+                     "(`tier status`; worker every 1 s)",
+                     f"{fmt(med('T2', 'walstore', 'obj_s'), 0)} obj/s, {fmt(med('T2', 'walstore', 'mib_s'), 0)} MiB/s "
+                     f"({fmt(med('T2', 'walstore', 'evict_s'), 2)} s); peak RSS while evicting "
+                     f"{fmt(med('T2', 'walstore', 'evict_VmHWM'), 0)} MiB", "–", "–", "none set", "–"))
+    return rows
+
+
 def update_readme(md: str):
     p = HERE / "README.md"
     text = p.read_text() if p.exists() else ""
@@ -1649,6 +1985,7 @@ def main():
     a.storm_segments = 20_000
     a.repl_small, a.repl_large = 400, 8  # R1 and I1: 1 MiB and 64 MiB objects
     a.import_get_seconds = 3  # I1's reference: warp get of each size for this long
+    a.tier_object_mib, a.tier_objects = 1024, 2000  # T1: one 1 GiB object; T2: 2000 × 1 MiB
     if a.quick:
         a.reps = min(a.reps, 1) if "--reps" not in sys.argv else a.reps
         a.segments, a.pg_scale = 20, 10
@@ -1658,6 +1995,7 @@ def main():
         a.storm_segments = 3_000
         a.repl_small, a.repl_large = 40, 2
         a.import_get_seconds = 2
+        a.tier_object_mib, a.tier_objects = 128, 200
     if os.geteuid() != 0:
         sys.exit("compare.py runs PostgreSQL as the postgres user and must start as root")
     global S3LOAD

@@ -4,7 +4,8 @@
 // Subcommands (each prints one JSON object on stdout; every loop is bounded in count and time):
 //
 //	mkbucket  -endpoint URL -bucket B                      create a bucket (200 or "already owned")
-//	seed      -endpoint URL -bucket B -count N ...         PUT N empty objects, concurrently
+//	seed      -endpoint URL -bucket B -count N ...         PUT N objects (empty, or -size random bytes each),
+//	                                                       concurrently
 //	list      -endpoint URL -bucket B -prefix P ...        full ListObjectsV2 scan, 1000 per page
 //	probe     -endpoint URL -bucket B -timeout T           retry a signed ListObjectsV2 until 200
 //	disk      -dir D -size 1GiB -sync-every 16MiB          sequential write + fdatasync throughput
@@ -12,6 +13,10 @@
 //	                                                       segment pushes for a fixed time (soak.go)
 //	delstorm  -endpoint URL -bucket B -prefix P ...        DeleteObjects latency through the delete guard,
 //	                                                       with /metrics scraped or not (delstorm.go)
+//	mpput     -endpoint URL -bucket B -key K -size 1GiB    one object by multipart upload of random bytes
+//	                                                       (bigobj.go)
+//	get       -endpoint URL -bucket B -key K -streams N    GET throughput of one object: a single GET, or
+//	                                                       ranged GETs N at a time (bigobj.go)
 //
 // Requests are signed with AWS Signature Version 4 (header form, path-style), payload hash
 // of the empty body. Keys are WAL-G shaped: <prefix><24 hex segment name>.lz4.
@@ -23,6 +28,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -101,6 +107,22 @@ func (c *client) do(ctx context.Context, method, path string, query [][2]string)
 
 // doBody sends a signed request with `body` (its SHA-256 signed as the payload hash).
 func (c *client) doBody(ctx context.Context, method, path string, query [][2]string, body []byte) (int, []byte, error) {
+	req, err := c.newRequest(ctx, method, path, query, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	respBody, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, respBody, err
+}
+
+// newRequest builds a signed request with `body`; headers added to it afterwards (Range)
+// are sent unsigned, which SigV4 allows.
+func (c *client) newRequest(ctx context.Context, method, path string, query [][2]string, body []byte) (*http.Request, error) {
 	payloadHash := emptySHA256
 	if len(body) > 0 {
 		ph := sha256.Sum256(body)
@@ -143,7 +165,7 @@ func (c *client) doBody(ctx context.Context, method, path string, query [][2]str
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), reader)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	req.URL.Opaque = encPath
 	req.ContentLength = int64(len(body))
@@ -151,13 +173,7 @@ func (c *client) doBody(ctx context.Context, method, path string, query [][2]str
 	req.Header.Set("x-amz-content-sha256", payloadHash)
 	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+c.accessKey+"/"+scope+
 		", SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature="+sig)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	respBody, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	return resp.StatusCode, respBody, err
+	return req, nil
 }
 
 // walKey is a WAL-G archive key: timeline 1, 256 segments per log id (16 MiB segments).
@@ -231,8 +247,13 @@ func cmdSeed(args []string) {
 	count := fs.Int("count", 1000, "objects to PUT")
 	start := fs.Int("start", 0, "first segment number")
 	conc := fs.Int("concurrency", 32, "concurrent PUTs")
+	sizeS := fs.String("size", "0", "bytes per object: random, different in every object (no dedup)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	_ = fs.Parse(args)
+	size, err := parseSize(*sizeS)
+	if err != nil || size < 0 || size > 64<<20 {
+		fail("size: %q (0 to 64MiB)", *sizeS)
+	}
 	cl := c.client(*conc)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -246,12 +267,19 @@ func cmdSeed(args []string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			payload := make([]byte, size)
+			if _, err := rand.Read(payload); err != nil {
+				fail("rand: %v", err)
+			}
 			for ctx.Err() == nil && errs.Load() < 100 {
 				n := next.Add(1) - 1
 				if n >= end {
 					return
 				}
-				status, body, err := cl.do(ctx, "PUT", "/"+*c.bucket+"/"+walKey(*prefix, int(n)), nil)
+				if size >= 8 { // the object number makes every body (and its SHA-256) unique
+					binary.LittleEndian.PutUint64(payload, uint64(n))
+				}
+				status, body, err := cl.doBody(ctx, "PUT", "/"+*c.bucket+"/"+walKey(*prefix, int(n)), nil, payload)
 				if err == nil && status != 200 {
 					err = fmt.Errorf("HTTP %d: %.200s", status, body)
 				}
@@ -452,7 +480,7 @@ func cmdDisk(args []string) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: s3load mkbucket|seed|list|probe|disk|soak|delstorm [flags]")
+		fail("usage: s3load mkbucket|seed|list|probe|disk|soak|delstorm|mpput|get [flags]")
 	}
 	switch os.Args[1] {
 	case "mkbucket":
@@ -469,6 +497,10 @@ func main() {
 		cmdSoak(os.Args[2:])
 	case "delstorm":
 		cmdDelstorm(os.Args[2:])
+	case "mpput":
+		cmdMpput(os.Args[2:])
+	case "get":
+		cmdGet(os.Args[2:])
 	default:
 		fail("unknown subcommand %q", os.Args[1])
 	}
