@@ -219,7 +219,7 @@ impl TierReader {
         }))
     }
 
-    fn open_remote(&self, hash: &BlobHash, loc: &RemoteLoc, start: u64) -> Result<RemoteBlob> {
+    fn open_remote(&self, hash: &BlobHash, loc: &RemoteLoc, want: std::ops::Range<u64>) -> Result<RemoteBlob> {
         let store = self.store.upgrade().ok_or_else(|| Error::new(ErrorKind::Local, "the store is closing"))?;
         let rec = store
             .replication_target(&loc.target)
@@ -227,7 +227,7 @@ impl TierReader {
         let (spec, remote) = self.clients.get(&rec)?;
         let key = spec.target_key(&loc.bucket, &loc.key);
         let began = Instant::now();
-        let range = loc.offset + start..loc.offset + loc.size;
+        let range = loc.offset + want.start..loc.offset + want.end.min(loc.size);
         let fetched = self.clients.rt.block_on(async {
             match tokio::time::timeout(self.patience, remote.get_range(&key, None, Some(range.clone()))).await {
                 Ok(r) => r,
@@ -266,35 +266,56 @@ impl TierReader {
         let (tx, rx) = mpsc::channel(READ_AHEAD);
         let patience = self.patience;
         let what = key.clone();
+        // The whole blob: hashed here, on the runtime's threads, while the serving
+        // thread checks CRCs and sends; the verdict follows the last piece.
+        let verify = want.start == 0 && range.end - range.start == loc.size;
+        let hash = *hash;
         self.clients.rt.spawn(async move {
             let mut body = fetched.body;
+            let mut sha = verify.then(Sha256::new);
             loop {
                 let next = match tokio::time::timeout(patience, body.next()).await {
-                    Ok(Some(Ok(b))) => Ok(b),
+                    Ok(Some(Ok(b))) => {
+                        if let Some(s) = sha.as_mut() {
+                            s.update(&b);
+                        }
+                        Ok(Piece::Data(b))
+                    }
                     Ok(Some(Err(e))) => Err(format!("reading {what} from the target failed: {e}")),
-                    Ok(None) => return,
+                    Ok(None) => match sha.take().map(|s| <[u8; 32]>::from(s.finalize())) {
+                        Some(got) if got != *hash.as_bytes() => Err(format!(
+                            "the target's bytes of {what} hash to {}, not {hash}: refusing them",
+                            hex::encode(got)
+                        )),
+                        _ => Ok(Piece::End),
+                    },
                     Err(_) => Err(format!("the target sent nothing of {what} for {} s", patience.as_secs())),
                 };
-                let failed = next.is_err();
-                if tx.send(next).await.is_err() || failed {
+                let last = !matches!(next, Ok(Piece::Data(_)));
+                if tx.send(next).await.is_err() || last {
                     return;
                 }
             }
         });
         Ok(RemoteBlob {
             rt: self.clients.rt.handle().clone(),
-            hash: *hash,
-            size: loc.size,
+            end: want.end.min(loc.size),
+            verify,
             patience,
             state: self.state.clone(),
-            cursor: Mutex::new(Cursor { pos: start, rx, pending: Bytes::new(), sha: (start == 0).then(Sha256::new) }),
+            cursor: Mutex::new(Cursor { pos: want.start, rx, pending: Bytes::new() }),
         })
     }
 }
 
 impl RemoteBlobs for TierReader {
-    fn open(&self, hash: &BlobHash, loc: &RemoteLoc, start: u64) -> storage::Result<Box<dyn BlobFile>> {
-        match self.open_remote(hash, loc, start) {
+    fn open(
+        &self,
+        hash: &BlobHash,
+        loc: &RemoteLoc,
+        range: std::ops::Range<u64>,
+    ) -> storage::Result<Box<dyn BlobFile>> {
+        match self.open_remote(hash, loc, range) {
             Ok(b) => Ok(Box::new(b)),
             Err(e) => {
                 self.state.failed_read(&e);
@@ -314,20 +335,29 @@ impl RemoteBlobs for TierReader {
     }
 }
 
+/// What the task streaming a target's answer hands the reader.
+enum Piece {
+    Data(Bytes),
+    /// The answer ended (and, for a whole blob, matched its SHA-256).
+    End,
+}
+
+type PieceResult = std::result::Result<Piece, String>;
+
 struct Cursor {
     /// Offset in the blob of the next byte the stream gives.
     pos: u64,
-    rx: mpsc::Receiver<std::result::Result<Bytes, String>>,
+    rx: mpsc::Receiver<PieceResult>,
     pending: Bytes,
-    /// Hash of everything read so far, when the stream began at offset 0.
-    sha: Option<Sha256>,
 }
 
-/// One evicted blob being read sequentially from its target.
+/// One evicted blob (or a range of it) being read in order from its target.
 struct RemoteBlob {
     rt: tokio::runtime::Handle,
-    hash: BlobHash,
-    size: u64,
+    /// Where the range read ends (in the blob).
+    end: u64,
+    /// The whole blob is read: its SHA-256 verdict comes before the last bytes go out.
+    verify: bool,
     patience: Duration,
     state: Arc<TierState>,
     cursor: Mutex<Cursor>,
@@ -343,12 +373,26 @@ impl BlobFile for RemoteBlob {
                 c.pos
             )));
         }
+        if offset + buf.len() as u64 > self.end {
+            return Err(std::io::Error::other(format!(
+                "tiered blob read past the range opened (ends at {})",
+                self.end
+            )));
+        }
+        let deadline = self.patience + Duration::from_secs(1);
         let mut filled = 0;
         while filled < buf.len() {
             if c.pending.is_empty() {
-                let deadline = self.patience + Duration::from_secs(1);
-                let next = recv_timeout(&self.rt, &mut c.rx, deadline)?;
-                c.pending = next.map_err(std::io::Error::other)?;
+                match recv_timeout(&self.rt, &mut c.rx, deadline)? {
+                    Ok(Piece::Data(b)) => c.pending = b,
+                    Ok(Piece::End) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the target's answer ended early",
+                        ))
+                    }
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
                 continue;
             }
             let n = c.pending.len().min(buf.len() - filled);
@@ -358,35 +402,32 @@ impl BlobFile for RemoteBlob {
         }
         c.pos += buf.len() as u64;
         self.state.remote_read_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        let end = c.pos == self.size;
-        if let Some(sha) = c.sha.as_mut() {
-            sha.update(&buf[..]);
-            if end {
-                let got: [u8; 32] = c.sha.take().map(|s| s.finalize().into()).unwrap_or_default();
-                if got != *self.hash.as_bytes() {
-                    self.state.failed_read(&Error::new(ErrorKind::Checksum, ""));
-                    return Err(std::io::Error::other(format!(
-                        "the target's bytes hash to {}, not {}: refusing them",
-                        hex::encode(got),
-                        self.hash
-                    )));
-                }
+        if self.verify && c.pos == self.end {
+            // The last bytes of the blob go out only with the SHA-256 verdict.
+            let verdict = match recv_timeout(&self.rt, &mut c.rx, deadline)? {
+                Ok(Piece::End) if c.pending.is_empty() => Ok(()),
+                Ok(_) => Err("the target sent more bytes than the blob has".to_owned()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = verdict {
+                self.state.failed_read(&Error::new(ErrorKind::Checksum, ""));
+                return Err(std::io::Error::other(e));
             }
         }
         Ok(())
     }
 
     fn size(&self) -> std::io::Result<u64> {
-        Ok(self.size)
+        Ok(self.end)
     }
 }
 
 /// Waits for the next body piece from a blocking thread, at most `limit`.
 fn recv_timeout(
     rt: &tokio::runtime::Handle,
-    rx: &mut mpsc::Receiver<std::result::Result<Bytes, String>>,
+    rx: &mut mpsc::Receiver<PieceResult>,
     limit: Duration,
-) -> std::io::Result<std::result::Result<Bytes, String>> {
+) -> std::io::Result<PieceResult> {
     // The timer is made inside the runtime: this runs on threads that are not its own.
     match rt.block_on(async { tokio::time::timeout(limit, rx.recv()).await }) {
         Ok(Some(v)) => Ok(v),
@@ -509,21 +550,23 @@ impl TierJob {
                 .buffer_unordered(CONFIRM_AT_ONCE)
                 .collect(),
         );
-        let mut evicted = Vec::new();
+        let mut sure = Vec::new();
         for (info, ok) in confirmed {
             match ok {
-                Ok(true) => {
-                    let bytes = self.store.evict(&info, target).map_err(local)?;
-                    if bytes > 0 {
-                        evicted.push((info.key.as_str().to_owned(), bytes));
-                        self.state.evicted_objects.fetch_add(1, Ordering::Relaxed);
-                        self.state.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
-                        tracing::debug!(bucket = %info.bucket, key = %info.key, bytes, "evicted to {target}");
-                    }
-                }
+                Ok(true) => sure.push(info),
                 // Not on the target yet (or an older version): the next pass looks again.
                 Ok(false) => {}
                 Err(e) => return Err(e),
+            }
+        }
+        let freed = self.store.evict_many(&sure, target).map_err(local)?;
+        let mut evicted = Vec::new();
+        for (info, bytes) in sure.iter().zip(freed) {
+            if bytes > 0 {
+                evicted.push((info.key.as_str().to_owned(), bytes));
+                self.state.evicted_objects.fetch_add(1, Ordering::Relaxed);
+                self.state.evicted_bytes.fetch_add(bytes, Ordering::Relaxed);
+                tracing::debug!(bucket = %info.bucket, key = %info.key, bytes, "evicted to {target}");
             }
         }
         Ok(evicted)

@@ -85,12 +85,12 @@ impl BlobFile for File {
 /// storage crate knows where the bytes are ([`RemoteLoc`]); the crate that talks to
 /// the target implements this, and [`crate::Store::set_remote_blobs`] plugs it in.
 pub trait RemoteBlobs: Send + Sync + 'static {
-    /// Opens the bytes of blob `hash` at `loc` for reading from offset `start` on
-    /// (the request is made now, so an unreachable target fails here, before a
-    /// response has begun, with [`Error::RemoteUnavailable`]). Called from blocking
-    /// threads. A read from offset 0 to the end must never hand out the last bytes
-    /// if the whole fails the blob's SHA-256; the reader checks per-block CRCs itself.
-    fn open(&self, hash: &BlobHash, loc: &RemoteLoc, start: u64) -> Result<Box<dyn BlobFile>>;
+    /// Opens bytes `range` (block-aligned offsets in the blob) of blob `hash` at `loc`,
+    /// to be read in order (the request is made now, so an unreachable target fails
+    /// here, before a response has begun, with [`Error::RemoteUnavailable`]). Called
+    /// from blocking threads. A read of the whole blob must never hand out its last
+    /// bytes if the whole fails the blob's SHA-256; the reader checks per-block CRCs.
+    fn open(&self, hash: &BlobHash, loc: &RemoteLoc, range: std::ops::Range<u64>) -> Result<Box<dyn BlobFile>>;
 }
 
 /// A blob found by [`BlobStore::for_each`].

@@ -783,7 +783,9 @@ impl ObjectReader {
                         seg.hash, loc.target
                     ))
                 })?;
-                seg.file = SegmentFile::Open(remote.open(&seg.hash, loc, block_start)?);
+                // Only the blocks this read needs: a Range GET must not pull the rest of a part.
+                let end = seg.end.div_ceil(bs).saturating_mul(bs).min(seg.meta.size);
+                seg.file = SegmentFile::Open(remote.open(&seg.hash, loc, block_start..end)?);
             }
             let file = match &seg.file {
                 SegmentFile::Open(f) => f,

@@ -39,7 +39,7 @@ impl BlobFile for Slice {
 }
 
 impl RemoteBlobs for FakeTarget {
-    fn open(&self, _: &BlobHash, loc: &RemoteLoc, _start: u64) -> Result<Box<dyn BlobFile>> {
+    fn open(&self, _: &BlobHash, loc: &RemoteLoc, _: std::ops::Range<u64>) -> Result<Box<dyn BlobFile>> {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::RemoteUnavailable("connection refused".into()));
         }
