@@ -852,3 +852,48 @@ def test_scrub_finds_copies_missing_or_changed_on_the_target(workdir, minio):
             assert got == bodies[k], f"{k}: wrong bytes served"
     finally:
         assert s.stop() == 0
+
+
+def test_rehydrate_on_read_keeps_what_reads_touch_within_the_cache(workdir, minio):
+    """`--rehydrate-on-read` with `--tier-cache 500KB`: a read of an evicted 300 KB object brings
+    it back to local disk, where it stays; reading a second one brings that back too, and the
+    least recently brought back goes to the target again (the budget holds one)."""
+    from harness import rmtree
+    d = workdir / "cache"
+    if d.exists():
+        rmtree(d)
+    d.mkdir()
+    s = Walstore(d / "data", buckets=["cached"], region=REGION,
+                 extra_args=["--tier-interval", "1s", "--tier-cache", "500KB"])
+    s.start()
+    try:
+        added = s.admin("replication", "add", "copy", "--endpoint", minio.endpoint, "--bucket", MINIO_BUCKET,
+                        "--prefix", "cache-test/", "--region", minio.region, "--credentials-file",
+                        str(minio.credentials_file(d / "minio.cred")), "--source", "cached")
+        assert added.get("probe") == "ok", added
+        s3 = s3_client(s.boto3_kwargs())
+        bodies = {k: os.urandom(300_000) for k in ("first", "second")}
+        for k, b in bodies.items():
+            s3.put_object(Bucket="cached", Key=k, Body=b)
+        out = s.admin("tier", "set", "cached", "--target", "copy", "--after", "0s", "--rehydrate-on-read")
+        assert out.get("rehydrate-on-read") is True, out
+        wait_for(lambda: s.admin("tier", "status")["remote_blobs"] == 2, timeout=60, interval=0.5,
+                 what="both objects evicted")
+        sha = {k: hashlib.sha256(b).hexdigest() for k, b in bodies.items()}
+        blobs = s.data_dir / "blobs"
+
+        assert s3.get_object(Bucket="cached", Key="first")["Body"].read() == bodies["first"]
+        wait_for(lambda: blob_path(blobs, sha["first"]).exists(), timeout=30, interval=0.2,
+                 what="the object read to be brought back")
+        time.sleep(3)  # a few passes: it stays local (cached), the other stays evicted
+        assert blob_path(blobs, sha["first"]).exists() and not blob_path(blobs, sha["second"]).exists()
+
+        assert s3.get_object(Bucket="cached", Key="second")["Body"].read() == bodies["second"]
+        wait_for(lambda: blob_path(blobs, sha["second"]).exists() and not blob_path(blobs, sha["first"]).exists(),
+                 timeout=30, interval=0.2, what="the second brought back and the first evicted again (budget)")
+        st = s.admin("tier", "status")
+        assert st["rehydrated_bytes"] >= 600_000 and st["remote_blobs"] == 1, st
+        for k, b in bodies.items():
+            assert s3.get_object(Bucket="cached", Key=k)["Body"].read() == b, k
+    finally:
+        assert s.stop() == 0
