@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(wal_names wal_history wal_sentinel wal_codec)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(wal_names wal_history wal_sentinel wal_codec wal_page)
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/walstore/target-fuzz}"

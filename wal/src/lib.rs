@@ -18,6 +18,7 @@ pub mod history;
 pub mod horizon;
 pub mod hot;
 pub mod names;
+pub mod page;
 pub mod policy;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

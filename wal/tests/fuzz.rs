@@ -15,8 +15,8 @@ use wal::history::History;
 use wal::names::TimelineId;
 use wal::testkit::fuzz::{alloc_bound, fuzz, meter, Target};
 use wal::testkit::fuzz_wal::{
-    check_wal_codec, check_wal_history, check_wal_names, check_wal_sentinel, CODEC_TOKENS, HISTORY_TOKENS,
-    SENTINEL_TOKENS, WAL_NAME_TOKENS,
+    check_wal_codec, check_wal_history, check_wal_names, check_wal_page, check_wal_sentinel, CODEC_TOKENS,
+    HISTORY_TOKENS, PAGE_TOKENS, SENTINEL_TOKENS, WAL_NAME_TOKENS,
 };
 
 #[global_allocator]
@@ -58,6 +58,18 @@ fn fuzz_wal_sentinel() {
         dict: SENTINEL_TOKENS,
         max_len: 8192,
         check: check_wal_sentinel,
+    });
+}
+
+#[test]
+fn fuzz_wal_page() {
+    fuzz(&Target {
+        corpus_root: CORPUS,
+        package: PACKAGE,
+        name: "wal_page",
+        dict: PAGE_TOKENS,
+        max_len: 256,
+        check: check_wal_page,
     });
 }
 

@@ -168,6 +168,45 @@ pub fn check_wal_history(input: &[u8]) -> Outcome {
     Ok(accepted)
 }
 
+/// WAL segment headers: `parse_segment_header` reads at most the long header and never
+/// panics; what it accepts has a plausible segment and block size, and its fields are the
+/// header's bytes (written back, they parse to the same header); a segment named after
+/// its own header is consistent with it.
+pub fn check_wal_page(input: &[u8]) -> Outcome {
+    use crate::page::{mismatches, parse_segment_header, LONG_HEADER_LEN};
+    let Ok(h) = bounded("parse_segment_header", input.len(), || parse_segment_header(input))? else {
+        return Ok(false);
+    };
+    let mut back = input[..LONG_HEADER_LEN].to_vec();
+    back[0..2].copy_from_slice(&h.magic.to_le_bytes());
+    back[4..8].copy_from_slice(&h.timeline.get().to_le_bytes());
+    back[8..16].copy_from_slice(&h.page_addr.as_u64().to_le_bytes());
+    back[24..32].copy_from_slice(&h.system_identifier.to_le_bytes());
+    back[32..36].copy_from_slice(&h.segment_size.to_le_bytes());
+    back[36..40].copy_from_slice(&h.block_size.to_le_bytes());
+    if back != input[..LONG_HEADER_LEN] || parse_segment_header(&back) != Ok(h) {
+        return Err(format!("{h:?} does not round-trip"));
+    }
+    let size = SegmentSize::new(u64::from(h.segment_size)).map_err(|e| format!("{h:?}: accepted size refused: {e}"))?;
+    let name = size.file_name(h.timeline, size.segment_of(h.page_addr));
+    let wrong = mismatches(&h, &name, size);
+    if h.timeline.get() > 0 && !wrong.is_empty() {
+        return Err(format!("{h:?} named {name}: {wrong:?}"));
+    }
+    Ok(true)
+}
+
+/// Tokens of WAL page headers: the magics, the long-header flag, common sizes.
+pub const PAGE_TOKENS: &[&[u8]] = &[
+    b"\x10\xd1",
+    b"\x16\xd1",
+    b"\x02\x00",
+    b"\x00\x00\x00\x01",
+    b"\x00\x20\x00\x00",
+    b"\x00\x00\x00\x40",
+    b"\xff\xff\xff\xff",
+];
+
 pub const HISTORY_TOKENS: &[&[u8]] = &[
     b"\t",
     b"\n",
