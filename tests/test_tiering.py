@@ -794,10 +794,10 @@ def test_no_5xx_but_the_expected_503s(scenario: Scenario):
 
 def test_scrub_finds_copies_missing_or_changed_on_the_target(workdir, minio):
     """A walstore of its own (scrubbing every second, full reads): three evicted objects; on
-    MinIO one copy is deleted, one replaced by another version, and one replaced by other
-    bytes under the same metadata (only a full read sees that). The scrub names all three,
-    `walstore_tier_scrub_problems` says 3, and reads of them fail (never wrong bytes) while
-    the intact one reads fine."""
+    MinIO one copy is deleted, one replaced by another version, one carries another SHA-256 in
+    its metadata, and one other bytes under the same metadata (only a full read sees that).
+    The scrub names all four, `walstore_tier_scrub_problems` says 4, and reads of them never
+    return wrong bytes while the intact one reads fine."""
     from harness import rmtree
     d = workdir / "scrub"
     if d.exists():
@@ -813,16 +813,19 @@ def test_scrub_finds_copies_missing_or_changed_on_the_target(workdir, minio):
                         str(minio.credentials_file(d / "minio.cred")), "--source", "scrubbed")
         assert added.get("probe") == "ok", added
         s3 = s3_client(s.boto3_kwargs())
-        bodies = {k: os.urandom(300_000 + i) for i, k in enumerate(["intact", "gone", "other", "forged"])}
+        bodies = {k: os.urandom(300_000 + i) for i, k in enumerate(["intact", "gone", "other", "relabelled", "forged"])}
         for k, b in bodies.items():
             s3.put_object(Bucket="scrubbed", Key=k, Body=b)
         s.admin("tier", "set", "scrubbed", "--target", "copy", "--after", "0s")
-        wait_for(lambda: s.admin("tier", "status")["remote_blobs"] == 4, timeout=60, interval=0.5,
-                 what="all four objects evicted")
+        wait_for(lambda: s.admin("tier", "status")["remote_blobs"] == 5, timeout=60, interval=0.5,
+                 what="all five objects evicted")
         m3 = s3_client(minio.boto3_kwargs())
         key = lambda k: f"{prefix}scrubbed/{k}"  # noqa: E731
         m3.delete_object(Bucket=MINIO_BUCKET, Key=key("gone"))
         m3.put_object(Bucket=MINIO_BUCKET, Key=key("other"), Body=b"a newer version")
+        relabelled = m3.head_object(Bucket=MINIO_BUCKET, Key=key("relabelled"))["Metadata"]
+        m3.put_object(Bucket=MINIO_BUCKET, Key=key("relabelled"), Body=bodies["relabelled"],
+                      Metadata={**relabelled, "walstore-sha256": "0" * 64})
         forged = m3.head_object(Bucket=MINIO_BUCKET, Key=key("forged"))["Metadata"]
         bad = bytearray(bodies["forged"])
         bad[1000] ^= 0xFF
@@ -830,21 +833,21 @@ def test_scrub_finds_copies_missing_or_changed_on_the_target(workdir, minio):
 
         def found() -> dict | None:
             st = s.admin("tier", "status")
-            return st if len(st["scrub"]["problems"]) == 3 else None
-        st = wait_for(found, timeout=60, interval=1, what="the scrub to report three problems")
+            return st if len(st["scrub"]["problems"]) == 4 else None
+        st = wait_for(found, timeout=60, interval=1, what="the scrub to report four problems")
         text = "\n".join(st["scrub"]["problems"])
-        for k in ("gone", "other", "forged"):
+        for k in ("gone", "other", "relabelled", "forged"):
             assert f"scrubbed/{k}" in text, text
         assert "scrubbed/intact" not in text, text
         _, metrics = s.get("/metrics")
-        assert re.search(r"^walstore_tier_scrub_problems 3$", metrics.decode(), re.M), metrics.decode()[-3000:]
+        assert re.search(r"^walstore_tier_scrub_problems 4$", metrics.decode(), re.M), metrics.decode()[-3000:]
 
         import boto3
         from botocore.config import Config
         once = boto3.client("s3", **s.boto3_kwargs(),
                             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
         assert once.get_object(Bucket="scrubbed", Key="intact")["Body"].read() == bodies["intact"]
-        for k in ("gone", "other", "forged"):
+        for k in ("gone", "other", "relabelled", "forged"):
             try:
                 got = once.get_object(Bucket="scrubbed", Key=k)["Body"].read()
             except Exception:  # refused (500) or cut mid-body: never the wrong bytes

@@ -30,7 +30,7 @@ use storage::worker::{Progress, Worker};
 use storage::{BlobFile, BlobHash, Budget, ObjectInfo, RemoteBlobs, RemoteLoc, Store, TierPolicy};
 use tokio::sync::mpsc;
 
-use crate::client::{Clients, Remote, META_ETAG, META_MTIME};
+use crate::client::{Clients, Remote, META_ETAG, META_MTIME, META_SHA256};
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::TargetSpec;
 
@@ -40,8 +40,12 @@ const PAGE: usize = 512;
 const CONFIRM_AT_ONCE: usize = 8;
 /// Body chunks buffered ahead of the reader (the SDK hands out up to 64 KiB each).
 const READ_AHEAD: usize = 64;
-/// Latency observations kept between two scrapes.
+/// Latency observations kept between two scrapes (and blobs reads may ask back).
 const MAX_OBSERVATIONS: usize = 10_000;
+/// Blobs brought back for reads per run (the rest wait for the next run).
+const WANTED_PER_RUN: usize = 64;
+/// Blobs brought back per page because their object is wanted local again.
+const REWARM_PER_PAGE: usize = 64;
 
 /// What tiering did and sees; the worker and the reader write it, status and metrics read it.
 #[derive(Debug, Default)]
@@ -499,6 +503,7 @@ impl TierJob {
         let page = self.store.tier_page(p, all, after.as_deref(), PAGE).map_err(local)?;
         let done = page.next.is_none();
         let mut rows = page.rows;
+        self.rewarm(&page.rewarm)?;
         if !page.candidates.is_empty() {
             let rec = self.store.replication_target(&p.target).map_err(local)?;
             if rec.paused {
@@ -584,15 +589,7 @@ impl TierJob {
             if Store::tier_policy_for(all, &loc.bucket, &loc.key).is_some_and(|p| p.target == loc.target) {
                 continue;
             }
-            match self.store.rehydrate_blob(&hash, false) {
-                Ok(0) => {}
-                Ok(bytes) => {
-                    self.state.rehydrated_bytes.fetch_add(bytes, Ordering::Relaxed);
-                    tracing::debug!(blob = %hash, bucket = %loc.bucket, key = %loc.key, "brought back from {}", loc.target);
-                }
-                Err(storage::Error::RemoteUnavailable(m)) => return Err(Error::new(ErrorKind::Network, m)),
-                Err(e) => return Err(local(e)),
-            }
+            self.bring_back(&hash, false, "no policy sends it to its target any more")?;
         }
         if done {
             self.rehydrate_after = None;
@@ -600,33 +597,62 @@ impl TierJob {
         Ok(done)
     }
 
+    /// Brings evicted blob `hash` back to local disk (into the tier cache with `cache`).
+    fn bring_back(&self, hash: &BlobHash, cache: bool, why: &str) -> Result<()> {
+        match self.store.rehydrate_blob(hash, cache) {
+            Ok(0) => Ok(()),
+            Ok(bytes) => {
+                self.state.rehydrated_bytes.fetch_add(bytes, Ordering::Relaxed);
+                tracing::debug!(blob = %hash, bytes, "brought back: {why}");
+                Ok(())
+            }
+            Err(storage::Error::RemoteUnavailable(m)) => Err(Error::new(ErrorKind::Network, m)),
+            Err(e) => Err(local(e)),
+        }
+    }
+
     /// Brings back what reads asked for, then trims the cache to its budget (least
     /// recently brought back first: the next pass evicts those again if they are cold).
     fn rehydrate_wanted(&mut self, budget: &Budget) -> Result<()> {
-        loop {
+        // The budget first, whatever happens next (a failed read must not leave the
+        // cache over it).
+        self.trim_cache(0)?;
+        for _ in 0..WANTED_PER_RUN {
             let next = self.state.wanted.lock().pop_first();
             let Some(hash) = next else { break };
             if budget.stopped() {
                 return Ok(());
             }
-            match self.store.rehydrate_blob(&hash, true) {
-                Ok(0) => {}
-                Ok(bytes) => {
-                    self.state.rehydrated_bytes.fetch_add(bytes, Ordering::Relaxed);
-                    tracing::debug!(blob = %hash, bytes, "brought back for reads");
-                }
-                Err(storage::Error::RemoteUnavailable(m)) => return Err(Error::new(ErrorKind::Network, m)),
-                Err(e) => return Err(local(e)),
+            let Some(loc) = self.store.tier_location(&hash).map_err(local)? else { continue };
+            if loc.size > self.cache_budget {
+                continue;
             }
+            // Room for it before it comes: the cache never holds more than its budget.
+            self.trim_cache(loc.size)?;
+            self.bring_back(&hash, true, "for reads")?;
         }
+        Ok(())
+    }
+
+    /// Takes the least recently brought back blobs out of the cache until `room` more
+    /// bytes fit in its budget (the next pass evicts them again if they are cold).
+    fn trim_cache(&self, room: u64) -> Result<()> {
         let cached = self.store.tier_cache().map_err(local)?;
         let mut total: u64 = cached.iter().map(|(_, c)| c.size).sum();
         for (hash, c) in cached {
-            if total <= self.cache_budget {
+            if total.saturating_add(room) <= self.cache_budget {
                 break;
             }
             self.store.tier_uncache(&hash).map_err(local)?;
             total -= c.size;
+        }
+        Ok(())
+    }
+
+    /// Brings back evicted blobs of objects their policy wants local now.
+    fn rewarm(&self, hashes: &[BlobHash]) -> Result<()> {
+        for hash in hashes.iter().take(REWARM_PER_PAGE) {
+            self.bring_back(hash, false, "its object is hot (or young) again")?;
         }
         Ok(())
     }
@@ -653,6 +679,14 @@ impl TierJob {
                         )),
                         Ok(h) if h.meta(META_ETAG) != Some(loc.etag.as_str()) => {
                             Some(format!("{key}: another version on {:?} (ETag {:?})", loc.target, h.meta(META_ETAG)))
+                        }
+                        // An object of one blob: the checksum its copy carries is the blob's name.
+                        Ok(h)
+                            if loc.offset == 0
+                                && h.size == loc.size
+                                && h.meta(META_SHA256).is_some_and(|s| s != hash.to_hex()) =>
+                        {
+                            Some(format!("{key}: its SHA-256 on {:?} is not the evicted blob's", loc.target))
                         }
                         Ok(_) if self.scrub_full => self.read_through(&hash, &loc).err(),
                         Ok(_) => None,
@@ -681,6 +715,9 @@ impl TierJob {
         Ok(())
     }
 
+    /// One run: every policy (a failing one does not hold up the others), then what
+    /// reads asked for, what no policy covers any more, and the scrub when it is due.
+    /// The first error is returned after everything else had its turn.
     fn run(&mut self, budget: &Budget) -> Result<bool> {
         if !self.swept {
             let n = self.store.tier_leftovers().map_err(local)?;
@@ -693,14 +730,20 @@ impl TierJob {
         self.passes.retain(|(b, p), _| all.iter().any(|q| &q.bucket == b && &q.prefix == p));
         self.state.inner.lock().rows.retain(|(b, p, _), _| all.iter().any(|q| &q.bucket == b && &q.prefix == p));
         let mut more = false;
+        let mut failed: Option<Error> = None;
         for p in &all {
             loop {
                 if budget.stopped() {
                     return Ok(true);
                 }
-                let done = self.page(p, &all)?;
-                if done {
-                    break;
+                match self.page(p, &all) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => {
+                        let e = Error::new(e.kind, format!("{}/{}: {}", p.bucket, p.prefix, e.message));
+                        failed.get_or_insert(e);
+                        break;
+                    }
                 }
                 if budget.spent() {
                     more = true;
@@ -708,19 +751,38 @@ impl TierJob {
                 }
             }
         }
-        self.rehydrate_wanted(budget)?;
-        while !self.rehydrate_page(&all, budget)? {
-            if budget.spent() {
-                return Ok(true);
+        if let Err(e) = self.rehydrate_wanted(budget) {
+            failed.get_or_insert(e);
+        }
+        loop {
+            match self.rehydrate_page(&all, budget) {
+                Ok(true) => break,
+                Ok(false) if budget.spent() => return Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    break;
+                }
             }
         }
         if self.scrub_due.is_some_and(|d| d <= Instant::now()) {
-            while !self.scrub_page()? {
-                if budget.spent() {
-                    return Ok(true);
+            loop {
+                match self.scrub_page() {
+                    Ok(true) => {
+                        self.scrub_due = self.scrub_every.map(|e| Instant::now() + e);
+                        break;
+                    }
+                    Ok(false) if budget.spent() => return Ok(true),
+                    Ok(false) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        break;
+                    }
                 }
             }
-            self.scrub_due = self.scrub_every.map(|e| Instant::now() + e);
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if !more {
             self.state.passes.fetch_add(1, Ordering::Relaxed);
@@ -769,7 +831,7 @@ impl Worker for TierJob {
                     changed
                 };
                 if changed {
-                    tracing::warn!(kind = e.kind.name(), "tiering paused until the next run: {}", e.message);
+                    tracing::warn!(kind = e.kind.name(), "tiering: {} (retried at the next run)", e.message);
                 }
                 if matches!(e.kind, ErrorKind::Auth | ErrorKind::Config) {
                     self.clients.forget_all();

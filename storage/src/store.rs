@@ -355,8 +355,11 @@ impl Store {
             let existed = match body {
                 StagedBody::File(staging) => {
                     let new_file = self.blobs.place(staging, &hash, size)?;
-                    if new_file && self.tier_loc(&hash)?.is_some() {
-                        // The same bytes arrived again while the blob was evicted: local again.
+                    if self.tier_loc(&hash)?.is_some() {
+                        // The same bytes arrived again while the blob was evicted (placed now,
+                        // or a file an interrupted eviction left, whose name proves its
+                        // content): local again, before a second reference could share
+                        // the first object's remote location.
                         batch.delete_cf(self.index.cf(CF_META)?, crate::index::tier_blob_key(&hash));
                     }
                     !new_file && self.index.get(CF_BLOBS, hash.as_bytes())?.is_some()
@@ -458,6 +461,11 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.index.cf(CF_BUCKETS)?, name.as_str().as_bytes());
+        // Its tiering policies go with it (a bucket created again later starts untiered).
+        let tiers = crate::index::tier_policy_bucket_prefix(name.as_str());
+        for item in self.index.range(CF_META, &tiers, prefix_end(&tiers))? {
+            batch.delete_cf(self.index.cf(CF_META)?, item?.0);
+        }
         self.commit(Vec::new(), batch)
     }
 
@@ -640,7 +648,8 @@ impl Store {
                 Ok(f) => SegmentFile::Open(f),
                 Err(e) => match self.tier_loc(&b.hash)? {
                     Some(loc) => SegmentFile::Remote(loc),
-                    None => return Err(e),
+                    // Brought back between the two looks: the file is there now.
+                    None => SegmentFile::Open(self.open_blob(&b.hash, meta.size).map_err(|_| e)?),
                 },
             };
             segments.push_back(Segment {

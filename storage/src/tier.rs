@@ -42,6 +42,9 @@ use crate::writer::{StagedBlob, StagedBody, INLINE_MAX};
 pub struct TierPage {
     /// Objects to evict: old enough, not hot, with local bytes that can go.
     pub candidates: Vec<ObjectInfo>,
+    /// Evicted blobs the policy wants local again (their object became hot: a newer
+    /// backup was deleted, `keep_newest_backups` grew; or `after` grew past its age).
+    pub rewarm: Vec<BlobHash>,
     /// Local and remote bytes by repository (`""`: objects outside any).
     pub rows: BTreeMap<String, TierRow>,
     /// The last key examined, to continue after; `None` at the end of the policy.
@@ -197,9 +200,11 @@ impl Store {
             let (repo, path) = split_repo(&key).map_or(("", key.as_str()), |(r, rest)| (r, rest));
             let row = page.rows.entry(repo.to_owned()).or_default();
             let (mut local, mut remote, mut evictable) = (0u64, 0u64, false);
+            let mut tiered = Vec::new();
             for b in &e.blobs {
                 if b.size > INLINE_MAX && self.tier_loc(&b.hash)?.is_some() {
                     remote += b.size;
+                    tiered.push(b.hash);
                 } else {
                     local += b.size;
                     evictable |= b.size > INLINE_MAX && self.tier_cached(&b.hash)?.is_none();
@@ -212,10 +217,11 @@ impl Store {
             } else {
                 row.local_objects += 1;
             }
-            if !evictable || e.last_modified.as_millis() > cutoff {
+            let old_enough = e.last_modified.as_millis() <= cutoff;
+            if !(evictable && old_enough) && remote == 0 {
                 continue;
             }
-            if !repo.is_empty() {
+            let is_hot = !repo.is_empty() && {
                 let set = match hot.get(repo) {
                     Some(s) => s.clone(),
                     None => {
@@ -228,11 +234,13 @@ impl Store {
                         s
                     }
                 };
-                if set.is_none_or(|s| s.is_hot(path)) {
-                    continue;
-                }
+                set.is_none_or(|s| s.is_hot(path))
+            };
+            if remote > 0 && (is_hot || !old_enough) {
+                page.rewarm.extend(tiered);
+            } else if evictable && old_enough && !is_hot {
+                page.candidates.push(info_of(&bucket, &ObjectKey::parse(&key)?, e));
             }
-            page.candidates.push(info_of(&bucket, &ObjectKey::parse(&key)?, e));
         }
         if seen <= limit {
             page.next = None;
@@ -320,6 +328,11 @@ impl Store {
             self.blobs.remove(hash)?;
         }
         Ok(freed)
+    }
+
+    /// Where the bytes of evicted blob `hash` are (`None`: it is local).
+    pub fn tier_location(&self, hash: &BlobHash) -> Result<Option<RemoteLoc>> {
+        self.tier_loc(hash)
     }
 
     /// Up to `limit` evicted blobs after `after`, in hash order.

@@ -430,6 +430,20 @@ impl Store {
         })
     }
 
+    /// Whether some blob of `bucket` is evicted to a replication target (a scan of the
+    /// tier records: an admin action's cost, not a request's).
+    fn bucket_has_evicted_bytes(&self, bucket: &str) -> Result<bool> {
+        let p = crate::index::TIER_BLOB_PREFIX;
+        for item in self.index.range(CF_META, p, prefix_end(p))? {
+            let (_, v) = item?;
+            let loc: crate::types::RemoteLoc = crate::codec::decode(&v, "tier record")?;
+            if loc.bucket == bucket {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn write_bucket_entry(&self, name: &BucketName, f: impl FnOnce(&mut BucketEntry) -> Result<()>) -> Result<()> {
         self.ensure_writable()?;
         // Exclusive: no write may run under the old configuration after this returns.
@@ -448,7 +462,8 @@ impl Store {
         self.write_bucket_entry(name, |e| {
             // Under the bucket lock: `put_tier_policy` holds it shared.
             let tiered = crate::index::tier_policy_bucket_prefix(name.as_str());
-            let tiered = self.index.range(CF_META, &tiered, prefix_end(&tiered))?.next().is_some();
+            let tiered = self.index.range(CF_META, &tiered, prefix_end(&tiered))?.next().is_some()
+                || self.bucket_has_evicted_bytes(name.as_str())?;
             match state {
                 Versioning::Unversioned => {
                     return Err(Error::InvalidArgument("versioning can be Enabled or Suspended".into()))

@@ -334,3 +334,66 @@ fn a_page_offers_old_cold_objects_and_counts_bytes() {
         "too young"
     );
 }
+
+#[test]
+fn a_leftover_file_does_not_let_a_second_reference_share_a_remote_location() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = Arc::new(FakeTarget::default());
+    let s = open(dir.path(), &t);
+    let b = bucket(&s, "bkt");
+    let body = data(13, 300_000);
+    let info = put(&s, &b, "first", &body);
+    let path = blob_path(dir.path(), &info.blobs[0].hash);
+    let saved = std::fs::read(&path).expect("blob");
+    copy_and_evict(&s, &t, &info);
+    // An interrupted eviction's leftover, then the same bytes under another key.
+    std::fs::write(&path, &saved).expect("leftover");
+    put(&s, &b, "second", &body);
+    assert!(s.tier_totals().expect("totals").is_empty(), "the blob is local again");
+    assert_eq!(s.tier_leftovers().expect("sweep"), 0, "and its file is not a leftover");
+    s.sweep_orphans(SystemTime::now() + Duration::from_secs(3600)).expect("orphan sweep");
+    t.copies.lock().expect("lock").clear();
+    s.delete_object(&b, &ObjectKey::parse("first").expect("key"), ME).expect("delete");
+    assert_eq!(read(&s, &head(&s, &b, "second"), 0..body.len() as u64).expect("read"), body);
+}
+
+#[test]
+fn versioning_waits_for_evicted_bytes_and_deleted_buckets_drop_their_policies() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = Arc::new(FakeTarget::default());
+    let s = open(dir.path(), &t);
+    let b = bucket(&s, "bkt");
+    s.put_replication_target(target_rec("dr"), false).expect("target");
+    s.put_tier_policy(&policy("bkt", "dr"), "t").expect("policy");
+    let info = put(&s, &b, "k", &data(14, 300_000));
+    copy_and_evict(&s, &t, &info);
+    s.remove_tier_policy("bkt", "", "t").expect("remove");
+    assert!(
+        matches!(s.set_versioning(&b, Versioning::Enabled), Err(Error::InvalidBucketState(_))),
+        "bytes of the bucket are still on the target"
+    );
+    assert_eq!(s.rehydrate_blob(&info.blobs[0].hash, false).expect("back"), 300_000);
+    s.set_versioning(&b, Versioning::Enabled).expect("nothing remote any more");
+
+    let other = bucket(&s, "other");
+    s.put_tier_policy(&policy("other", "dr"), "t").expect("policy");
+    s.delete_bucket(&other).expect("delete bucket");
+    assert!(s.tier_policies().expect("list").is_empty(), "the deleted bucket's policy went with it");
+}
+
+#[test]
+fn objects_wanted_local_again_are_offered_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let t = Arc::new(FakeTarget::default());
+    let s = open(dir.path(), &t);
+    let b = bucket(&s, "bkt");
+    s.put_replication_target(target_rec("dr"), false).expect("target");
+    let info = put(&s, &b, "k", &data(15, 300_000));
+    copy_and_evict(&s, &t, &info);
+    // `--after` grew past the object's age: it should be local.
+    let p = TierPolicy { after_ms: 3_600_000, ..policy("bkt", "dr") };
+    s.put_tier_policy(&p, "t").expect("policy");
+    let page = s.tier_page(&p, std::slice::from_ref(&p), None, 100).expect("page");
+    assert_eq!(page.rewarm, vec![info.blobs[0].hash]);
+    assert!(page.candidates.is_empty());
+}

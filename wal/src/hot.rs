@@ -6,7 +6,8 @@
 //! (with the delta ancestors they need), every WAL file from the start of the oldest
 //! of them onwards (on every timeline: a later timeline branches after it), and every
 //! timeline history file (tiny, and every restore reads them). Backups that are
-//! still being written stay local too. When the evaluation cannot say what is
+//! still being written stay local too, and so do every backup's stop sentinel and
+//! `metadata.json` (every evaluation of the repository reads them). When the evaluation cannot say what is
 //! restorable (no restorable backup, or one without a start LSN), everything in the
 //! repository is hot: tiering moves bytes off the box only when it is sure the
 //! newest restore does not depend on them.
@@ -43,6 +44,11 @@ impl HotSet {
         };
         let mut restorable: Vec<_> =
             h.backups.iter().filter(|b| b.restorable && b.status == BackupStatus::Complete).collect();
+        // On the head's lineage when there are such: a backup of an abandoned branch is
+        // not what the next restore starts from.
+        if restorable.iter().any(|b| b.main) {
+            restorable.retain(|b| b.main);
+        }
         restorable.sort_by_key(|b| (b.finished_at, b.start_lsn));
         let newest: Vec<_> = restorable.iter().rev().take(keep_newest.max(1) as usize).collect();
         if newest.is_empty() {
@@ -80,6 +86,11 @@ impl HotSet {
             return true;
         }
         let class = classify(path);
+        // Every evaluation reads these: they stay local, so a target that is down never
+        // changes what the store believes is restorable.
+        if matches!(class, WalObject::Sentinel(_) | WalObject::BackupMeta(_)) {
+            return true;
+        }
         if let Some(b) = class.backup() {
             return self.backups.contains(b.as_str());
         }
@@ -124,7 +135,7 @@ mod tests {
         let part = |b: &str| format!("basebackups_005/{b}/tar_partitions/part_001.tar.lz4");
         assert!(hot.is_hot(&part(&new)));
         assert!(!hot.is_hot(&part(&mid)) && !hot.is_hot(&part(&old)));
-        assert!(!hot.is_hot(&format!("basebackups_005/{old}_backup_stop_sentinel.json")));
+        assert!(hot.is_hot(&format!("basebackups_005/{old}_backup_stop_sentinel.json")), "documents stay");
         assert!(hot.is_hot(&format!("wal_005/{}.lz4", r.name(1, 20))));
         assert!(!hot.is_hot(&format!("wal_005/{}.lz4", r.name(1, 19))));
         assert!(hot.is_hot(&format!("wal_005/{}.lz4", r.name(2, 30))));

@@ -159,6 +159,14 @@ impl Store {
                     }
                     None => self.entry(&bucket, key.as_str())?.map(|e| (key.as_str().to_owned(), e)),
                 };
+                // The replaced copy is kept (as a quarantine record or an older version)
+                // while its key gets other bytes on the replication target: bytes evicted
+                // to that target come back first (see `crate::tier`).
+                if let Some((_, old)) = &stored {
+                    for b in &old.blobs {
+                        self.rehydrate_blob(&b.hash, false)?;
+                    }
+                }
                 let bytes = self.read_refs(&rec.blobs, rec.size)?;
                 let md5: [u8; 16] = md5::Md5::digest(&bytes).into();
                 let entry = ObjectEntry {
@@ -258,8 +266,13 @@ impl Store {
                 return Ok(Verdict::Identical(cand));
             }
             // Different encodings of possibly the same content: compare plaintext.
-            let old_plain =
-                self.read_refs(&existing.blobs, existing.size).ok().and_then(|b| plaintext_digest(ecodec, &b));
+            // A stored copy on a tier target that is down cannot be compared: retry later
+            // (503), never call it a conflict.
+            let old_plain = match self.read_refs(&existing.blobs, existing.size) {
+                Ok(b) => plaintext_digest(ecodec, &b),
+                Err(e @ Error::RemoteUnavailable(_)) => return Err(e),
+                Err(_) => None,
+            };
             let new_plain = new.bytes(self).ok().and_then(|b| plaintext_digest(new_codec, &b));
             if let (Some(a), Some(b)) = (old_plain, new_plain) {
                 if a == b {
