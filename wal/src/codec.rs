@@ -57,6 +57,73 @@ pub fn decode(codec: Codec, data: &[u8], limit: usize) -> Result<Vec<u8>, Decode
     }
 }
 
+/// Largest lzop block [`decode_prefix`] decodes whole (WAL-E writes 256 KiB blocks).
+const PREFIX_LZOP_BLOCK: usize = 1 << 20;
+
+/// The first `n` bytes of the plaintext of `data` (fewer when the plaintext is shorter),
+/// without decoding the rest: enough to read a WAL segment's first page header. Work and
+/// memory stay bounded by `n` (an lzop block by 1 MiB), whatever the body.
+pub fn decode_prefix(codec: Codec, data: &[u8], n: usize) -> Result<Vec<u8>, DecodeError> {
+    let bad = |e: &dyn std::fmt::Display| DecodeError::Undecodable(codec, e.to_string());
+    match codec {
+        Codec::None => Ok(data[..data.len().min(n)].to_vec()),
+        Codec::Lz4 => read_prefix(lz4_flex::frame::FrameDecoder::new(data), n, codec),
+        Codec::Zstd => read_prefix(zstd::stream::read::Decoder::new(data).map_err(|e| bad(&e))?, n, codec),
+        Codec::Brotli => read_prefix(brotli_decompressor::Decompressor::new(data, 64 * 1024), n, codec),
+        Codec::Lzma => {
+            let mut out = PrefixWriter { buf: Vec::with_capacity(n), n };
+            let opts = lzma_rs::decompress::Options {
+                unpacked_size: lzma_rs::decompress::UnpackedSize::ReadFromHeader,
+                memlimit: Some(n.max(1 << 20)),
+                allow_incomplete: true,
+            };
+            match lzma_rs::lzma_decompress_with_options(&mut std::io::BufReader::new(data), &mut out, &opts) {
+                Ok(()) => Ok(out.buf),
+                Err(_) if out.buf.len() == n => Ok(out.buf),
+                Err(e) => Err(bad(&e)),
+            }
+        }
+        Codec::Gzip => Err(bad(&"gzip is read-only in WAL-G and not decoded by walstore")),
+        Codec::Lzo => lzop_blocks(data, n, true),
+    }
+}
+
+/// Reads until `n` bytes or the end.
+fn read_prefix(mut r: impl Read, n: usize, codec: Codec) -> Result<Vec<u8>, DecodeError> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut out[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) => return Err(DecodeError::Undecodable(codec, e.to_string())),
+        }
+    }
+    out.truncate(got);
+    Ok(out)
+}
+
+/// Keeps the first `n` bytes written, then refuses more (which ends the decoder).
+struct PrefixWriter {
+    buf: Vec<u8>,
+    n: usize,
+}
+
+impl Write for PrefixWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let room = self.n - self.buf.len();
+        if room == 0 {
+            return Err(std::io::Error::other("prefix complete"));
+        }
+        let k = room.min(b.len());
+        self.buf.extend_from_slice(&b[..k]);
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn read_limited(mut r: impl Read, limit: usize, codec: Codec) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     let mut chunk = [0u8; 64 * 1024];
@@ -92,6 +159,12 @@ impl Write for LimitedWriter {
 
 /// lzop container (WAL-E's `.lzo`): magic, header, then blocks of LZO1X data.
 fn lzop_decode(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    lzop_blocks(data, limit, false)
+}
+
+/// [`lzop_decode`], or with `prefix` the first `limit` bytes only (blocks of at most
+/// [`PREFIX_LZOP_BLOCK`] are decoded whole, then cut).
+fn lzop_blocks(data: &[u8], limit: usize, prefix: bool) -> Result<Vec<u8>, DecodeError> {
     const MAGIC: [u8; 9] = [0x89, 0x4C, 0x5A, 0x4F, 0x00, 0x0D, 0x0A, 0x1A, 0x0A];
     const F_ADLER32_D: u32 = 0x01;
     const F_ADLER32_C: u32 = 0x02;
@@ -138,8 +211,9 @@ fn lzop_decode(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
         if ulen == 0 {
             return Ok(out);
         }
-        if out.len() + ulen > limit {
-            return Err(DecodeError::TooLarge(limit));
+        let cap = if prefix { limit.max(PREFIX_LZOP_BLOCK) } else { limit };
+        if out.len() + ulen > cap {
+            return Err(DecodeError::TooLarge(cap));
         }
         let clen = p.u32().ok_or_else(|| bad("truncated block"))? as usize;
         let mut skip = 0;
@@ -167,6 +241,10 @@ fn lzop_decode(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
                 return Err(bad("block length mismatch"));
             }
             out.extend_from_slice(&d);
+        }
+        if prefix && out.len() >= limit {
+            out.truncate(limit);
+            return Ok(out);
         }
     }
 }
@@ -352,6 +430,32 @@ mod tests {
         lzma_rs::lzma_compress(&mut &data[..], &mut lzma).expect("lzma");
         assert_eq!(decode(Codec::Lzma, &lzma, 1 << 20), Ok(data.clone()));
         assert_eq!(decode(Codec::None, &data, 1 << 20), Ok(data.clone()));
+    }
+
+    #[test]
+    fn prefixes_of_every_codec() {
+        let data = sample();
+        let mut lz4 = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        lz4.write_all(&data).expect("lz4");
+        let lz4 = lz4.finish().expect("lz4");
+        let zst = zstd::encode_all(&data[..], 3).expect("zstd");
+        let mut lzma = Vec::new();
+        lzma_rs::lzma_compress(&mut &data[..], &mut lzma).expect("lzma");
+        let lzo = lzop(&data, 256 * 1024);
+        for (codec, body) in [(Codec::Lz4, &lz4), (Codec::Zstd, &zst), (Codec::Lzma, &lzma), (Codec::Lzo, &lzo)] {
+            for n in [0, 40, 8192, 199_999, 200_000, 300_000] {
+                let want = &data[..n.min(data.len())];
+                assert_eq!(decode_prefix(codec, body, n).as_deref(), Ok(want), "{codec:?}, {n} bytes");
+            }
+            assert!(decode_prefix(codec, b"not compressed at all, or encrypted", 8192).is_err(), "{codec:?}");
+        }
+        assert_eq!(decode_prefix(Codec::None, &data, 40).as_deref(), Ok(&data[..40]));
+        // brotli: no encoder among the dependencies; the `brotli` tool's output from the corpus.
+        let br = include_bytes!("../tests/fuzz_corpus/wal_codec/ok-br-history");
+        let plain = decode(Codec::Brotli, br, 1 << 20).expect("brotli");
+        for n in [0, 10, plain.len() - 1, plain.len(), plain.len() + 1] {
+            assert_eq!(decode_prefix(Codec::Brotli, br, n).as_deref(), Ok(&plain[..n.min(plain.len())]), "brotli {n}");
+        }
     }
 
     /// An lzop container (as WAL-E writes it) of blocks compressed by lzokay-native.

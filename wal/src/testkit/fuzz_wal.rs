@@ -5,7 +5,7 @@
 //! it broke; parsers run under the allocation meter of [`super::fuzz`].
 
 use crate::backup::{MetadataInfo, SentinelInfo};
-use crate::codec::{decode as codec_decode, DecodeError};
+use crate::codec::{decode as codec_decode, decode_prefix, DecodeError};
 use crate::history::History;
 use crate::names::{classify, split24, split_repo, BackupName, Codec, Lsn, SegmentSize, TimelineId, WalObject};
 
@@ -288,6 +288,16 @@ pub fn check_wal_codec(input: &[u8]) -> Outcome {
         let r = bounded_by("codec::decode", input.len(), codec_bound(input.len()), || {
             codec_decode(codec, input, CODEC_LIMIT)
         })?;
+        // The first page of a segment: bounded the same way, and the start of what the
+        // whole decode gives whenever that succeeds.
+        let prefix = bounded_by("codec::decode_prefix", input.len(), codec_bound(input.len()), || {
+            decode_prefix(codec, input, PREFIX)
+        })?;
+        if let (Ok(whole), Ok(p)) = (&r, &prefix) {
+            if p.as_slice() != &whole[..whole.len().min(PREFIX)] {
+                return Err(format!("{codec:?}: the {PREFIX}-byte prefix differs from the whole decode's start"));
+            }
+        }
         match r {
             Ok(out) if out.len() > CODEC_LIMIT || (codec == Codec::None && out != input) => {
                 return Err(format!("{codec:?} decoded {} bytes past the limit, or changed plain data", out.len()))
@@ -299,6 +309,9 @@ pub fn check_wal_codec(input: &[u8]) -> Outcome {
     }
     Ok(accepted)
 }
+
+/// Bytes of plaintext the prefix decode is asked for (a WAL page).
+const PREFIX: usize = 8192;
 
 pub const CODEC_TOKENS: &[&[u8]] = &[
     b"\x04\x22\x4d\x18",
