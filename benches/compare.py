@@ -105,6 +105,30 @@ def run(args, *, timeout: float, env=None, user: str | None = None, check=True, 
     return cp
 
 
+def poll_until(status, t0: float, timeout: float, started, finished):
+    """Calls `status()` every 0.2 s (bounded by `timeout` and a count) until `finished(st)`.
+    Returns (first, done, last status): seconds since `t0` at which `started` and `finished`
+    first held, each taken halfway between the start of the poll before and the end of the
+    poll that saw it (`None` if never)."""
+    first = done = None
+    prev_start = t0
+    st: dict = {}
+    for _ in range(int(timeout / 0.2) + 1):
+        ts = time.monotonic()
+        st = status()
+        te = time.monotonic()
+        if first is None and started(st):
+            first = (prev_start + te) / 2 - t0
+        if finished(st):
+            done = (prev_start + te) / 2 - t0
+            break
+        if te - t0 > timeout:
+            break
+        prev_start = ts
+        time.sleep(max(0.0, 0.2 - (te - ts)))
+    return first, done, st
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -706,24 +730,16 @@ synchronous_commit = off
         the backlog is empty and at least `objects` objects were replicated. Times are seconds
         since `t0`: the copy is taken as complete halfway between the start of the last poll
         that still saw a backlog and the end of the first that saw none."""
-        first_copy = done = None
-        prev_start = t0
-        rss_max = 0.0
-        st: dict = {}
-        for _ in range(int(timeout / 0.2) + 1):
-            ts = time.monotonic()
+        rss = [0.0]
+
+        def status() -> dict:
             st = self.replication_status(srv, name)
-            te = time.monotonic()
-            rss_max = max(rss_max, srv.rss().get("VmRSS", 0.0))
-            if first_copy is None and st["replicated_objects"] > 0:
-                first_copy = (prev_start + te) / 2 - t0
-            if st["backlog_objects"] == 0 and st["replicated_objects"] >= objects:
-                done = (prev_start + te) / 2 - t0
-                break
-            if te - t0 > timeout:
-                break
-            prev_start = ts
-            time.sleep(max(0.0, 0.2 - (te - ts)))
+            rss[0] = max(rss[0], srv.rss().get("VmRSS", 0.0))
+            return st
+        first_copy, done, st = poll_until(status, t0, timeout, started=lambda st: st["replicated_objects"] > 0,
+                                          finished=lambda st: st["backlog_objects"] == 0
+                                          and st["replicated_objects"] >= objects)
+        rss_max = rss[0]
         if done is None:
             raise RuntimeError(f"replication {name}: backlog {st.get('backlog_objects')} objects after {timeout:.0f}s "
                                f"(state {st.get('state')}, last error {st.get('last_error')})")
@@ -980,22 +996,10 @@ synchronous_commit = off
         t0 = time.monotonic()
         self.walstore_cli("tier", "set", BUCKET, "--target", TIER_TARGET, "--after", "0s", "--endpoint", srv.endpoint,
                           "--json")
-        first = done = None
-        prev_start = t0
-        st: dict = {}
-        for _ in range(int(timeout / 0.2) + 1):
-            ts = time.monotonic()
-            st = self.tier_status(srv)
-            te = time.monotonic()
-            if first is None and st.get("evicted_objects", 0) > 0:
-                first = (prev_start + te) / 2 - t0
-            if st.get("evicted_objects", 0) >= objects and st.get("remote_bytes", 0) >= total:
-                done = (prev_start + te) / 2 - t0
-                break
-            if te - t0 > timeout:
-                break
-            prev_start = ts
-            time.sleep(max(0.0, 0.2 - (te - ts)))
+        first, done, st = poll_until(lambda: self.tier_status(srv), t0, timeout,
+                                     started=lambda st: st.get("evicted_objects", 0) > 0,
+                                     finished=lambda st: st.get("evicted_objects", 0) >= objects
+                                     and st.get("remote_bytes", 0) >= total)
         if done is None:
             raise RuntimeError(f"tiering: {st.get('evicted_objects')} of {objects} objects, {st.get('remote_bytes')} of "
                                f"{total} bytes evicted after {timeout:.0f}s (passes {st.get('passes')}, last error "

@@ -507,7 +507,7 @@ impl TierJob {
         if !page.candidates.is_empty() {
             let rec = self.store.replication_target(&p.target).map_err(local)?;
             if rec.paused {
-                // A paused target is not being kept current: nothing new goes there only.
+                // A paused target is not kept current: nothing is evicted to it until it resumes.
                 tracing::debug!(target_name = %p.target, "tiering waits: the target is paused");
             } else {
                 let (spec, remote) = self.clients.get(&rec)?;
