@@ -5,7 +5,7 @@
 # CI=true (set by .ci/run) turns a dependency that cannot be installed into a failure.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-apt_install postgresql postgresql-contrib pgbackrest daemontools python3-venv
+apt_install postgresql postgresql-contrib pgbackrest daemontools python3-venv gnupg
 
 if [ ! -x "$WALSTORE_VENV/bin/python" ]; then
   log "creating the Python virtualenv $WALSTORE_VENV"

@@ -299,6 +299,7 @@ def test_alert_rules_cover_the_required_conditions():
         "WalstoreBackupTooOld": ["walstore_backup_newest_age_seconds > 86400 +"],
         "WalstoreSplitBrainConflict": ["increase(walstore_split_brain_conflicts_total"],
         "WalstoreRefusedDeletes": ["increase(walstore_refused_deletes_total"],
+        "WalstoreIdentityConflict": ["increase(walstore_identity_conflicts_total[15m])"],
         "WalstoreRetentionFrozen": ["walstore_retention_frozen > 0"],
         "WalstoreDiskNearlyFull": ["walstore_data_dir_free_bytes / walstore_data_dir_total_bytes < 0.10"],
         "WalstoreChecksumFailures": ["increase(walstore_checksum_failures_total"],
@@ -454,6 +455,10 @@ tests:
         values: '0 0 0 1 1 1'
       - series: 'walstore_refused_deletes_total{instance="w"}'
         values: '0 0 0 0 0 0'
+      - series: 'walstore_identity_conflicts_total{instance="w", kind="system_identifier"}'
+        values: '0 0 1 1 1 1'
+      - series: 'walstore_identity_conflicts_total{instance="w", kind="segment_size"}'
+        values: '0 0 0 0 0 0'
       - series: 'walstore_checksum_failures_total{instance="w"}'
         values: '0 0 2 2 2 2'
       - series: 'walstore_maintenance_errors_total{instance="w", job="walstore", task="gc"}'
@@ -465,6 +470,13 @@ tests:
           - exp_labels: {severity: critical, instance: w}
       - eval_time: 5m
         alertname: WalstoreRefusedDeletes
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: WalstoreIdentityConflict
+        exp_alerts:
+          - exp_labels: {severity: critical, instance: w, kind: system_identifier}
+      - eval_time: 1m
+        alertname: WalstoreIdentityConflict
         exp_alerts: []
       - eval_time: 4m
         alertname: WalstoreChecksumFailures

@@ -57,6 +57,8 @@ pub struct PolicyDoc {
     pub enforce: Option<bool>,
     /// Split-brain guard on WAL uploads.
     pub split_brain_guard: Option<bool>,
+    /// Identity check: `enforce`, `warn` or `off`.
+    pub identity_check: Option<String>,
 }
 
 impl PolicyDoc {
@@ -80,6 +82,7 @@ impl PolicyDoc {
             segment_size: Some(r.segment_size.map_or("auto".into(), |s| format!("{}MiB", s.bytes() >> 20))),
             enforce: Some(r.enforce),
             split_brain_guard: Some(p.split_brain_guard),
+            identity_check: Some(p.identity_check.name().into()),
         }
     }
 
@@ -130,6 +133,10 @@ impl PolicyDoc {
         if let Some(b) = self.split_brain_guard {
             base.split_brain_guard = b;
         }
+        if let Some(m) = &self.identity_check {
+            base.identity_check = storage::wal::IdentityCheck::from_name(m)
+                .ok_or_else(|| format!("identity_check: {m:?} is not enforce, warn or off"))?;
+        }
         Ok(base)
     }
 }
@@ -168,6 +175,42 @@ pub fn repo_status(ev: &storage::wal::Evaluation) -> Value {
         "deletable": { "units": h.deletable.len(), "objects": h.deletable.iter().map(|u| u.paths().len()).sum::<usize>() },
         "report": h.report,
     })
+}
+
+/// An identity as JSON. The system identifier is a string: it does not fit the 53 bits
+/// of a JSON number that most tools (jq, JavaScript) keep exactly.
+pub fn identity_json(i: &storage::wal::Identity) -> Value {
+    json!({
+        "system_identifier": i.system_identifier.to_string(),
+        "pg_version": i.pg_major.map(storage::wal::major_name),
+        "segment_size": i.segment_size.map(|b| format!("{}MiB", b >> 20)),
+    })
+}
+
+/// What the identity check knows and saw of one repository (for `walstore status`).
+pub fn repo_identity_json(
+    store: &Store,
+    bucket: &BucketName,
+    prefix: &str,
+    policy: &StoredPolicy,
+) -> storage::Result<Value> {
+    let rec = store.repo_identity(bucket, prefix)?;
+    let stats = store.repo_identity_stats(bucket, prefix);
+    let mut v = match &rec {
+        Some(r) => identity_json(&r.identity),
+        None => json!({ "system_identifier": null, "pg_version": null, "segment_size": null }),
+    };
+    v["check"] = json!(policy.identity_check.name());
+    v["learned_from"] = json!(rec.as_ref().map(|r| r.learned_from.clone()));
+    v["learned_at"] = json!(rec.as_ref().map(|r| storage_time(r.learned_at)));
+    v["since_start"] = json!({
+        "verified": stats.verified,
+        "opaque": stats.opaque,
+        "conflicts": stats.conflicts,
+        "last_conflict": stats.last_conflict.map(|(t, m)| json!({ "time": storage_time(t), "message": m })),
+        "last_opaque": stats.last_opaque,
+    });
+    Ok(v)
 }
 
 /// One admin operation, independent of transport: the HTTP API parses requests
@@ -240,6 +283,15 @@ pub enum AdminRequest {
     Audit {
         /// Newest records to return.
         limit: usize,
+    },
+    /// Forget a repository's identity (the next upload that carries one teaches it).
+    IdentityReset {
+        /// Bucket.
+        bucket: BucketName,
+        /// Repository prefix.
+        prefix: String,
+        /// Why (audited).
+        reason: String,
     },
     /// Quarantined uploads.
     Quarantine,
@@ -471,6 +523,7 @@ pub fn execute(
                 }
                 st["retention_lock_waits"] = json!(waits);
                 st["retention_paused_by_view"] = json!(store.retention_paused_by_view(&bucket, &e.prefix)?);
+                st["identity"] = repo_identity_json(store, &bucket, &e.prefix, &e.policy)?;
                 repos.push(st);
             }
             // The off-box copies of this bucket: where its backups survive this machine.
@@ -568,6 +621,13 @@ pub fn execute(
             )
         }
         AdminRequest::Audit { limit } => (true, json!({ "records": store.audit_log(limit)? })),
+        AdminRequest::IdentityReset { bucket, prefix, reason } => {
+            let old = store.reset_identity(&bucket, &prefix, actor, &reason)?;
+            (
+                true,
+                json!({ "bucket": bucket.as_str(), "prefix": prefix, "forgot": identity_json(&old.identity), "learned_from": old.learned_from }),
+            )
+        }
         AdminRequest::Quarantine => (true, json!({ "quarantined": store.quarantine()? })),
         AdminRequest::QuarantineResolve { id, keep } => {
             (true, json!({ "resolved": store.resolve_quarantine(&id, keep, actor)? }))
@@ -701,6 +761,15 @@ pub async fn handle(
         (Method::GET, "audit") => {
             AdminRequest::Audit { limit: q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100) }
         }
+        (Method::POST, "identity/reset") => AdminRequest::IdentityReset {
+            bucket: bucket_arg(q)?,
+            prefix: prefix_arg(q).ok_or_else(|| bad("the prefix parameter (the repository) is required"))?,
+            reason: q
+                .get("reason")
+                .filter(|r| !r.trim().is_empty())
+                .ok_or_else(|| bad("the reason parameter is required (it is audited)"))?
+                .to_owned(),
+        },
         (Method::GET, "quarantine") => AdminRequest::Quarantine,
         (Method::POST, "quarantine/resolve") => AdminRequest::QuarantineResolve {
             id: q.get("id").ok_or_else(|| bad("the id parameter is required"))?.to_owned(),

@@ -81,6 +81,8 @@ pub struct Metrics {
     retention_deletions: IntCounter,
     refused: IntCounter,
     conflicts: IntCounter,
+    identity_conflicts: IntCounterVec,
+    identity_checks: IntCounterVec,
     /// Last successful run of a maintenance job (unix seconds).
     pub job_success: GaugeVec,
     /// Maintenance job failures.
@@ -127,6 +129,9 @@ fn fgauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
+
+/// Results of `walstore_identity_checks_total`.
+const IDENTITY_RESULTS: [&str; 4] = ["verified", "learned", "opaque", "unknown_version"];
 
 fn now_secs() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
@@ -356,6 +361,30 @@ impl Metrics {
                 "walstore_split_brain_conflicts_total",
                 "Uploads refused by the split-brain guard since start.",
             ),
+            identity_conflicts: {
+                let c = counter_vec(
+                    &r,
+                    "walstore_identity_conflicts_total",
+                    "Uploads from another cluster than their repository's (by kind), refused (identity check enforce) or reported (warn), since start.",
+                    &["kind"],
+                );
+                for k in storage::wal::CONFLICT_KINDS {
+                    c.with_label_values(&[k]);
+                }
+                c
+            },
+            identity_checks: {
+                let c = counter_vec(
+                    &r,
+                    "walstore_identity_checks_total",
+                    "Uploads the identity check looked into since start, by result: verified, learned, opaque (encrypted or undecodable: accepted), unknown_version (page magic of no known PostgreSQL version).",
+                    &["result"],
+                );
+                for k in IDENTITY_RESULTS {
+                    c.with_label_values(&[k]);
+                }
+                c
+            },
             job_success: fgauge_vec(
                 &r,
                 "walstore_maintenance_last_success_timestamp_seconds",
@@ -446,6 +475,13 @@ impl Metrics {
         follow(&self.retention_deletions, g.retention_deletions.load(Ordering::Relaxed));
         follow(&self.refused, g.refused_deletes.load(Ordering::Relaxed));
         follow(&self.conflicts, g.conflicts.load(Ordering::Relaxed));
+        let ic = store.identity_counters();
+        for (kind, n) in storage::wal::CONFLICT_KINDS.iter().zip(&ic.conflicts) {
+            follow(&self.identity_conflicts.with_label_values(&[kind]), n.load(Ordering::Relaxed));
+        }
+        for (result, n) in IDENTITY_RESULTS.iter().zip([&ic.verified, &ic.learned, &ic.opaque, &ic.unknown_version]) {
+            follow(&self.identity_checks.with_label_values(&[result]), n.load(Ordering::Relaxed));
+        }
     }
 
     /// Refreshes the gauges that are cheap to read at scrape time: the WAL

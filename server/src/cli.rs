@@ -126,6 +126,9 @@ pub enum PolicyCmd {
         /// refuse a different upload for an existing WAL file
         #[arg(long)]
         split_brain_guard: Option<bool>,
+        /// uploads from another cluster (system identifier, version, segment size): enforce, warn or off
+        #[arg(long)]
+        identity_check: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -187,6 +190,51 @@ pub enum QuarantineCmd {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+/// `repo` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RepoCmd {
+    /// Forget a repository's identity (system identifier, version, segment size; audited):
+    /// the next upload that carries one teaches it. For a repository reused on purpose.
+    ResetIdentity {
+        /// BUCKET/PREFIX of the repository
+        target: String,
+        /// Why (kept in the audit log)
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// `walstore repo …`.
+pub fn repo(cmd: RepoCmd) -> Result<(), String> {
+    match cmd {
+        RepoCmd::ResetIdentity { target, reason, conn } => {
+            let (bucket, prefix) = split_target(&target)?;
+            let Some(prefix) = prefix else {
+                return Err(format!("{target}: name the repository as BUCKET/PREFIX"));
+            };
+            if reason.trim().is_empty() {
+                return Err("--reason must say why (it is audited)".into());
+            }
+            let mut q = target_query(&bucket, &Some(prefix.clone()));
+            q.push(("reason", reason.clone()));
+            let req = AdminRequest::IdentityReset { bucket, prefix, reason };
+            let (_, v) = run(&conn, req, ("POST", "/_walstore/identity/reset", q, Vec::new()))?;
+            print(&conn, &v, |v| {
+                format!(
+                    "forgot the identity of {}/{} (system identifier {}, learned from {}); the next upload that carries one teaches it\n",
+                    s(&v["bucket"]),
+                    s(&v["prefix"]),
+                    s(&v["forgot"]["system_identifier"]),
+                    s(&v["learned_from"])
+                )
+            });
+            Ok(())
+        }
+    }
 }
 
 /// `bucket` subcommands.
@@ -344,6 +392,41 @@ fn ms_to_text(v: &Value) -> String {
     }
 }
 
+/// The identity lines of a repository's status.
+fn identity_text(id: &Value, codecs: &Value) -> String {
+    let mut out = String::new();
+    let mix: Vec<String> = codecs.as_object().into_iter().flatten().map(|(c, n)| format!("{c} {}", s(n))).collect();
+    let mix = if mix.is_empty() { "no segments".to_owned() } else { mix.join(", ") };
+    if id["system_identifier"].is_null() {
+        out.push_str(&format!("  identity: not known yet (check {}); codecs: {mix}\n", s(&id["check"])));
+    } else {
+        out.push_str(&format!(
+            "  identity: system identifier {}, PostgreSQL {}, segments {} (learned from {}; check {}); codecs: {mix}\n",
+            s(&id["system_identifier"]),
+            if id["pg_version"].is_null() { "?".into() } else { s(&id["pg_version"]) },
+            if id["segment_size"].is_null() { "?".into() } else { s(&id["segment_size"]) },
+            s(&id["learned_from"]),
+            s(&id["check"]),
+        ));
+    }
+    let st = &id["since_start"];
+    if st["opaque"].as_u64().unwrap_or(0) > 0 {
+        out.push_str(&format!(
+            "  identity: {} upload(s) since start could not be read (client-side encryption?): accepted unchecked\n",
+            s(&st["opaque"])
+        ));
+    }
+    if st["conflicts"].as_u64().unwrap_or(0) > 0 {
+        out.push_str(&format!(
+            "  IDENTITY CONFLICTS since start: {}; last at {}: {}\n",
+            s(&st["conflicts"]),
+            s(&st["last_conflict"]["time"]),
+            s(&st["last_conflict"]["message"])
+        ));
+    }
+    out
+}
+
 fn status_text(v: &Value) -> String {
     let mut out = String::new();
     let repos = v["repositories"].as_array().cloned().unwrap_or_default();
@@ -382,6 +465,7 @@ fn status_text(v: &Value) -> String {
             s(&r["head_timeline"]),
             s(&r["segment_size"])
         ));
+        out.push_str(&identity_text(&r["identity"], &rep["wal_codecs"]));
         match rep["last_segment"].as_array() {
             Some(ls) if ls.len() == 3 => out.push_str(&format!(
                 "  last WAL segment: {} received {} (up to LSN {})\n",
@@ -557,6 +641,7 @@ pub fn policy(cmd: PolicyCmd) -> Result<(), String> {
             gc_delay,
             enforce,
             split_brain_guard,
+            identity_check,
             conn,
         } => {
             let (bucket, prefix) = split_target(&target)?;
@@ -575,6 +660,7 @@ pub fn policy(cmd: PolicyCmd) -> Result<(), String> {
                 gc_delay,
                 enforce,
                 split_brain_guard,
+                identity_check,
                 ..PolicyDoc::default()
             };
             let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;

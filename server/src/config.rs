@@ -152,6 +152,9 @@ pub struct Settings {
     /// Refuse a different upload for an existing WAL segment or history file [default: true]
     #[arg(long, env = "WALSTORE_SPLIT_BRAIN_GUARD")]
     pub split_brain_guard: Option<bool>,
+    /// Default identity check of WAL-G repositories (an upload from another cluster: system identifier, PostgreSQL version, segment size): enforce, warn or off [default: enforce]
+    #[arg(long, env = "WALSTORE_IDENTITY_CHECK")]
+    pub identity_check: Option<String>,
     /// Accept AWS Signature Version 2 (boto3 presigned URLs in us-east-1, s3cmd, WAL-E): on or off [default: on]
     #[arg(long, env = "WALSTORE_SIGNATURE_V2")]
     pub signature_v2: Option<String>,
@@ -237,6 +240,7 @@ impl Settings {
             retention_enforce: self.retention_enforce.or(lower.retention_enforce),
             gc_delay: self.gc_delay.or(lower.gc_delay),
             split_brain_guard: self.split_brain_guard.or(lower.split_brain_guard),
+            identity_check: self.identity_check.or(lower.identity_check),
             signature_v2: self.signature_v2.or(lower.signature_v2),
             tier_interval: self.tier_interval.or(lower.tier_interval),
             tier_scrub_interval: self.tier_scrub_interval.or(lower.tier_scrub_interval),
@@ -300,6 +304,10 @@ impl Settings {
                 p.policy.gc_delay = dur(self.gc_delay, "1d", "gc-delay")?;
                 p.policy.enforce = self.retention_enforce.unwrap_or(false);
                 p.split_brain_guard = self.split_brain_guard.unwrap_or(true);
+                if let Some(m) = &self.identity_check {
+                    p.identity_check = storage::wal::IdentityCheck::from_name(m)
+                        .ok_or_else(|| format!("identity-check: {m:?} is not enforce, warn or off"))?;
+                }
                 p
             },
             retention_interval: dur(self.retention_interval, "5m", "retention-interval")?,

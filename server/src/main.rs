@@ -99,7 +99,12 @@ enum Command {
         #[command(flatten)]
         conn: cli::Conn,
     },
-    /// Uploads refused by the split-brain guard, and their resolution.
+    /// WAL-G repositories: forget a repository's identity (reset-identity).
+    Repo {
+        #[command(subcommand)]
+        cmd: cli::RepoCmd,
+    },
+    /// Uploads refused by the split-brain guard or the identity check, and their resolution.
     Quarantine {
         #[command(subcommand)]
         cmd: cli::QuarantineCmd,
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
         Command::Check { conn } => cli::check(&conn),
         Command::Scrub { conn } => cli::scrub(&conn),
         Command::Audit { limit, conn } => cli::audit(limit, &conn),
+        Command::Repo { cmd } => cli::repo(cmd),
         Command::Quarantine { cmd } => cli::quarantine(cmd),
         Command::Replication { cmd } => offbox::replication(cmd),
         Command::Tier { cmd } => offbox::tier(cmd),

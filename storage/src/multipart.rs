@@ -18,7 +18,8 @@ use crate::types::{
     ObjectMeta, Timestamp, UploadId,
 };
 use crate::versions::lock_terms;
-use crate::wal::quarantine::{NewBytes, Quarantined, Verdict};
+use crate::wal::identity::NewBytes;
+use crate::wal::quarantine::{Quarantined, Verdict};
 use crate::writer::StagedBlob;
 
 /// Highest part number S3 allows.
@@ -392,7 +393,8 @@ impl Store {
         let mut kv = self.key_versions(&binfo, key.as_str())?;
         req.condition.check(kv.current.as_ref())?;
         let mut batch = WriteBatch::default();
-        let verdict = self.wal_conflict(bucket, key, NewBytes::Stored { blobs: &entry.blobs, size: entry.size })?;
+        let (verdict, learned) =
+            self.wal_conflict(bucket, key, NewBytes::Stored { blobs: &entry.blobs, size: entry.size })?;
         // The answer the client gets, kept for a retry.
         let answer = match &verdict {
             Verdict::Refuse(reason) => return Err(Error::PreconditionFailed(reason.clone())),
@@ -409,7 +411,7 @@ impl Store {
                 let e = self.entry(bucket, existing)?.ok_or(Error::NoSuchKey)?;
                 Some(ObjectEntry { blobs: Vec::new(), ..e })
             }
-            Verdict::Conflict(reason) => {
+            Verdict::Conflict(reason) | Verdict::Foreign(reason) => {
                 let q = Quarantined {
                     time: now,
                     bucket: bucket.as_str().to_owned(),
@@ -420,7 +422,7 @@ impl Store {
                     size: entry.size,
                     resolved: false,
                 };
-                self.quarantine_into(&mut batch, &q)?;
+                self.quarantine_into(&mut batch, &q, matches!(verdict, Verdict::Conflict(_)))?;
                 None
             }
         };
@@ -454,7 +456,13 @@ impl Store {
         if let Verdict::Proceed = &verdict {
             kv.flush(self, &mut batch, now)?;
         }
+        if let Some(l) = &learned {
+            l.write_into(self, &mut batch, req.actor)?;
+        }
         self.repo_write(bucket, key.as_str(), || self.commit(Vec::new(), batch))?;
+        if let Some(l) = learned {
+            l.committed(self);
+        }
         crate::failpoint::hit("complete-after-commit");
         match verdict {
             Verdict::Proceed => Ok(info_of(bucket, key, entry)),
@@ -463,7 +471,9 @@ impl Store {
                 let e = self.entry(bucket, &existing)?.ok_or(Error::NoSuchKey)?;
                 Ok(info_of(bucket, &k, e))
             }
-            Verdict::Conflict(reason) | Verdict::Refuse(reason) => Err(Error::PreconditionFailed(reason)),
+            Verdict::Conflict(reason) | Verdict::Foreign(reason) | Verdict::Refuse(reason) => {
+                Err(Error::PreconditionFailed(reason))
+            }
         }
     }
 

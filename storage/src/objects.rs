@@ -16,7 +16,8 @@ use crate::types::{
 };
 use crate::versions::{lock_terms, KeyVersions, Removed};
 use crate::wal::guard::DeleteAuth;
-use crate::wal::quarantine::{NewBytes, Quarantined, Verdict};
+use crate::wal::identity::NewBytes;
+use crate::wal::quarantine::{Quarantined, Verdict};
 use crate::writer::StagedBlob;
 
 /// Stale delete decisions (a write landed in the repository while the guard
@@ -158,7 +159,9 @@ impl Store {
         let mut kv = self.key_versions(&binfo, req.key.as_str())?;
         req.condition.check(kv.current.as_ref())?;
         let new = NewBytes::Staged(&req.blob);
-        match self.wal_conflict(req.bucket, req.key, new)? {
+        let (verdict, learned) = self.wal_conflict(req.bucket, req.key, new)?;
+        let split_brain = matches!(verdict, Verdict::Conflict(_));
+        match verdict {
             Verdict::Proceed => {}
             Verdict::Identical(existing) => {
                 // An archive retry (or another codec of the same content): the
@@ -167,12 +170,19 @@ impl Store {
                 let e = self.entry(req.bucket, &existing)?.ok_or(Error::NoSuchKey)?;
                 return Ok(info_of(req.bucket, &key, e));
             }
-            Verdict::Conflict(reason) => {
+            Verdict::Conflict(reason) | Verdict::Foreign(reason) => {
                 let blobs = if req.blob.size > 0 {
                     vec![BlobRef { hash: req.blob.hash, size: req.blob.size }]
                 } else {
                     Vec::new()
                 };
+                if self.quarantined_already(req.bucket, req.key, &blobs)? {
+                    if split_brain {
+                        self.wal_guard().stats.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tracing::warn!(bucket = %req.bucket, key = %req.key, principal = req.actor, "{reason} (again)");
+                    return Err(Error::PreconditionFailed(reason));
+                }
                 let q = Quarantined {
                     time: now,
                     bucket: req.bucket.as_str().to_owned(),
@@ -184,7 +194,7 @@ impl Store {
                     resolved: false,
                 };
                 let mut batch = WriteBatch::default();
-                self.quarantine_into(&mut batch, &q)?;
+                self.quarantine_into(&mut batch, &q, split_brain)?;
                 self.repo_write(req.bucket, req.key.as_str(), || self.commit(vec![req.blob], batch))?;
                 tracing::warn!(bucket = %req.bucket, key = %req.key, principal = req.actor, "{reason}");
                 return Err(Error::PreconditionFailed(reason));
@@ -210,7 +220,13 @@ impl Store {
         let entry = kv.current.clone().ok_or(Error::NoSuchKey)?;
         let mut batch = WriteBatch::default();
         kv.flush(self, &mut batch, now)?;
+        if let Some(l) = &learned {
+            l.write_into(self, &mut batch, req.actor)?;
+        }
         self.repo_write(req.bucket, req.key.as_str(), || self.commit(vec![req.blob], batch))?;
+        if let Some(l) = learned {
+            l.committed(self);
+        }
         Ok(info_of(req.bucket, req.key, entry))
     }
 

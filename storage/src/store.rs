@@ -466,6 +466,8 @@ impl Store {
         for item in self.index.range(CF_META, &tiers, prefix_end(&tiers))? {
             batch.delete_cf(self.index.cf(CF_META)?, item?.0);
         }
+        // So do its repositories' identities.
+        self.drop_identities_into(&mut batch, name)?;
         self.commit(Vec::new(), batch)
     }
 

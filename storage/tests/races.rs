@@ -85,6 +85,7 @@ fn backup_mark_never_loses_to_a_concurrent_delete() {
             ..RetentionPolicy::default()
         },
         split_brain_guard: true,
+        ..StoredPolicy::default()
     });
     let (mut deleted_first, mut refused) = (0, 0);
     for i in 0..iterations {

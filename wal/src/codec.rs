@@ -57,6 +57,9 @@ pub fn decode(codec: Codec, data: &[u8], limit: usize) -> Result<Vec<u8>, Decode
     }
 }
 
+/// Dictionary size (bytes) [`decode_prefix`] decodes an lzma stream with, at least.
+const PREFIX_LZMA_DICT: usize = 64 << 10;
+
 /// Largest lzop block [`decode_prefix`] decodes whole (WAL-E writes 256 KiB blocks).
 const PREFIX_LZOP_BLOCK: usize = 1 << 20;
 
@@ -67,17 +70,34 @@ pub fn decode_prefix(codec: Codec, data: &[u8], n: usize) -> Result<Vec<u8>, Dec
     let bad = |e: &dyn std::fmt::Display| DecodeError::Undecodable(codec, e.to_string());
     match codec {
         Codec::None => Ok(data[..data.len().min(n)].to_vec()),
-        Codec::Lz4 => read_prefix(lz4_flex::frame::FrameDecoder::new(data), n, codec),
+        Codec::Lz4 => lz4_prefix(data, n),
         Codec::Zstd => read_prefix(zstd::stream::read::Decoder::new(data).map_err(|e| bad(&e))?, n, codec),
         Codec::Brotli => read_prefix(brotli_decompressor::Decompressor::new(data, 64 * 1024), n, codec),
         Codec::Lzma => {
+            // lzma-rs hands output on only when its dictionary buffer is full (or at the end),
+            // and WAL-G's dictionary is 8 MiB: the prefix would cost decoding 8 MiB. A smaller
+            // dictionary size in (a copy of) the header makes it hand on the first
+            // `PREFIX_LZMA_DICT` bytes; those are the same whatever the dictionary, since no
+            // match can reach further back than the bytes decoded so far.
+            let dict = n.max(PREFIX_LZMA_DICT);
+            let mut header = [0u8; 5];
+            let body = match data {
+                [props, d0, d1, d2, d3, rest @ ..] => {
+                    let declared = u32::from_le_bytes([*d0, *d1, *d2, *d3]) as usize;
+                    header[0] = *props;
+                    header[1..].copy_from_slice(&(declared.min(dict) as u32).to_le_bytes());
+                    rest
+                }
+                _ => return Err(bad(&"truncated lzma header")),
+            };
             let mut out = PrefixWriter { buf: Vec::with_capacity(n), n };
             let opts = lzma_rs::decompress::Options {
                 unpacked_size: lzma_rs::decompress::UnpackedSize::ReadFromHeader,
-                memlimit: Some(n.max(1 << 20)),
+                memlimit: Some(dict),
                 allow_incomplete: true,
             };
-            match lzma_rs::lzma_decompress_with_options(&mut std::io::BufReader::new(data), &mut out, &opts) {
+            let mut input = std::io::BufReader::new(std::io::Read::chain(&header[..], body));
+            match lzma_rs::lzma_decompress_with_options(&mut input, &mut out, &opts) {
                 Ok(()) => Ok(out.buf),
                 Err(_) if out.buf.len() == n => Ok(out.buf),
                 Err(e) => Err(bad(&e)),
@@ -86,6 +106,114 @@ pub fn decode_prefix(codec: Codec, data: &[u8], n: usize) -> Result<Vec<u8>, Dec
         Codec::Gzip => Err(bad(&"gzip is read-only in WAL-G and not decoded by walstore")),
         Codec::Lzo => lzop_blocks(data, n, true),
     }
+}
+
+/// The first `n` bytes of an lz4 frame's plaintext, decoding sequence by sequence and
+/// stopping there. WAL-G writes 4 MiB blocks, so a block-wise decoder (lz4_flex's frame
+/// reader) would decompress a whole block (milliseconds, on every `wal-push`) to read a
+/// 40-byte page header; this reads only the sequences that produce the prefix. Every read
+/// is bounds-checked and the output never exceeds `n`. Checksums are not verified (the
+/// caller only looks at the prefix; a corrupt body is caught by the store's own checks).
+fn lz4_prefix(data: &[u8], n: usize) -> Result<Vec<u8>, DecodeError> {
+    const MAGIC: u32 = 0x184D_2204;
+    let bad = |m: &str| DecodeError::Undecodable(Codec::Lz4, m.to_owned());
+    let mut p = Parser { data, pos: 0 };
+    let mut out = Vec::with_capacity(n.min(1 << 20));
+    // One frame, as lz4_flex's reader (the whole decode) reads: WAL-G writes one.
+    loop {
+        let magic = p.u32_le().ok_or_else(|| bad("truncated frame"))?;
+        if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+            // A skippable frame: length, then that many bytes.
+            let len = p.u32_le().ok_or_else(|| bad("truncated skippable frame"))? as usize;
+            p.take(len).ok_or_else(|| bad("truncated skippable frame"))?;
+            continue;
+        }
+        if magic != MAGIC {
+            return Err(bad("not an lz4 frame"));
+        }
+        let flg = p.u8().ok_or_else(|| bad("short frame header"))?;
+        p.u8().ok_or_else(|| bad("short frame header"))?; // BD: block maximum size
+        if flg >> 6 != 1 {
+            return Err(bad("unsupported lz4 frame version"));
+        }
+        if flg & 0x01 != 0 {
+            return Err(bad("lz4 frame needs a dictionary"));
+        }
+        let block_checksum = flg & 0x10 != 0;
+        let content_checksum = flg & 0x04 != 0;
+        if flg & 0x08 != 0 {
+            p.take(8).ok_or_else(|| bad("short frame header"))?; // content size
+        }
+        p.u8().ok_or_else(|| bad("short frame header"))?; // header checksum
+        loop {
+            let word = p.u32_le().ok_or_else(|| bad("truncated block"))?;
+            if word == 0 {
+                if content_checksum {
+                    p.take(4).ok_or_else(|| bad("truncated content checksum"))?;
+                }
+                return Ok(out);
+            }
+            let len = (word & 0x7FFF_FFFF) as usize;
+            // The caller may hand over only the start of the body (WAL-G's blocks are 4 MiB):
+            // a cut block is fine as long as the prefix is in what is there.
+            let cut = data.len() - p.pos < len;
+            let block = p.take(len.min(data.len() - p.pos)).ok_or_else(|| bad("truncated block"))?;
+            let decoded = if word & 0x8000_0000 != 0 {
+                let k = block.len().min(n - out.len());
+                out.extend_from_slice(&block[..k]);
+                Ok(())
+            } else {
+                lz4_block_prefix(block, &mut out, n)
+            };
+            if out.len() >= n {
+                return Ok(out);
+            }
+            if cut {
+                return Err(bad("truncated block"));
+            }
+            decoded.map_err(bad)?;
+            if block_checksum {
+                p.take(4).ok_or_else(|| bad("truncated block checksum"))?;
+            }
+        }
+    }
+}
+
+/// Decodes one lz4 block onto `out` (which holds the frame's output so far: linked blocks
+/// refer back into it) until `out` holds `n` bytes or the block ends.
+fn lz4_block_prefix(block: &[u8], out: &mut Vec<u8>, n: usize) -> Result<(), &'static str> {
+    let mut p = Parser { data: block, pos: 0 };
+    let length = |p: &mut Parser<'_>, mut len: usize| -> Result<usize, &'static str> {
+        if len == 15 {
+            loop {
+                let b = p.u8().ok_or("truncated length")?;
+                len = len.checked_add(usize::from(b)).ok_or("length overflow")?;
+                if b != 255 {
+                    break;
+                }
+            }
+        }
+        Ok(len)
+    };
+    while out.len() < n {
+        let token = p.u8().ok_or("truncated sequence")?;
+        let lits = length(&mut p, usize::from(token >> 4))?;
+        let l = p.take(lits).ok_or("literals past the block")?;
+        out.extend_from_slice(&l[..lits.min(n - out.len())]);
+        if p.pos == block.len() || out.len() >= n {
+            break;
+        }
+        let offset = usize::from(p.u16_le().ok_or("truncated offset")?);
+        if offset == 0 || offset > out.len() {
+            return Err("match before the start of the output");
+        }
+        let len = length(&mut p, usize::from(token & 15))?.checked_add(4).ok_or("length overflow")?;
+        // Byte by byte: a match may overlap the bytes it produces.
+        for _ in 0..len.min(n - out.len()) {
+            out.push(out[out.len() - offset]);
+        }
+    }
+    Ok(())
 }
 
 /// Reads until `n` bytes or the end.
@@ -407,6 +535,12 @@ impl<'a> Parser<'a> {
     fn u32(&mut self) -> Option<u32> {
         self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
+    fn u16_le(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32_le(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
 }
 
 #[cfg(test)]
@@ -450,11 +584,56 @@ mod tests {
             assert!(decode_prefix(codec, b"not compressed at all, or encrypted", 8192).is_err(), "{codec:?}");
         }
         assert_eq!(decode_prefix(Codec::None, &data, 40).as_deref(), Ok(&data[..40]));
+        // lzma with matches reaching far back (a block repeated 300 KB later): any prefix,
+        // decoded with a dictionary smaller than the stream's, is the same.
+        let mut far: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        far.extend_from_within(..);
+        let mut lzma = Vec::new();
+        lzma_rs::lzma_compress(&mut &far[..], &mut lzma).expect("lzma");
+        for n in [40, 65_535, 65_536, 100_000, 299_999, 300_001, 400_000, 600_000] {
+            assert_eq!(decode_prefix(Codec::Lzma, &lzma, n).as_deref(), Ok(&far[..n]), "lzma {n}");
+        }
         // brotli: no encoder among the dependencies; the `brotli` tool's output from the corpus.
         let br = include_bytes!("../tests/fuzz_corpus/wal_codec/ok-br-history");
         let plain = decode(Codec::Brotli, br, 1 << 20).expect("brotli");
         for n in [0, 10, plain.len() - 1, plain.len(), plain.len() + 1] {
             assert_eq!(decode_prefix(Codec::Brotli, br, n).as_deref(), Ok(&plain[..n.min(plain.len())]), "brotli {n}");
+        }
+    }
+
+    #[test]
+    fn lz4_prefix_agrees_with_lz4_flex_in_every_frame_layout() {
+        use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+        let mut data = sample();
+        data.extend((0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)); // incompressible tail
+        for (size, mode, block_sum, content_sum) in [
+            (BlockSize::Max64KB, BlockMode::Linked, false, false),
+            (BlockSize::Max64KB, BlockMode::Independent, true, true),
+            (BlockSize::Max256KB, BlockMode::Linked, true, false),
+            (BlockSize::Max4MB, BlockMode::Independent, false, true),
+        ] {
+            let mut info = FrameInfo::new().block_size(size).block_mode(mode);
+            info = info.block_checksums(block_sum).content_checksum(content_sum);
+            let mut enc = FrameEncoder::with_frame_info(info, Vec::new());
+            enc.write_all(&data).expect("lz4");
+            let body = enc.finish().expect("lz4");
+            let mut twice = body.clone();
+            twice.extend_from_slice(&body);
+            for n in [0, 1, 40, 65_535, 65_536, 65_537, 200_000, 400_000, data.len(), data.len() + 7] {
+                let want = &data[..n.min(data.len())];
+                assert_eq!(lz4_prefix(&body, n).as_deref(), Ok(want), "{size:?} {mode:?}, {n} bytes");
+            }
+            // Concatenated frames: the first only, like the whole decode.
+            let whole = decode(Codec::Lz4, &twice, 2 << 20).expect("two frames");
+            assert_eq!(lz4_prefix(&twice, 2 << 20), Ok(whole));
+            // Cut anywhere inside the frame: an error or a true prefix, never other bytes.
+            for cut in [5, 11, 100, body.len() / 2, body.len() - 1] {
+                if let Ok(p) = lz4_prefix(&body[..cut], 1 << 20) {
+                    assert_eq!(p.as_slice(), &data[..p.len()], "cut at {cut}");
+                }
+            }
+            // The start of a body (what the identity check reads) yields the start of the data.
+            assert_eq!(lz4_prefix(&body[..4096], 40).as_deref(), Ok(&data[..40]), "{size:?} {mode:?}");
         }
     }
 

@@ -2,8 +2,9 @@
 //! pure functions over plain data: object names and LSN arithmetic
 //! ([`names`]), timeline history files ([`history`]), backup documents
 //! ([`backup`]), WAL-G's codecs ([`codec`]), repository snapshots
-//! ([`catalog`]), retention policies ([`policy`]) and the retention horizon
-//! ([`horizon`]).
+//! ([`catalog`]), retention policies ([`policy`]), the retention horizon
+//! ([`horizon`]), and the identity of the cluster a repository holds ([`page`],
+//! [`identity`]).
 //!
 //! Nothing here does I/O or names RocksDB: the storage crate scans its index
 //! into a [`RepoSnapshot`] and persists what the horizon decides. Keeping the
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod history;
 pub mod horizon;
 pub mod hot;
+pub mod identity;
 pub mod names;
 pub mod page;
 pub mod policy;
@@ -29,6 +31,9 @@ pub use catalog::{BackupObjects, Doc, HistoryFile, OpenConflict, OtherFile, Repo
 pub use history::{History, HistoryEntry};
 pub use horizon::{compute, BackupStatus, BackupView, Decision, Gap, Horizon, Report, Role, SegRange, Unit, Window};
 pub use hot::HotSet;
+pub use identity::{
+    Conflict as IdentityConflict, ConflictKind, Evidence, Identity, Outcome as IdentityOutcome, Subject,
+};
 pub use names::{
     classify, split_repo, BackupName, Codec, Lsn, NameError, SegmentNo, SegmentSize, TimelineId, WalObject,
 };

@@ -6,8 +6,7 @@
 //! when it reads a segment — the cluster's **system identifier** (from `initdb`), the
 //! segment size and the WAL block size. Two clusters archiving into one prefix differ
 //! in the system identifier even when their segment names collide, so this is what a
-//! store needs to tell them apart (groundwork for the identity checks of issue 25;
-//! the ingest path does not call it yet).
+//! store needs to tell them apart (see [`crate::identity`]).
 //!
 //! Layout, little-endian (PostgreSQL writes the host's byte order; every platform it
 //! builds packages for today is little-endian, and a big-endian header reads as a

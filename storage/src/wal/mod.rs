@@ -7,6 +7,7 @@
 //! - [`audit`], [`policies`], [`gate`]: the audit log, stored policies, and the
 //!   per-repository write generations and gates;
 //! - [`scan`]: a repository's catalog read from the index;
+//! - [`identity`]: the identity check (which cluster an upload comes from);
 //! - [`quarantine`]: the split-brain guard and its quarantine;
 //! - [`guard`]: evaluations and client delete decisions;
 //! - [`retention`]: the retention worker's journaled deletions.
@@ -14,13 +15,16 @@
 pub mod audit;
 pub mod gate;
 pub mod guard;
+pub mod identity;
 pub mod policies;
 pub mod quarantine;
 pub mod retention;
 pub mod scan;
 pub mod state;
 
+pub use ::wal::identity::major_name;
 pub use ::wal::DeleteProtection;
+pub use ::wal::Identity;
 pub use ::wal::{backup, catalog, codec, history, horizon, names, policy};
 pub use ::wal::{
     classify, compute, split_repo, BackupName, BackupObjects, BackupStatus, BackupView, Codec, Decision, Doc, Gap,
@@ -30,6 +34,10 @@ pub use ::wal::{
 };
 pub use audit::AuditRecord;
 pub use guard::DeleteAuth;
+pub use identity::CONFLICT_KINDS;
 pub use quarantine::{Keep, QuarantineEntry, Quarantined};
 pub use retention::RetentionOutcome;
-pub use state::{Evaluation, GuardStats, RefusedDelete, StoredPolicy};
+pub use state::{
+    Evaluation, GuardStats, IdentityCheck, IdentityCounters, IdentityRecord, RefusedDelete, RepoIdentityStats,
+    StoredPolicy,
+};

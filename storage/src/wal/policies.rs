@@ -12,7 +12,30 @@ use crate::index::{object_key, prefix_end, CF_POLICIES};
 use crate::store::Store;
 use crate::types::BucketName;
 
-use super::state::StoredPolicy;
+use super::state::{IdentityCheck, StoredPolicy};
+
+/// The form of a stored policy since the first release (kept byte for byte).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PolicyV1 {
+    policy: wal::RetentionPolicy,
+    split_brain_guard: bool,
+}
+
+/// What later releases added, written as a trailer only when not the default.
+#[derive(serde::Serialize, serde::Deserialize, Default, PartialEq)]
+struct PolicyTrailer {
+    identity_check: IdentityCheck,
+}
+
+fn encode_policy(p: &StoredPolicy) -> Result<Vec<u8>> {
+    let v1 = PolicyV1 { policy: p.policy.clone(), split_brain_guard: p.split_brain_guard };
+    codec::encode_with_trailer(&v1, &PolicyTrailer { identity_check: p.identity_check })
+}
+
+fn decode_policy(bytes: &[u8]) -> Result<StoredPolicy> {
+    let (v1, t): (PolicyV1, PolicyTrailer) = codec::decode_with_trailer(bytes, CF_POLICIES)?;
+    Ok(StoredPolicy { policy: v1.policy, split_brain_guard: v1.split_brain_guard, identity_check: t.identity_check })
+}
 
 pub(crate) fn policy_key(bucket: &BucketName, prefix: &str) -> Vec<u8> {
     object_key(bucket, prefix)
@@ -29,7 +52,7 @@ impl Store {
     pub fn set_policy(&self, bucket: &BucketName, prefix: &str, p: &StoredPolicy, actor: &str) -> Result<()> {
         self.bucket(bucket)?;
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_POLICIES)?, policy_key(bucket, prefix), codec::encode(p)?);
+        batch.put_cf(self.index.cf(CF_POLICIES)?, policy_key(bucket, prefix), encode_policy(p)?);
         self.audit_into(&mut batch, actor, "policy-set", bucket.as_str(), prefix, &format!("{p:?}"))?;
         self.index.write(batch)?;
         // After the write: an evaluation that read the old epoch may have read
@@ -57,7 +80,7 @@ impl Store {
         for item in self.index.range(CF_POLICIES, &start, prefix_end(&start))? {
             let (k, v) = item?;
             let prefix = String::from_utf8_lossy(&k[start.len()..]).into_owned();
-            out.push((prefix, codec::decode(&v, CF_POLICIES)?));
+            out.push((prefix, decode_policy(&v)?));
         }
         Ok(out)
     }

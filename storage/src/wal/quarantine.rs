@@ -18,8 +18,7 @@ use crate::locks::lock_id;
 use crate::store::{object_lock, Store};
 use crate::types::{BlobRef, BucketName, ObjectKey, Timestamp};
 
-/// Largest object whose plaintext the split-brain guard decodes for comparison.
-const MAX_COMPARE_BYTES: usize = 64 << 20;
+use super::identity::{Learned, NewBytes, MAX_COMPARE_BYTES};
 
 /// An upload refused by the split-brain guard, kept aside for an operator.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -239,14 +238,43 @@ impl Store {
     /// Checks a write of `new` bytes under `key` against an existing upload of
     /// the same WAL file (any codec). Called with the key's and identity's
     /// locks held.
-    pub(crate) fn wal_conflict(&self, bucket: &BucketName, key: &ObjectKey, new: NewBytes<'_>) -> Result<Verdict> {
-        let Some((repo, path)) = split_repo(key.as_str()) else { return Ok(Verdict::Proceed) };
+    ///
+    /// The identity check comes first (see [`super::identity`]); an identity the write
+    /// teaches comes back with [`Verdict::Proceed`], for the write's batch.
+    pub(crate) fn wal_conflict<'a>(
+        &'a self,
+        bucket: &BucketName,
+        key: &ObjectKey,
+        new: NewBytes<'_>,
+    ) -> Result<(Verdict, Option<Learned<'a>>)> {
+        let Some((repo, path)) = split_repo(key.as_str()) else { return Ok((Verdict::Proceed, None)) };
         let class = classify(path);
-        if let WalObject::Sentinel(name) = &class {
+        let policy = self.policy_for(bucket, repo)?;
+        let (refused, learned) = self.identity_verdict(bucket, repo, key, &class, &policy, &new)?;
+        if let Some(reason) = refused {
+            return Ok((Verdict::Foreign(reason), None));
+        }
+        let verdict = self.split_brain(bucket, repo, key, &class, &policy, new)?;
+        Ok(match verdict {
+            Verdict::Proceed => (verdict, learned),
+            other => (other, None),
+        })
+    }
+
+    fn split_brain(
+        &self,
+        bucket: &BucketName,
+        repo: &str,
+        key: &ObjectKey,
+        class: &WalObject,
+        policy: &super::state::StoredPolicy,
+        new: NewBytes<'_>,
+    ) -> Result<Verdict> {
+        if let WalObject::Sentinel(name) = class {
             return self.sentinel_check(bucket, repo, name.as_str());
         }
-        let Some((_, candidates, new_codec)) = identity(repo, &class) else { return Ok(Verdict::Proceed) };
-        if !self.policy_for(bucket, repo)?.split_brain_guard {
+        let Some((_, candidates, new_codec)) = identity(repo, class) else { return Ok(Verdict::Proceed) };
+        if !policy.split_brain_guard {
             return Ok(Verdict::Proceed);
         }
         let history = matches!(class, WalObject::History { .. });
@@ -323,47 +351,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Records a refused upload in the quarantine (holding its blob references).
-    pub(crate) fn quarantine_into(&self, batch: &mut WriteBatch, q: &Quarantined) -> Result<()> {
+    /// Whether an unresolved quarantine record already holds these bytes for this key: a
+    /// client retrying a refused upload (PostgreSQL's archiver retries a failed
+    /// `archive_command` forever) is refused again without a record per attempt.
+    pub(crate) fn quarantined_already(&self, bucket: &BucketName, key: &ObjectKey, blobs: &[BlobRef]) -> Result<bool> {
+        for item in self.index.range(CF_QUARANTINE, b"", None)? {
+            let (_, v) = item?;
+            let r: Quarantined = codec::decode(&v, CF_QUARANTINE)?;
+            if !r.resolved && r.bucket == bucket.as_str() && r.key == key.as_str() && r.blobs == blobs {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Records a refused upload in the quarantine (holding its blob references);
+    /// `split_brain`: counted as a split-brain conflict (else the identity check counted it).
+    pub(crate) fn quarantine_into(&self, batch: &mut WriteBatch, q: &Quarantined, split_brain: bool) -> Result<()> {
         let mut k = (q.time.as_millis() as u64).to_be_bytes().to_vec();
         k.extend_from_slice(&rand::random::<[u8; 8]>());
         batch.put_cf(self.index.cf(CF_QUARANTINE)?, k, codec::encode(q)?);
-        self.guard.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        if split_brain {
+            self.guard.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
         self.audit_into(batch, &q.principal, "quarantine", &q.bucket, &q.key, &q.reason)
-    }
-}
-
-/// The bytes of a write being checked: staged (not yet stored) or already-stored blobs.
-pub(crate) enum NewBytes<'a> {
-    /// A staged single PUT.
-    Staged(&'a crate::writer::StagedBlob),
-    /// Blobs already stored (multipart parts, copy source).
-    Stored { blobs: &'a [BlobRef], size: u64 },
-}
-
-impl NewBytes<'_> {
-    fn same_as(&self, blobs: &[BlobRef]) -> bool {
-        match self {
-            NewBytes::Staged(s) => (s.size == 0 && blobs.is_empty()) || (blobs.len() == 1 && blobs[0].hash == s.hash),
-            NewBytes::Stored { blobs: b, .. } => *b == blobs,
-        }
-    }
-
-    fn bytes(&self, store: &Store) -> Result<Vec<u8>> {
-        match self {
-            NewBytes::Staged(s) => {
-                if s.size as usize > MAX_COMPARE_BYTES {
-                    return Err(Error::InvalidArgument("object too large to compare".into()));
-                }
-                match &s.body {
-                    crate::writer::StagedBody::Inline(bytes) => Ok(bytes.to_vec()),
-                    crate::writer::StagedBody::File(staging) => {
-                        std::fs::read(staging.path()).map_err(|e| Error::io("reading a staged upload", e))
-                    }
-                }
-            }
-            NewBytes::Stored { blobs, size } => store.read_refs(blobs, *size),
-        }
     }
 }
 
@@ -381,6 +392,8 @@ pub(crate) enum Verdict {
     Identical(String),
     /// Different content: refuse (the reason names the existing key) and quarantine the bytes.
     Conflict(String),
+    /// From another cluster (the identity check): refuse and quarantine the bytes.
+    Foreign(String),
     /// Refuse without keeping the bytes (a sentinel for a backup without data).
     Refuse(String),
 }

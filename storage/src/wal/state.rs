@@ -12,22 +12,63 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use wal::horizon::Horizon;
 use wal::policy::RetentionPolicy;
+use wal::Identity;
 
 use crate::locks::OrderedRwLock;
 use crate::types::{BucketName, Timestamp};
 
-/// A stored policy.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A stored policy. On disk (see `super::policies`): the retention policy and the
+/// split-brain switch as written since the first release, then, only when it is not
+/// the default, a trailer with the identity check.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredPolicy {
     /// The policy.
     pub policy: RetentionPolicy,
     /// Refuse a different upload for an existing WAL segment or history file.
     pub split_brain_guard: bool,
+    /// What happens to an upload from another cluster (see [`IdentityCheck`]).
+    pub identity_check: IdentityCheck,
 }
 
+/// The server's built-in policy: split-brain guard on, identity check enforced.
 impl Default for StoredPolicy {
     fn default() -> Self {
-        Self { policy: RetentionPolicy::default(), split_brain_guard: true }
+        Self { policy: RetentionPolicy::default(), split_brain_guard: true, identity_check: IdentityCheck::Enforce }
+    }
+}
+
+/// What the identity check does with an upload whose WAL page header or backup
+/// document names another cluster (system identifier), PostgreSQL version or
+/// segment size than the repository's (see `wal::identity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum IdentityCheck {
+    /// Refuse it (`412 PreconditionFailed`) and keep its bytes in the quarantine.
+    #[default]
+    Enforce,
+    /// Accept it; count, log and report the conflict.
+    Warn,
+    /// Do not look inside uploads (and learn no identity).
+    Off,
+}
+
+impl IdentityCheck {
+    /// Parses `enforce`, `warn` or `off`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "enforce" => Some(IdentityCheck::Enforce),
+            "warn" => Some(IdentityCheck::Warn),
+            "off" => Some(IdentityCheck::Off),
+            _ => None,
+        }
+    }
+
+    /// The name [`IdentityCheck::from_name`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdentityCheck::Enforce => "enforce",
+            IdentityCheck::Warn => "warn",
+            IdentityCheck::Off => "off",
+        }
     }
 }
 
@@ -97,6 +138,8 @@ pub struct WalGuard {
     pub(crate) audit_seq: AtomicU64,
     /// Counters.
     pub stats: GuardStats,
+    /// Repository identities and the identity check's counters.
+    pub(crate) identity: IdentityState,
 }
 
 impl Default for WalGuard {
@@ -109,6 +152,7 @@ impl Default for WalGuard {
             refused: Mutex::new(VecDeque::new()),
             audit_seq: AtomicU64::new(0),
             stats: GuardStats::default(),
+            identity: Default::default(),
         }
     }
 }
@@ -133,4 +177,58 @@ pub(crate) struct RepoState {
     pub(crate) last: Mutex<Option<Arc<Evaluation>>>,
     /// When the previous evaluation ran (the horizon's clock checks).
     pub(crate) last_pass: Mutex<Option<Timestamp>>,
+}
+
+/// A repository's identity and where it was learned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    /// The identity.
+    pub identity: Identity,
+    /// Key (in the bucket) of the upload that taught its system identifier.
+    pub learned_from: String,
+    /// When.
+    pub learned_at: Timestamp,
+}
+
+/// Counters of the identity check since the server started (metrics).
+#[derive(Debug, Default)]
+pub struct IdentityCounters {
+    /// Uploads whose identity matched the repository's.
+    pub verified: AtomicU64,
+    /// Uploads that taught (or completed) a repository's identity.
+    pub learned: AtomicU64,
+    /// Uploads that could not be read (encrypted, undecodable): accepted.
+    pub opaque: AtomicU64,
+    /// Segments whose page magic names no PostgreSQL version walstore knows.
+    pub unknown_version: AtomicU64,
+    /// Conflicts by kind ([`CONFLICT_KINDS`]), refused or (under `warn`) reported.
+    pub conflicts: [AtomicU64; 5],
+}
+
+/// What one repository's identity check saw since the server started (status).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepoIdentityStats {
+    /// Uploads verified.
+    pub verified: u64,
+    /// Uploads accepted without a check (encrypted or undecodable).
+    pub opaque: u64,
+    /// Conflicts (refused, or reported under `warn`).
+    pub conflicts: u64,
+    /// The newest conflict: when, and the message.
+    pub last_conflict: Option<(Timestamp, String)>,
+    /// Why the newest opaque upload could not be read.
+    pub last_opaque: Option<String>,
+}
+
+/// The identity state the store holds in memory.
+#[derive(Default)]
+pub struct IdentityState {
+    /// Known identities (a cache of the index; absent = not loaded or none).
+    pub(crate) known: Mutex<HashMap<RepoId, Arc<IdentityRecord>>>,
+    /// Held from the decision to learn an identity until its batch is committed, so two
+    /// first uploads from different clusters cannot both teach one.
+    pub(crate) learning: Mutex<()>,
+    pub(crate) stats: Mutex<HashMap<RepoId, RepoIdentityStats>>,
+    /// Counters.
+    pub counters: IdentityCounters,
 }

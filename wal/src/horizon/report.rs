@@ -33,6 +33,10 @@ pub(super) fn build(
         r.last_segment = Some((format!("{:08X}{:08X}{:08X}", w.tl, w.log, w.seg), w.received, s.start_of(n.next())));
     }
     r.wal_segments = segments().count() as u64;
+    for w in segments() {
+        let name = if w.codec == crate::names::Codec::None { "none" } else { w.codec.ext() };
+        *r.wal_codecs.entry(name.into()).or_default() += 1;
+    }
     r.bytes = snap.wal.iter().map(|w| w.size).sum::<u64>()
         + snap.backups.values().flat_map(|b| b.files.iter().map(|f| f.1)).sum::<u64>()
         + snap.other.iter().map(|o| o.size).sum::<u64>();

@@ -138,6 +138,9 @@ pub struct Report {
     pub counts: std::collections::BTreeMap<String, u64>,
     /// WAL segments stored (full segments only).
     pub wal_segments: u64,
+    /// WAL segments by codec (`none`, `lz4`, `zst`, …): the codec mix the identity check
+    /// can look into (every codec but `gz`; client-side encryption hides any of them).
+    pub wal_codecs: std::collections::BTreeMap<String, u64>,
     /// Bytes of the repository.
     pub bytes: u64,
 }
