@@ -55,13 +55,14 @@ WARP_BUCKET = "warp-benchmark-bucket"
 REPL_BUCKET = "replica"  # the bucket on a MinIO replication target
 REPL_TARGET = "site-b"   # the target's name in R2 (and its prefix in REPL_BUCKET)
 REPL = "walstore_repl"   # the variant "walstore with a MinIO replication target added" (R1, R2)
+NOID = "walstore_noid"   # the variant "walstore with --identity-check off" (X1)
 IMPORT_BUCKET = "imported"  # I1: the walstore bucket `walstore import --to` fills
 TIER_TARGET = "tier"     # T1, T2: the replication target tiering evicts to (and its prefix in REPL_BUCKET)
 T1_KEY = "t1/tar_partitions/part_1.tar.lz4"  # a backup tar partition's name, outside a WAL-G repository
 T1_PART = "20MiB"        # WAL-G's default S3 part size (WALG_S3_MAX_PART_SIZE)
 T1_RANGE = "8MiB"        # T1's ranged GETs: the AWS CLI / SDK transfer managers' default chunk
 T1_STREAMS = 4           # T1's ranged GETs in flight
-WORKLOADS = ["P1", "P2", "P3", "P4", "P6", "P12", "R1", "R2", "R3", "I1", "T1", "T2"]
+WORKLOADS = ["P1", "P2", "P3", "P4", "P6", "P12", "R1", "R2", "R3", "I1", "T1", "T2", "X1"]
 REPL_CONC = 4            # objects the replication worker sends at once (its default); warp matches it in R1
 MIB = 1 << 20
 HERE = Path(__file__).resolve().parent
@@ -147,8 +148,9 @@ def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
 
 
 def server_kind(variant: str) -> str:
-    """The server a workload variant runs: REPL is a walstore (with a replication target)."""
-    return "walstore" if variant == REPL else variant
+    """The server a workload variant runs: REPL (with a replication target) and NOID (without
+    the identity check) are walstores."""
+    return "walstore" if variant in (REPL, NOID) else variant
 
 
 def proc_status(pid: int) -> dict[str, float]:
@@ -441,8 +443,10 @@ class Bench:
             d.rename(t / f"{d.name}-{time.monotonic_ns()}")
 
     def server(self, kind: str, name: str) -> Server:
-        kind = server_kind(kind)
+        variant, kind = kind, server_kind(kind)
         srv = Server(kind, self.exe[kind], self.root / "logs" / name)
+        if variant == NOID:
+            srv.serve_args = ["--identity-check", "off"]
         self.started.append(srv)
         return srv
 
@@ -890,6 +894,15 @@ synchronous_commit = off
         if fx:
             self.p1_wal_push(fx, "R2-P1", ["walstore", REPL])
         self.p3_mixed("R2-P3", ["walstore", REPL])
+
+    def x1_identity_cost(self, fx: dict | None):
+        """X1: P1 against walstore without (`--identity-check off`) and with the identity
+        check (the default, enforce), alternating: what reading every segment's first page
+        costs a WAL-G archive_command."""
+        if not fx:
+            self.results["notes"].append("X1: no WAL segments (WAL-G or PostgreSQL missing); not run")
+            return
+        self.p1_wal_push(fx, "X1", [NOID, "walstore"])
 
     # -- I1: walstore import ------------------------------------------------------------
 
@@ -1450,6 +1463,8 @@ synchronous_commit = off
                     self.t1_tiered_get()
                 elif step == "T2":
                     self.t2_eviction()
+                elif step == "X1":
+                    self.x1_identity_cost(fx)
             except Exception as e:  # noqa: BLE001 - report and go on with the next workload
                 log(f"{step} FAILED: {e}")
                 r["notes"].append(f"{step} failed: {str(e)[:500]}")

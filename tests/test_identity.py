@@ -213,6 +213,7 @@ def test_another_cluster_is_refused_and_the_first_goes_on(state: State):
     assert seen["conflicts"] >= 3, seen
     assert state.sysid["b"] in seen["last_conflict"]["message"], seen
     assert st["identity"]["system_identifier"] == state.sysid["a"]
+    assert any(a.startswith("another cluster:") for a in st["alerts"]), st["alerts"]
     assert metric_sum(state.store, "walstore_identity_conflicts_total", kind="system_identifier") >= 3
     assert metric_sum(state.store, "walstore_identity_checks_total", result="verified") >= 7
     state.done.add("b")
@@ -268,6 +269,11 @@ def test_reset_identity_is_explicit_and_audited(state: State):
     assert bad.get("code") == 1 and len(bad["error"].splitlines()) == 1 and "no identity" in bad["error"], bad
     bad = state.store.admin("repo", "reset-identity", BUCKET, "--reason", "x", check=False)
     assert bad.get("code") == 1 and len(bad["error"].splitlines()) == 1, bad
+    bad = state.store.admin("policy", "set", f"{BUCKET}/{SECRET}", "--identity-check", "maybe", check=False)
+    assert bad.get("code") == 1 and "enforce, warn or off" in bad["error"], bad
+    pol = state.store.admin("policy", "set", f"{BUCKET}/{SECRET}", "--identity-check", "warn")
+    assert pol["policy"]["identity_check"] == "warn", pol
+    assert state.status(SECRET)["identity"]["check"] == "warn"
     # Cluster A is retired first (else its next segment would teach the identity again).
     state.by_name["a"].stop()
     out = state.store.admin("repo", "reset-identity", f"{BUCKET}/{SHARED}", "--reason", "cluster b replaces a")

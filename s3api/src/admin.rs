@@ -82,7 +82,7 @@ impl PolicyDoc {
             segment_size: Some(r.segment_size.map_or("auto".into(), |s| format!("{}MiB", s.bytes() >> 20))),
             enforce: Some(r.enforce),
             split_brain_guard: Some(p.split_brain_guard),
-            identity_check: Some(p.identity_check.name().into()),
+            identity_check: Some(p.identity_check.unwrap_or_default().name().into()),
         }
     }
 
@@ -134,8 +134,10 @@ impl PolicyDoc {
             base.split_brain_guard = b;
         }
         if let Some(m) = &self.identity_check {
-            base.identity_check = storage::wal::IdentityCheck::from_name(m)
-                .ok_or_else(|| format!("identity_check: {m:?} is not enforce, warn or off"))?;
+            base.identity_check = Some(
+                storage::wal::IdentityCheck::from_name(m)
+                    .ok_or_else(|| format!("identity_check: {m:?} is not enforce, warn or off"))?,
+            );
         }
         Ok(base)
     }
@@ -200,7 +202,7 @@ pub fn repo_identity_json(
         Some(r) => identity_json(&r.identity),
         None => json!({ "system_identifier": null, "pg_version": null, "segment_size": null }),
     };
-    v["check"] = json!(policy.identity_check.name());
+    v["check"] = json!(policy.identity_check.unwrap_or_default().name());
     v["learned_from"] = json!(rec.as_ref().map(|r| r.learned_from.clone()));
     v["learned_at"] = json!(rec.as_ref().map(|r| storage_time(r.learned_at)));
     v["since_start"] = json!({

@@ -305,8 +305,10 @@ impl Settings {
                 p.policy.enforce = self.retention_enforce.unwrap_or(false);
                 p.split_brain_guard = self.split_brain_guard.unwrap_or(true);
                 if let Some(m) = &self.identity_check {
-                    p.identity_check = storage::wal::IdentityCheck::from_name(m)
-                        .ok_or_else(|| format!("identity-check: {m:?} is not enforce, warn or off"))?;
+                    p.identity_check = Some(
+                        storage::wal::IdentityCheck::from_name(m)
+                            .ok_or_else(|| format!("identity-check: {m:?} is not enforce, warn or off"))?,
+                    );
                 }
                 p
             },

@@ -395,6 +395,8 @@ impl Store {
         let mut batch = WriteBatch::default();
         let (verdict, learned) =
             self.wal_conflict(bucket, key, NewBytes::Stored { blobs: &entry.blobs, size: entry.size })?;
+        let requarantined = matches!(verdict, Verdict::Conflict(_) | Verdict::Foreign(_))
+            && self.quarantined_already(bucket, key, &entry.blobs)?;
         // The answer the client gets, kept for a retry.
         let answer = match &verdict {
             Verdict::Refuse(reason) => return Err(Error::PreconditionFailed(reason.clone())),
@@ -410,6 +412,13 @@ impl Store {
             Verdict::Identical(existing) => {
                 let e = self.entry(bucket, existing)?.ok_or(Error::NoSuchKey)?;
                 Some(ObjectEntry { blobs: Vec::new(), ..e })
+            }
+            // A retry of a refused completion: refused again, its parts released.
+            Verdict::Conflict(_) | Verdict::Foreign(_) if requarantined => {
+                if matches!(verdict, Verdict::Conflict(_)) {
+                    self.wal_guard().stats.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                None
             }
             Verdict::Conflict(reason) | Verdict::Foreign(reason) => {
                 let q = Quarantined {
@@ -448,7 +457,7 @@ impl Store {
             }
         }
         // Zero-length parts carry no blob reference at all.
-        if matches!(verdict, Verdict::Identical(_)) {
+        if matches!(verdict, Verdict::Identical(_)) || (answer.is_none() && requarantined) {
             // The parts' references are not handed to any entry: release them.
             dropped.extend(entry.blobs.iter().copied());
         }

@@ -146,7 +146,10 @@ fn metadata(sysid: u64, version: u64, permanent: bool) -> Vec<u8> {
 #[test]
 fn backups_are_checked_and_completed_backups_stay_closed() {
     let dir = tempfile::tempdir().expect("tmp");
-    let s = open(dir.path());
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut cfg = StoreConfig::new(dir.path());
+    cfg.clock = clock.clone();
+    let s = Store::open(cfg).expect("open store");
     let b = bucket(&s, "pgb");
     let base = "db/basebackups_005/base_000000010000000000000002";
     put(&s, &b, &format!("{base}/tar_partitions/part_1.tar.lz4"), b"tar bytes").expect("part");
@@ -176,8 +179,19 @@ fn backups_are_checked_and_completed_backups_stay_closed() {
     let part = format!("{base}/tar_partitions/part_1.tar.lz4");
     let msg = refused(put(&s, &b, &part, b"another cluster's tar"));
     assert!(msg.contains("is complete"), "{msg}");
-    refused(put(&s, &b, &format!("{base}/tar_partitions/part_2.tar.lz4"), b"an extra part"));
     put(&s, &b, &part, b"tar bytes").expect("the same bytes again (a retry) are fine");
+    // A copy tool that sent the sentinel first fills the backup in (for an hour).
+    put(&s, &b, &format!("{base}/tar_partitions/part_2.tar.lz4"), b"part 2").expect("within the grace");
+    clock.advance(Duration::from_secs(3601));
+    let msg = refused(put(&s, &b, &format!("{base}/tar_partitions/part_3.tar.lz4"), b"an extra part"));
+    assert!(msg.contains("is complete"), "{msg}");
+    // After a reset (pg_upgrade), backup-mark of the old cluster's backup still works: its
+    // metadata.json is checked against its own sentinel.
+    s.reset_identity(&b, "db/", "admin", "pg_upgrade").expect("reset");
+    put(&s, &b, &format!("db/wal_005/{}.lz4", name(1, 40)), &lz4(&segment(B, 1, 40))).expect("the new cluster");
+    put(&s, &b, &format!("{base}/metadata.json"), &metadata(A, 150_004, false)).expect("backup-mark of the old");
+    let msg = refused(put(&s, &b, &format!("{base}/metadata.json"), &metadata(B, 150_004, false)));
+    assert!(msg.contains("stop sentinel says"), "{msg}");
     let info = s.head_object(&b, &ObjectKey::parse(&part).expect("k")).expect("head");
     let mut r = s.read_object(&info, 0..info.size).expect("read");
     assert_eq!(&*r.next_chunk().expect("chunk").expect("bytes"), b"tar bytes");
@@ -192,10 +206,15 @@ fn warn_off_and_opaque() {
     let b = bucket(&s, "pgb");
     put(&s, &b, &format!("w/wal_005/{}.lz4", name(1, 1)), &lz4(&segment(A, 1, 1))).expect("learn");
     put(&s, &b, &format!("o/wal_005/{}.lz4", name(1, 1)), &lz4(&segment(A, 1, 1))).expect("learn");
-    let warn = StoredPolicy { identity_check: IdentityCheck::Warn, ..StoredPolicy::default() };
+    let warn = StoredPolicy { identity_check: Some(IdentityCheck::Warn), ..StoredPolicy::default() };
     s.set_policy(&b, "w/", &warn, "test").expect("policy");
-    s.set_policy(&b, "o/", &StoredPolicy { identity_check: IdentityCheck::Off, ..StoredPolicy::default() }, "test")
-        .expect("policy");
+    s.set_policy(
+        &b,
+        "o/",
+        &StoredPolicy { identity_check: Some(IdentityCheck::Off), ..StoredPolicy::default() },
+        "test",
+    )
+    .expect("policy");
     put(&s, &b, &format!("w/wal_005/{}.lz4", name(1, 2)), &lz4(&segment(B, 1, 2))).expect("warn accepts");
     assert_eq!(s.repo_identity_stats(&b, "w/").conflicts, 1);
     put(&s, &b, &format!("o/wal_005/{}.lz4", name(1, 2)), &lz4(&segment(B, 1, 2))).expect("off accepts");
@@ -273,6 +292,21 @@ fn multipart_segments_are_checked() {
         });
         assert_eq!(r.is_ok(), ok, "{r:?}");
     }
+    // The archiver's retry of the refused segment: refused again, kept once, parts released.
+    let k = ObjectKey::parse(&format!("db/wal_005/{}", name(1, 3))).expect("key");
+    let id = s.create_multipart(&b, &k, ObjectMeta::default(), None, false, Default::default()).expect("create");
+    let etag = s.upload_part(&b, &k, &id, 1, stage(&s, &segment(B, 1, 3)), None).expect("part").etag;
+    let parts = [CompletedPart { number: 1, etag, checksum: None }];
+    let req = CompleteRequest {
+        bucket: &b,
+        key: &k,
+        upload_id: &id,
+        parts: &parts,
+        condition: WriteCondition::None,
+        expected: ExpectedObject::default(),
+        actor: "test",
+    };
+    assert!(matches!(s.complete_multipart(&req), Err(Error::PreconditionFailed(_))));
     assert_eq!(s.quarantine().expect("q").len(), 1);
     assert!(s.check().expect("check").problems.is_empty());
 }

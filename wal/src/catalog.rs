@@ -218,6 +218,8 @@ pub struct OpenConflict {
     pub path: String,
     /// A timeline history file (two nodes promoted to the same timeline).
     pub history: bool,
+    /// Refused by the identity check (another cluster's upload), not the split-brain guard.
+    pub foreign: bool,
     /// When it was refused.
     pub time: Timestamp,
 }

@@ -82,6 +82,11 @@ pub fn decode_prefix(codec: Codec, data: &[u8], n: usize) -> Result<Vec<u8>, Dec
             let dict = n.max(PREFIX_LZMA_DICT);
             let mut header = [0u8; 5];
             let body = match data {
+                // lc + lp > 4 (WAL-G writes 3 + 0) would make lzma-rs allocate up to 6 MiB of
+                // probabilities for a 40-byte answer.
+                [props, ..] if *props < 225 && (props % 9) + (props / 9) % 5 > 4 => {
+                    return Err(bad(&"lzma literal parameters lc + lp above 4"))
+                }
                 [props, d0, d1, d2, d3, rest @ ..] => {
                     let declared = u32::from_le_bytes([*d0, *d1, *d2, *d3]) as usize;
                     header[0] = *props;
@@ -140,6 +145,7 @@ fn lz4_prefix(data: &[u8], n: usize) -> Result<Vec<u8>, DecodeError> {
             return Err(bad("lz4 frame needs a dictionary"));
         }
         let block_checksum = flg & 0x10 != 0;
+        let independent = flg & 0x20 != 0;
         let content_checksum = flg & 0x04 != 0;
         if flg & 0x08 != 0 {
             p.take(8).ok_or_else(|| bad("short frame header"))?; // content size
@@ -163,7 +169,8 @@ fn lz4_prefix(data: &[u8], n: usize) -> Result<Vec<u8>, DecodeError> {
                 out.extend_from_slice(&block[..k]);
                 Ok(())
             } else {
-                lz4_block_prefix(block, &mut out, n)
+                let reach = if independent { out.len() } else { 0 };
+                lz4_block_prefix(block, &mut out, reach, n)
             };
             if out.len() >= n {
                 return Ok(out);
@@ -180,8 +187,10 @@ fn lz4_prefix(data: &[u8], n: usize) -> Result<Vec<u8>, DecodeError> {
 }
 
 /// Decodes one lz4 block onto `out` (which holds the frame's output so far: linked blocks
-/// refer back into it) until `out` holds `n` bytes or the block ends.
-fn lz4_block_prefix(block: &[u8], out: &mut Vec<u8>, n: usize) -> Result<(), &'static str> {
+/// refer back into it; matches may reach back to `out[start..]` only, `start` being the
+/// block's first byte in a frame of independent blocks) until `out` holds `n` bytes or the
+/// block ends.
+fn lz4_block_prefix(block: &[u8], out: &mut Vec<u8>, start: usize, n: usize) -> Result<(), &'static str> {
     let mut p = Parser { data: block, pos: 0 };
     let length = |p: &mut Parser<'_>, mut len: usize| -> Result<usize, &'static str> {
         if len == 15 {
@@ -204,7 +213,7 @@ fn lz4_block_prefix(block: &[u8], out: &mut Vec<u8>, n: usize) -> Result<(), &'s
             break;
         }
         let offset = usize::from(p.u16_le().ok_or("truncated offset")?);
-        if offset == 0 || offset > out.len() {
+        if offset == 0 || offset > out.len() - start {
             return Err("match before the start of the output");
         }
         let len = length(&mut p, usize::from(token & 15))?.checked_add(4).ok_or("length overflow")?;

@@ -1,7 +1,7 @@
 //! Which cluster a repository belongs to, and whether an upload comes from it.
 //!
-//! Two PostgreSQL clusters archiving into one prefix (a clone started with its source's
-//! `WALG_S3_PREFIX`, a copy-pasted manifest) interleave WAL whose names may collide, and
+//! Two PostgreSQL clusters archiving into one prefix (a new cluster given a copy-pasted
+//! `WALG_S3_PREFIX` or manifest) interleave WAL whose names may collide, and
 //! the first restore that crosses the mix fails. What tells them apart is the **system
 //! identifier** `initdb` gives a cluster: every WAL segment's first page carries it (see
 //! [`crate::page`]), and so do WAL-G's backup documents (`SystemIdentifier` in the stop

@@ -9,7 +9,9 @@
 //! cluster's `backup-push` that happens to pick the same backup name (two fresh clusters
 //! start at the same LSNs) would otherwise replace its tar parts one by one before the
 //! sentinel's identity is ever checked. WAL-G itself only rewrites `metadata.json` of a
-//! finished backup (`backup-mark`), which is checked like any backup document.
+//! finished backup (`backup-mark`), which must name its own sentinel's system identifier;
+//! keys the backup does not have are accepted for [`COMPLETED_GRACE`] after the sentinel
+//! (copy tools may send it first).
 //!
 //! On disk: `meta` `identity/<bucket> 0x00 <repository prefix>` → [`IdentityRecord`],
 //! written in the batch of the object that taught it, with an audit record.
@@ -28,10 +30,19 @@ use crate::index::{prefix_end, CF_META};
 use crate::store::Store;
 use crate::types::{BlobRef, BucketName, ObjectKey};
 
-use super::state::{IdentityCheck, IdentityCounters, IdentityRecord, RepoId, RepoIdentityStats, StoredPolicy};
+use super::state::{
+    IdentityCheck, IdentityCounters, IdentityRecord, RepoId, RepoIdentityStats, StoredPolicy, LEARNING_STRIPES,
+};
 
 /// Largest object whose plaintext the split-brain guard decodes for comparison.
 pub(crate) const MAX_COMPARE_BYTES: usize = 64 << 20;
+
+/// How long after its stop sentinel a completed backup still accepts objects it does not
+/// have yet (never other bytes under a key it has).
+pub const COMPLETED_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How every refusal of the identity check begins (quarantine records are told apart by it).
+pub(crate) const IDENTITY_CONFLICT: &str = "identity-conflict";
 
 /// `meta` key prefix of repository identities.
 const IDENTITY_PREFIX: &[u8] = b"identity/";
@@ -120,7 +131,7 @@ impl Store {
     /// Quarantined conflicts stay until resolved.
     pub fn reset_identity(&self, bucket: &BucketName, repo: &str, actor: &str, reason: &str) -> Result<IdentityRecord> {
         self.bucket(bucket)?;
-        let _hold = self.guard.identity.learning.lock();
+        let _hold = self.learning_lock(bucket.as_str(), repo);
         let key = identity_key(bucket.as_str(), repo);
         let old: IdentityRecord = self.index.get_decoded(CF_META, &key)?.ok_or_else(|| {
             Error::InvalidArgument(format!("no identity is known for repository {}/{repo}", bucket.as_str()))
@@ -159,16 +170,25 @@ impl Store {
         Ok(())
     }
 
+    /// The learning stripe of a repository.
+    fn learning_lock(&self, bucket: &str, repo: &str) -> MutexGuard<'_, ()> {
+        let stripe = crate::locks::lock_id(&(bucket, repo)) as usize % LEARNING_STRIPES;
+        self.guard.identity.learning[stripe].lock()
+    }
+
     fn identity_cached(&self, bucket: &str, repo: &str) -> Result<Option<Arc<IdentityRecord>>> {
         let id = (bucket.to_owned(), repo.to_owned());
-        if let Some(r) = self.guard.identity.known.lock().get(&id) {
+        // Held across the read on a miss: a reset (which removes the entry after its write)
+        // then cannot be undone by a read that started before it.
+        let mut known = self.guard.identity.known.lock();
+        if let Some(r) = known.get(&id) {
             return Ok(Some(r.clone()));
         }
         let Some(rec) = self.index.get_decoded::<IdentityRecord>(CF_META, &identity_key(bucket, repo))? else {
             return Ok(None);
         };
         let rec = Arc::new(rec);
-        self.guard.identity.known.lock().insert(id, rec.clone());
+        known.insert(id, rec.clone());
         Ok(Some(rec))
     }
 
@@ -184,7 +204,7 @@ impl Store {
         policy: &StoredPolicy,
         new: &NewBytes<'_>,
     ) -> Result<(Option<String>, Option<Learned<'a>>)> {
-        let mode = policy.identity_check;
+        let mode = policy.identity_check.unwrap_or_default();
         if mode == IdentityCheck::Off {
             return Ok((None, None));
         }
@@ -198,6 +218,25 @@ impl Store {
             self.guard.identity.counters.unknown_version.fetch_add(1, Ordering::Relaxed);
             tracing::info!(bucket = %bucket, key = %key, "WAL page magic {m:#06X} names no PostgreSQL version walstore knows; checking the rest of the header");
         }
+        if let (Subject::Metadata, Evidence::Document { identity }) = (&subject, &ev) {
+            // `backup-mark` of a completed backup: it belongs to the cluster its sentinel
+            // names (also after a reset-identity, for the backups of the cluster before).
+            if let Some(theirs) = self.sentinel_identity(bucket, repo, class)? {
+                if theirs.system_identifier == identity.system_identifier {
+                    self.guard.identity.counters.verified.fetch_add(1, Ordering::Relaxed);
+                    return Ok((None, None));
+                }
+                let reason = format!(
+                    "identity-conflict: {} {key} does not belong to backup {}: system identifier {} received, its stop \
+                     sentinel says {}",
+                    subject.what(),
+                    class.backup().map(|b| b.as_str()).unwrap_or_default(),
+                    identity.system_identifier,
+                    theirs.system_identifier
+                );
+                return Ok((self.conflict(bucket, repo, key, mode, 0, reason), None));
+            }
+        }
         let size = policy.policy.segment_size;
         let known = self.identity_cached(bucket.as_str(), repo)?;
         let mut outcome = check(known.as_ref().map(|r| &r.identity), size, &ev);
@@ -205,7 +244,7 @@ impl Store {
         if let Outcome::Learn(_) = outcome {
             // Decide again under the lock, against the stored identity: another first
             // upload may have taught one meanwhile.
-            let h = self.guard.identity.learning.lock();
+            let h = self.learning_lock(bucket.as_str(), repo);
             let id = (bucket.as_str().to_owned(), repo.to_owned());
             self.guard.identity.known.lock().remove(&id);
             let fresh = self.identity_cached(bucket.as_str(), repo)?;
@@ -285,8 +324,37 @@ impl Store {
         }
     }
 
+    /// The stored stop sentinel of the backup `class` belongs to, if the backup is complete.
+    fn stored_sentinel(
+        &self,
+        bucket: &BucketName,
+        repo: &str,
+        class: &WalObject,
+    ) -> Result<Option<crate::index::ObjectEntry>> {
+        let Some(name) = class.backup() else { return Ok(None) };
+        self.entry(bucket, &format!("{repo}{BACKUP_DIR}{}_backup_stop_sentinel.json", name.as_str()))
+    }
+
+    /// The identity the stored stop sentinel of a completed backup names, if it names one.
+    fn sentinel_identity(&self, bucket: &BucketName, repo: &str, class: &WalObject) -> Result<Option<Identity>> {
+        let Some(e) = self.stored_sentinel(bucket, repo, class)? else { return Ok(None) };
+        if e.size as usize > wal::identity::MAX_DOCUMENT {
+            return Ok(None);
+        }
+        let bytes = match self.read_refs(&e.blobs, e.size) {
+            Ok(b) => b,
+            Err(err @ Error::RemoteUnavailable(_)) => return Err(err),
+            Err(_) => return Ok(None),
+        };
+        Ok(match Evidence::read(&Subject::Sentinel, &bytes, true) {
+            Evidence::Document { identity } => Some(identity),
+            _ => None,
+        })
+    }
+
     /// Why a write into a completed backup's folder (or of its sentinel) is refused, if it
-    /// is: anything but the same bytes again, except `metadata.json`.
+    /// is: other bytes under a key it has, or a new key more than [`COMPLETED_GRACE`] after
+    /// the sentinel arrived. `metadata.json` is checked against the sentinel instead.
     fn completed_backup_write(
         &self,
         bucket: &BucketName,
@@ -299,13 +367,17 @@ impl Store {
         if matches!(class, WalObject::BackupMeta(_)) {
             return Ok(None);
         }
-        let sentinel = format!("{repo}{BACKUP_DIR}{}_backup_stop_sentinel.json", name.as_str());
-        if self.entry(bucket, &sentinel)?.is_none() {
-            return Ok(None);
-        }
-        if let Some(existing) = self.entry(bucket, key.as_str())? {
-            if new.same_as(&existing.blobs) {
-                return Ok(None);
+        let Some(sentinel) = self.stored_sentinel(bucket, repo, class)? else { return Ok(None) };
+        match self.entry(bucket, key.as_str())? {
+            Some(existing) if new.same_as(&existing.blobs) => return Ok(None),
+            Some(_) => {}
+            None => {
+                // A copy tool that writes the sentinel before the parts (`wal-g copy` lists
+                // breadth-first, eight uploads at a time; a parallel sync) fills it in now.
+                let age = self.now().as_millis().saturating_sub(sentinel.last_modified.as_millis());
+                if age < COMPLETED_GRACE.as_millis() as i64 {
+                    return Ok(None);
+                }
             }
         }
         Ok(Some(format!(

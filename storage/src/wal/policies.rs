@@ -21,10 +21,11 @@ struct PolicyV1 {
     split_brain_guard: bool,
 }
 
-/// What later releases added, written as a trailer only when not the default.
+/// What later releases added, written as a trailer only when set (a policy without it
+/// takes the server default's identity check).
 #[derive(serde::Serialize, serde::Deserialize, Default, PartialEq)]
 struct PolicyTrailer {
-    identity_check: IdentityCheck,
+    identity_check: Option<IdentityCheck>,
 }
 
 fn encode_policy(p: &StoredPolicy) -> Result<Vec<u8>> {
@@ -94,6 +95,13 @@ impl Store {
             .filter(|(p, _)| repo.starts_with(p.as_str()))
             .max_by_key(|(p, _)| p.len())
             .map(|(_, p)| p);
-        Ok(best.unwrap_or_else(|| self.guard.default.lock().clone()))
+        let default = self.guard.default.lock().clone();
+        Ok(match best {
+            Some(mut p) => {
+                p.identity_check = p.identity_check.or(default.identity_check);
+                p
+            }
+            None => default,
+        })
     }
 }

@@ -18,7 +18,7 @@ use crate::locks::lock_id;
 use crate::store::{object_lock, Store};
 use crate::types::{BlobRef, BucketName, ObjectKey, Timestamp};
 
-use super::identity::{Learned, NewBytes, MAX_COMPARE_BYTES};
+use super::identity::{Learned, NewBytes, IDENTITY_CONFLICT, MAX_COMPARE_BYTES};
 
 /// An upload refused by the split-brain guard, kept aside for an operator.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,6 +103,7 @@ impl Store {
                 id: q.id,
                 path: path.to_owned(),
                 history: matches!(classify(path), WalObject::History { .. }),
+                foreign: r.reason.starts_with(IDENTITY_CONFLICT),
                 time: r.time,
             });
         }

@@ -26,14 +26,20 @@ pub struct StoredPolicy {
     pub policy: RetentionPolicy,
     /// Refuse a different upload for an existing WAL segment or history file.
     pub split_brain_guard: bool,
-    /// What happens to an upload from another cluster (see [`IdentityCheck`]).
-    pub identity_check: IdentityCheck,
+    /// What happens to an upload from another cluster (see [`IdentityCheck`]); `None` (a
+    /// policy stored before the check existed): the server default's.
+    /// [`crate::Store::policy_for`] always answers with it filled in.
+    pub identity_check: Option<IdentityCheck>,
 }
 
 /// The server's built-in policy: split-brain guard on, identity check enforced.
 impl Default for StoredPolicy {
     fn default() -> Self {
-        Self { policy: RetentionPolicy::default(), split_brain_guard: true, identity_check: IdentityCheck::Enforce }
+        Self {
+            policy: RetentionPolicy::default(),
+            split_brain_guard: true,
+            identity_check: Some(IdentityCheck::Enforce),
+        }
     }
 }
 
@@ -205,6 +211,9 @@ pub struct IdentityCounters {
     pub conflicts: [AtomicU64; 5],
 }
 
+/// Stripes of [`IdentityState::learning`].
+pub(crate) const LEARNING_STRIPES: usize = 16;
+
 /// What one repository's identity check saw since the server started (status).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RepoIdentityStats {
@@ -225,9 +234,10 @@ pub struct RepoIdentityStats {
 pub struct IdentityState {
     /// Known identities (a cache of the index; absent = not loaded or none).
     pub(crate) known: Mutex<HashMap<RepoId, Arc<IdentityRecord>>>,
-    /// Held from the decision to learn an identity until its batch is committed, so two
-    /// first uploads from different clusters cannot both teach one.
-    pub(crate) learning: Mutex<()>,
+    /// Held from the decision to learn a repository's identity until its batch is
+    /// committed, so two first uploads from different clusters cannot both teach one
+    /// (striped by repository: one repository's slow commit does not hold up another's).
+    pub(crate) learning: [Mutex<()>; LEARNING_STRIPES],
     pub(crate) stats: Mutex<HashMap<RepoId, RepoIdentityStats>>,
     /// Counters.
     pub counters: IdentityCounters,

@@ -50,6 +50,12 @@ pub(super) fn conflicts(snap: &RepoSnapshot, f: &mut Findings) {
                  the same timeline?); resolve with `walstore quarantine resolve {}`",
                 c.path, c.id
             ));
+        } else if c.foreign {
+            f.alert(format!(
+                "another cluster: {} from a cluster other than this repository's was refused and quarantined \
+                 (`walstore quarantine resolve {}`)",
+                c.path, c.id
+            ));
         } else {
             f.alert(format!(
                 "split brain suspected: a different {} was refused and quarantined (`walstore quarantine resolve {}`)",
